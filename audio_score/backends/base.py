@@ -1,0 +1,61 @@
+"""The one interface every model type implements, and what it returns per clip or upload.
+
+Reference clips (cache Job) and uploads (predictor) go through the same ``Backend.embed`` call, so a clip scored
+against itself gives 1.0. This module imports no torch: the router and the cache reader use its types.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from audio_score.settings import ModelSpec
+
+#: Bump when pooling, frame selection or decoding settings change; it is part of every cache fingerprint.
+FEATURE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Features:
+    """A backend's answer for one waveform.
+
+    ``embedding`` is the mean of the encoder's hidden states over the frames that hold audio (never over
+    Whisper's padding to 30 s); ``frames`` are those hidden states, one row per frame.
+    """
+
+    transcript: str
+    embedding: np.ndarray
+    frames: np.ndarray
+
+
+class Backend(ABC):
+    """A loaded model: waveforms in, :class:`Features` out, in one batched call."""
+
+    spec: ModelSpec
+    sampling_rate: int
+    device: str
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the features this backend computes; a change makes cached entries stale."""
+
+    @property
+    @abstractmethod
+    def embedding_dim(self) -> int:
+        """Size of the pooled embedding."""
+
+    @abstractmethod
+    def embed(self, waveforms: Sequence[np.ndarray]) -> list[Features]:
+        """Features for each mono float32 waveform at ``sampling_rate``, computed as one batch."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release device memory; the default does nothing."""

@@ -1,0 +1,149 @@
+"""Whisper: encoder hidden states pooled over the frames that hold audio, transcripts by batched ``generate``.
+
+The encoder runs once per batch; its output feeds both the pooled embedding and ``generate`` (passed as
+``encoder_outputs``), so transcription does not run the encoder a second time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from audio_score.backends.base import FEATURE_VERSION, Backend, Features
+from audio_score.backends.checkpoint import checkpoint_identity
+from audio_score.settings import ModelSpec, Settings
+
+
+def encoder_frames_with_audio(mel_frames: int, total: int, pool: int = 1) -> int:
+    """Encoder frames covering ``mel_frames`` of real audio: Whisper's conv stem halves the rate, a pooler
+    (Higgs/Qwen2-Audio) divides it again. At least one frame, at most the whole window."""
+    frames = math.ceil(mel_frames / 2)
+    frames = math.ceil(frames / pool)
+    return max(1, min(total, frames))
+
+
+def pool_frames(hidden: torch.Tensor, lengths: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per item: (mean over its first ``length`` frames as float32, those frames as float16)."""
+    out = []
+    for row, length in zip(hidden, lengths, strict=True):
+        frames = row[:length].float()
+        out.append((frames.mean(dim=0).cpu().numpy(), frames.to(torch.float16).cpu().numpy()))
+    return out
+
+
+class WhisperRunner:
+    """A Whisper checkpoint on a device: log-mel, encoder and batched greedy transcription."""
+
+    def __init__(
+        self,
+        ref: str,
+        *,
+        revision: str | None,
+        device: str,
+        language: str | None,
+        max_new_tokens: int,
+    ) -> None:
+        from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+        self.device = device
+        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.feature_extractor = WhisperFeatureExtractor.from_pretrained(ref, revision=revision)
+        self.tokenizer = AutoTokenizer.from_pretrained(ref, revision=revision)
+        self.model = WhisperForConditionalGeneration.from_pretrained(ref, revision=revision, dtype=self.dtype)
+        self.model.to(device).eval()
+        self.language = language
+        self.max_new_tokens = max_new_tokens
+        self.identity = checkpoint_identity(ref, revision, getattr(self.model.config, "_commit_hash", None))
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.feature_extractor.sampling_rate)
+
+    def log_mel(self, waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[int]]:
+        """Padded log-mel (computed on the model's device) and the number of mel frames holding audio."""
+        batch = self.feature_extractor(
+            [np.asarray(w, dtype=np.float32) for w in waveforms],
+            sampling_rate=self.sampling_rate,
+            return_tensors="pt",
+            return_attention_mask=True,
+            device=self.device,
+        )
+        mel_frames = batch["attention_mask"].sum(dim=-1).tolist()
+        return batch["input_features"].to(self.device, self.dtype), [int(n) for n in mel_frames]
+
+    def encode(self, input_features: torch.Tensor) -> torch.Tensor:
+        return self.model.get_encoder()(input_features).last_hidden_state
+
+    def transcribe(self, encoder_hidden: torch.Tensor) -> list[str]:
+        from transformers.modeling_outputs import BaseModelOutput
+
+        kwargs: dict[str, Any] = {"task": "transcribe"}
+        if self.language:
+            kwargs["language"] = self.language
+        tokens = self.model.generate(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
+            max_new_tokens=self.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            **kwargs,
+        )
+        return [text.strip() for text in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+
+
+class WhisperBackend(Backend):
+    """``type: whisper`` in config.json."""
+
+    def __init__(self, spec: ModelSpec, settings: Settings, device: str) -> None:
+        self.spec = spec
+        self.device = device
+        self.runner = WhisperRunner(
+            settings.resolve_model_ref(spec.model_id),
+            revision=spec.revision,
+            device=device,
+            language=spec.language,
+            max_new_tokens=spec.max_new_tokens,
+        )
+        self.sampling_rate = self.runner.sampling_rate
+        if self.sampling_rate != settings.target_sampling_rate:
+            raise ValueError(
+                f"the feature extractor expects {self.sampling_rate} Hz but target_sampling_rate is "
+                f"{settings.target_sampling_rate}; set target_sampling_rate to {self.sampling_rate}"
+            )
+        self._fingerprint = {
+            "type": "whisper",
+            "model_id": spec.model_id,
+            "revision": self.runner.identity,
+            "language": spec.language,
+            "max_new_tokens": spec.max_new_tokens,
+            "feature_version": FEATURE_VERSION,
+        }
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self._fingerprint)
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.runner.model.config.d_model)
+
+    @torch.inference_mode()
+    def embed(self, waveforms: Sequence[np.ndarray]) -> list[Features]:
+        if not waveforms:
+            return []
+        features, mel_frames = self.runner.log_mel(waveforms)
+        hidden = self.runner.encode(features)
+        lengths = [encoder_frames_with_audio(n, hidden.shape[1]) for n in mel_frames]
+        transcripts = self.runner.transcribe(hidden)
+        return [
+            Features(transcript=text, embedding=emb, frames=frames)
+            for text, (emb, frames) in zip(transcripts, pool_frames(hidden, lengths), strict=True)
+        ]
+
+    def close(self) -> None:
+        del self.runner
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

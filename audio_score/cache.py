@@ -1,0 +1,373 @@
+"""The reference cache: one folder per model/video/clip, written whole or not at all.
+
+Layout: ``<cache_dir>/<model key>/<uid>/<cid>/`` holding ``meta.json``, ``transcript.txt``, ``embedding.npy``
+(float32, pooled) and ``frames.npy`` (float16, the frames that hold audio). An entry is written under a
+temporary name in the same folder and renamed into place, so a crash never leaves half an entry and readers
+never see one. Clips are found as ``<uid>/<cid>.<ext>`` or ``<uid>_<cid>.<ext>`` under the clip folder; uid and
+cid are validated before any path is built from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audio_score.errors import InvalidIdentifier
+
+log = logging.getLogger(__name__)
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+#: Bump when the way features are computed or stored changes: every entry then becomes stale.
+CACHE_FORMAT_VERSION = 1
+#: Extensions walked as clips: the seed's .mov plus whatever else FFmpeg reads that people keep clips in.
+CLIP_EXTENSIONS = frozenset(
+    {
+        ".mov",
+        ".mp4",
+        ".m4v",
+        ".mkv",
+        ".webm",
+        ".avi",
+        ".wav",
+        ".mp3",
+        ".m4a",
+        ".aac",
+        ".ogg",
+        ".opus",
+        ".flac",
+    }
+)
+META = "meta.json"
+TRANSCRIPT = "transcript.txt"
+EMBEDDING = "embedding.npy"
+FRAMES = "frames.npy"
+_TMP_PREFIX = ".tmp-"
+_OLD_PREFIX = ".old-"
+
+
+def validate_id(value: str, what: str = "id") -> str:
+    """Refuse anything that could leave its folder: letters, digits, '.', '_', '-' only, and not '.'/'..'."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or set(value) == {"."}:
+        raise InvalidIdentifier(
+            f"invalid {what} {value!r}: use 1-128 letters, digits, '.', '_' or '-' (no path separators, not '..')"
+        )
+    if value.startswith("."):
+        raise InvalidIdentifier(f"invalid {what} {value!r}: must not start with '.'")
+    return value
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """A reference clip on disk and the uid/cid its path gives it."""
+
+    uid: str
+    cid: str
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.uid}/{self.cid}"
+
+
+def parse_clip_path(path: Path, clip_root: Path) -> ClipRef:
+    """``<uid>/<cid>.<ext>`` or ``<uid>_<cid>.<ext>`` (split at the last ``_``) relative to the clip folder."""
+    rel = path.relative_to(clip_root)
+    if len(rel.parts) == 2:
+        uid, cid = rel.parts[0], rel.stem
+    elif len(rel.parts) == 1 and "_" in rel.stem:
+        uid, _, cid = rel.stem.rpartition("_")
+    else:
+        raise InvalidIdentifier(f"{rel}: expected <uid>/<cid>.<ext> or <uid>_<cid>.<ext>")
+    return ClipRef(validate_id(uid, "uid"), validate_id(cid, "cid"), path)
+
+
+def discover_clips(clip_root: Path) -> list[ClipRef]:
+    """Every clip under the folder, sorted by uid/cid so that shards agree on the order.
+
+    A file whose name does not parse is logged and skipped; two files claiming the same uid/cid keep the first
+    in path order and log the other.
+    """
+    if not clip_root.is_dir():
+        raise FileNotFoundError(f"clip folder {clip_root} does not exist (video_clip_dir in config.json)")
+    found: dict[tuple[str, str], ClipRef] = {}
+    for path in sorted(clip_root.rglob("*")):
+        if path.suffix.lower() not in CLIP_EXTENSIONS or not path.is_file() or path.name.startswith("."):
+            continue
+        try:
+            clip = parse_clip_path(path, clip_root)
+        except InvalidIdentifier as exc:
+            log.warning("skipping clip with an unusable name", extra={"path": str(path), "reason": str(exc)})
+            continue
+        key = (clip.uid, clip.cid)
+        if key in found:
+            log.warning(
+                "duplicate clip id, keeping the first",
+                extra={"clip": clip.name, "kept": str(found[key].path), "skipped": str(path)},
+            )
+            continue
+        found[key] = clip
+    return [found[k] for k in sorted(found)]
+
+
+def find_clip(clip_root: Path, uid: str, cid: str) -> ClipRef | None:
+    """The clip for a uid/cid without walking the whole folder (the predictor's on-demand path)."""
+    validate_id(uid, "uid")
+    validate_id(cid, "cid")
+    candidates: list[Path] = []
+    nested = clip_root / uid
+    if nested.is_dir():
+        candidates += sorted(p for p in nested.glob(f"{glob_escape(cid)}.*"))
+    candidates += sorted(clip_root.glob(f"{glob_escape(uid)}_{glob_escape(cid)}.*"))
+    for path in candidates:
+        if path.suffix.lower() in CLIP_EXTENSIONS and path.is_file():
+            return ClipRef(uid, cid, path)
+    return None
+
+
+def glob_escape(text: str) -> str:
+    """Ids are validated, so only '[' could matter; keep glob metacharacters literal anyway."""
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def shard(clips: list[ClipRef], index: int, count: int) -> list[ClipRef]:
+    """Shard ``index`` of ``count``: a stable partition by position in the sorted list."""
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: need 0 <= index < count")
+    return clips[index::count]
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_info(path: Path) -> dict[str, Any]:
+    """What identifies a clip's content: size and sha256 (mtime only as a shortcut to skip hashing)."""
+    stat = path.stat()
+    return {
+        "path": str(path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": file_sha256(path),
+    }
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    """A cached reference: what the predictor compares an upload with."""
+
+    meta: dict[str, Any]
+    transcript: str
+    embedding: np.ndarray
+    frames: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.embedding.nbytes + self.frames.nbytes + len(self.transcript.encode()))
+
+
+class ReferenceCache:
+    """The entries of one model under ``<cache_dir>/<model key>/``."""
+
+    def __init__(self, cache_dir: Path, model_key: str) -> None:
+        self.root = Path(cache_dir) / validate_id(model_key, "model key")
+
+    def entry_dir(self, uid: str, cid: str) -> Path:
+        return self.root / validate_id(uid, "uid") / validate_id(cid, "cid")
+
+    def read_meta(self, uid: str, cid: str) -> dict[str, Any] | None:
+        """The entry's meta.json, or None when there is no (readable) entry."""
+        try:
+            return json.loads((self.entry_dir(uid, cid) / META).read_text(encoding="utf-8"))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("unreadable cache entry", extra={"entry": f"{uid}/{cid}", "error": str(exc)})
+            return None
+
+    def read(self, uid: str, cid: str) -> CacheEntry | None:
+        """The whole entry, or None when it is missing or unreadable (then it is rebuilt, never trusted)."""
+        folder = self.entry_dir(uid, cid)
+        meta = self.read_meta(uid, cid)
+        if meta is None:
+            return None
+        try:
+            transcript = (folder / TRANSCRIPT).read_text(encoding="utf-8")
+            embedding = np.load(folder / EMBEDDING, allow_pickle=False)
+            frames = np.load(folder / FRAMES, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            log.warning("unreadable cache entry", extra={"entry": f"{uid}/{cid}", "error": str(exc)})
+            return None
+        return CacheEntry(meta=meta, transcript=transcript, embedding=embedding, frames=frames)
+
+    def is_fresh(self, meta: dict[str, Any] | None, fingerprint: dict[str, Any], clip: ClipRef | None) -> bool:
+        """An entry is fresh when its model fingerprint matches and its source clip has not changed.
+
+        Size and mtime equal: unchanged without hashing. Size equal but mtime moved (a copy, a touch): hash and
+        compare, so a touched but identical clip is not rebuilt.
+        """
+        if not meta or meta.get("format_version") != CACHE_FORMAT_VERSION:
+            return False
+        if meta.get("fingerprint") != fingerprint:
+            return False
+        if clip is None:
+            return True
+        source = meta.get("source") or {}
+        try:
+            stat = clip.path.stat()
+        except OSError:
+            return False
+        if stat.st_size != source.get("size"):
+            return False
+        if stat.st_mtime_ns == source.get("mtime_ns"):
+            return True
+        return file_sha256(clip.path) == source.get("sha256")
+
+    def write(
+        self,
+        clip: ClipRef,
+        *,
+        transcript: str,
+        embedding: np.ndarray,
+        frames: np.ndarray,
+        fingerprint: dict[str, Any],
+        sampling_rate: int,
+        duration_s: float,
+        source: dict[str, Any] | None = None,
+    ) -> CacheEntry:
+        """Write an entry atomically, replacing a stale one.
+
+        The files go to a temporary folder beside the final one (same filesystem), are fsynced, then the folder
+        is renamed into place. Replacing an existing entry renames the old one aside first; a reader in that
+        instant sees no entry and takes the missing-entry path, never a half-written one.
+        """
+        final = self.entry_dir(clip.uid, clip.cid)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format_version": CACHE_FORMAT_VERSION,
+            "model_key": self.root.name,
+            "uid": clip.uid,
+            "cid": clip.cid,
+            "fingerprint": fingerprint,
+            "source": source or source_info(clip.path),
+            "sampling_rate": sampling_rate,
+            "duration_s": duration_s,
+            "embedding_dim": int(np.asarray(embedding).shape[-1]),
+            "frames": int(np.asarray(frames).shape[0]),
+            "created_at": time.time(),
+        }
+        entry = CacheEntry(
+            meta=meta,
+            transcript=transcript,
+            embedding=np.asarray(embedding, dtype=np.float32),
+            frames=np.asarray(frames, dtype=np.float16),
+        )
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{clip.cid}-", dir=final.parent))
+        try:
+            _write_file(tmp / TRANSCRIPT, transcript.encode("utf-8"))
+            _save_npy(tmp / EMBEDDING, entry.embedding)
+            _save_npy(tmp / FRAMES, entry.frames)
+            # meta.json last: its presence is what marks an entry as complete.
+            _write_file(tmp / META, json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"))
+            _install(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        _fsync_dir(final.parent)
+        return entry
+
+    def delete(self, uid: str, cid: str) -> None:
+        """Remove an entry the same way it is replaced: rename aside, then delete."""
+        folder = self.entry_dir(uid, cid)
+        if folder.exists():
+            trash = folder.parent / f"{_OLD_PREFIX}{folder.name}-{os.getpid()}-{time.monotonic_ns()}"
+            os.rename(folder, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def entries(self) -> Iterator[tuple[str, str]]:
+        """(uid, cid) of every complete entry; temporary and half-deleted folders are not entries."""
+        if not self.root.is_dir():
+            return
+        for uid_dir in sorted(self.root.iterdir()):
+            if not uid_dir.is_dir() or uid_dir.name.startswith("."):
+                continue
+            for cid_dir in sorted(uid_dir.iterdir()):
+                if not cid_dir.name.startswith(".") and (cid_dir / META).is_file():
+                    yield uid_dir.name, cid_dir.name
+
+    def sweep_temporaries(self, older_than_s: float = 3600.0) -> int:
+        """Delete leftovers of writers that crashed (``.tmp-*``/``.old-*`` older than an hour)."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        cutoff = time.time() - older_than_s
+        for uid_dir in self.root.iterdir():
+            if not uid_dir.is_dir():
+                continue
+            for leftover in uid_dir.iterdir():
+                if leftover.name.startswith((_TMP_PREFIX, _OLD_PREFIX)):
+                    with contextlib.suppress(OSError):
+                        if leftover.stat().st_mtime < cutoff:
+                            shutil.rmtree(leftover, ignore_errors=True)
+                            removed += 1
+        return removed
+
+
+def _install(tmp: Path, final: Path) -> None:
+    """Rename the finished folder into place; if an entry exists, move it aside first, then drop it."""
+    try:
+        os.rename(tmp, final)
+        return
+    except OSError:
+        if not final.exists():
+            raise
+    trash = final.parent / f"{_OLD_PREFIX}{final.name}-{os.getpid()}-{time.monotonic_ns()}"
+    with contextlib.suppress(FileNotFoundError):  # another writer moved it away first
+        os.rename(final, trash)
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        # Another writer installed its own copy in between: both were computed from the same clip, keep theirs.
+        if not final.exists():
+            raise
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with path.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with path.open("wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,255 @@
+"""Fill the reference cache: ``audio-score cache-build``, the Kubernetes Job's entrypoint.
+
+Walks the clip folder, and for each selected model builds every entry that is missing or stale, batching clips
+through the backend while the next batch decodes on a worker thread. Fresh entries are skipped, so a second run
+builds nothing. ``--shard I/N`` (or ``--shards N`` with ``JOB_COMPLETION_INDEX``, as an Indexed Job sets it)
+takes every N-th clip, so shards cover each clip exactly once and never write the same entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm import tqdm
+
+from audio_score.audio import audio_duration, decode_audio
+from audio_score.cache import CacheEntry, ClipRef, ReferenceCache, discover_clips, shard, source_info
+from audio_score.errors import AudioError, ConfigError
+from audio_score.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from audio_score.backends import Backend
+
+log = logging.getLogger(__name__)
+
+#: Reference clips may run longer than uploads; decoding stops here so a stray feature film cannot stall a
+#: shard. Whisper-style models only see the first 30 s anyway.
+MAX_CLIP_SECONDS = 600.0
+
+
+@dataclass
+class BuildSummary:
+    """What one run did for one model."""
+
+    model: str
+    built: int = 0
+    fresh: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "built": self.built,
+            "fresh": self.fresh,
+            "failed": len(self.failed),
+            "seconds": round(self.seconds, 2),
+            "clips_per_s": round(self.built / self.seconds, 2) if self.seconds > 0 else None,
+        }
+
+
+@dataclass(frozen=True)
+class Decoded:
+    clip: ClipRef
+    samples: np.ndarray | None
+    source: dict[str, object] | None
+    error: str | None
+
+
+def decode_clip(clip: ClipRef, settings: Settings) -> Decoded:
+    """Decode a clip with the same decoder that uploads go through; a failure is returned, not raised."""
+    try:
+        # Hash the file before decoding it: if it changes while we work, the entry records the older content
+        # and the next run sees it as stale, never the other way round.
+        source = source_info(clip.path)
+        samples = decode_audio(
+            clip.path,
+            sampling_rate=settings.target_sampling_rate,
+            max_seconds=MAX_CLIP_SECONDS,
+            backend=settings.decoder,
+        )
+    except (AudioError, OSError) as exc:
+        return Decoded(clip, None, None, f"{type(exc).__name__}: {exc}")
+    return Decoded(clip, samples, source, None)
+
+
+def compute_entries(
+    backend: Backend, cache: ReferenceCache, decoded: Sequence[Decoded], settings: Settings
+) -> list[CacheEntry]:
+    """Run one batch of decoded clips through the backend and write their entries atomically.
+
+    This is the one code path that makes cache entries: the Job calls it per batch, the predictor for a
+    missing or stale entry whose clip exists.
+    """
+    ready = [d for d in decoded if d.samples is not None]
+    features = backend.embed([d.samples for d in ready])  # type: ignore[misc]
+    entries = []
+    for item, feats in zip(ready, features, strict=True):
+        assert item.samples is not None
+        entries.append(
+            cache.write(
+                item.clip,
+                transcript=feats.transcript,
+                embedding=feats.embedding,
+                frames=feats.frames,
+                fingerprint=backend.fingerprint,
+                sampling_rate=settings.target_sampling_rate,
+                duration_s=audio_duration(item.samples, settings.target_sampling_rate),
+                source=item.source,
+            )
+        )
+    return entries
+
+
+def _batches(items: list[ClipRef], size: int) -> Iterator[list[ClipRef]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def build_model(
+    backend: Backend,
+    clips: list[ClipRef],
+    settings: Settings,
+    *,
+    force: bool = False,
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> BuildSummary:
+    """Build the missing or stale entries of one model for ``clips``."""
+    started = time.perf_counter()
+    summary = BuildSummary(model=backend.key)
+    cache = ReferenceCache(settings.cache_dir, backend.key)
+    cache.sweep_temporaries()
+    fingerprint = backend.fingerprint
+    rebuild_all = force and not settings.disable_cache_flush
+    todo = []
+    for clip in clips:
+        if not rebuild_all and cache.is_fresh(cache.read_meta(clip.uid, clip.cid), fingerprint, clip):
+            summary.fresh += 1
+        else:
+            todo.append(clip)
+    log.info(
+        "cache build started",
+        extra={"model": backend.key, "clips": len(clips), "to_build": len(todo), "fresh": summary.fresh},
+    )
+    size = batch_size or settings.max_batch_size
+    bar = tqdm(total=len(todo), desc=f"cache {backend.key}", unit="clip", disable=not progress, file=sys.stderr)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
+
+        def submit(batch: list[ClipRef]) -> list[Future[Decoded]]:
+            return [pool.submit(decode_clip, clip, settings) for clip in batch]
+
+        batches = list(_batches(todo, size))
+        pending = submit(batches[0]) if batches else []
+        for index in range(len(batches)):
+            decoded = [f.result() for f in pending]
+            # Decode the next batch while the model works on this one.
+            pending = submit(batches[index + 1]) if index + 1 < len(batches) else []
+            for item in decoded:
+                if item.error:
+                    summary.failed.append((item.clip.name, item.error))
+                    log.error(
+                        "clip failed",
+                        extra={"model": backend.key, "clip": item.clip.name, "error": item.error},
+                    )
+            try:
+                entries = compute_entries(backend, cache, decoded, settings)
+            except Exception as exc:  # a model error on one batch must not lose the rest of the run
+                for item in decoded:
+                    if item.samples is not None:
+                        summary.failed.append((item.clip.name, f"{type(exc).__name__}: {exc}"))
+                log.exception("batch failed", extra={"model": backend.key, "clips": [d.clip.name for d in decoded]})
+                entries = []
+            summary.built += len(entries)
+            for entry in entries:
+                log.debug(
+                    "entry built",
+                    extra={"model": backend.key, "clip": f"{entry.meta['uid']}/{entry.meta['cid']}"},
+                )
+            bar.update(len(decoded))
+    bar.close()
+    summary.seconds = time.perf_counter() - started
+    log.info("cache build finished", extra=summary.as_dict())
+    return summary
+
+
+def parse_shard(spec: str | None, shards: int | None, completion_index: int | None) -> tuple[int, int]:
+    """``--shard I/N`` wins; else ``--shards N`` with the Indexed Job's completion index; else everything."""
+    if spec:
+        try:
+            index_text, count_text = spec.split("/", 1)
+            index, count = int(index_text), int(count_text)
+        except ValueError:
+            raise ConfigError(f"--shard {spec!r}: expected I/N, e.g. 0/4") from None
+    elif shards:
+        if completion_index is None:
+            raise ConfigError("--shards N needs JOB_COMPLETION_INDEX (set by an Indexed Job) or use --shard I/N")
+        index, count = completion_index, shards
+    else:
+        return 0, 1
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"shard {index}/{count}: need 0 <= I < N")
+    return index, count
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default=None, help="comma-separated model keys (default: all selected)")
+    parser.add_argument("--shard", default=None, metavar="I/N", help="build only shard I of N (0-based)")
+    parser.add_argument(
+        "--shards", type=int, default=None, metavar="N", help="N shards, this one from JOB_COMPLETION_INDEX"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="rebuild fresh entries too (unless AUDIO_SCORE_DISABLE_CACHE_FLUSH=1, which keeps them)",
+    )
+    parser.add_argument("--batch-size", type=int, default=None, help="clips per backend call (default: max batch)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    keys = [k.strip() for k in args.models.split(",") if k.strip()] if args.models else None
+    settings = load_settings(args.config, model_keys=keys)
+    index, count = parse_shard(args.shard, args.shards, settings.job_completion_index)
+    clips = shard(discover_clips(settings.video_clip_dir), index, count)
+    log.info(
+        "clips found",
+        extra={"clip_dir": str(settings.video_clip_dir), "shard": f"{index}/{count}", "clips": len(clips)},
+    )
+    from audio_score.backends import load_backends
+
+    backends = load_backends(settings)
+    if not backends:
+        raise ConfigError(f"no model loaded (tried: {', '.join(settings.model_keys)}); see the errors above")
+    summaries = []
+    for key, backend in list(backends.items()):
+        summaries.append(
+            build_model(
+                backend,
+                clips,
+                settings,
+                force=args.force,
+                batch_size=args.batch_size,
+                progress=not args.no_progress,
+            )
+        )
+        backend.close()
+        del backends[key]
+    skipped = [k for k in settings.model_keys if k not in {s.model for s in summaries}]
+    result = {
+        "shard": f"{index}/{count}",
+        "models": [s.as_dict() for s in summaries],
+        "skipped_models": skipped,
+        "failed_clips": sorted({name for s in summaries for name, _ in s.failed}),
+    }
+    print(json.dumps(result))
+    return 1 if result["failed_clips"] or skipped else 0

@@ -1,0 +1,254 @@
+"""One typed settings object, built from config.json plus the ``AUDIO_SCORE_*`` environment.
+
+Every part (cache Job, predictor, router, ``up``) reads its configuration through :func:`load_settings`, so the
+parts can never disagree on keys, paths or rates, and this module is the only place that reads the
+environment. Errors name the field and say how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from audio_score.errors import ConfigError
+
+#: A model key names an InferenceService, its predictor Service and a cache folder, so it must be a DNS-1035
+#: label short enough that KServe's ``-predictor`` suffix and a namespace still fit.
+MODEL_KEY_PATTERN = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"
+DEFAULT_CONFIG = "config.json"
+IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+class ModelSpec(BaseModel):
+    """One entry of ``models`` in config.json."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: Annotated[str, Field(pattern=MODEL_KEY_PATTERN)]
+    type: Literal["whisper", "higgs_audio"]
+    model_id: Annotated[str, Field(min_length=1)]
+    processor_id: str | None = None
+    transcriber_id: str | None = None
+    revision: str | None = None
+    language: str | None = None
+    max_new_tokens: Annotated[int, Field(ge=1, le=444)] = 128
+
+    @model_validator(mode="after")
+    def _higgs_needs_helpers(self) -> ModelSpec:
+        if self.type == "higgs_audio" and not (self.processor_id and self.transcriber_id):
+            raise ValueError(
+                f"model {self.key!r} has type 'higgs_audio' and needs 'processor_id' (a Whisper feature "
+                "extractor, e.g. 'openai/whisper-large-v3') and 'transcriber_id' (a Whisper model)"
+            )
+        return self
+
+
+class FileConfig(BaseModel):
+    """The schema of config.json itself (the seed's fields plus optional limits)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: Annotated[list[ModelSpec], Field(min_length=1)]
+    video_clip_dir: str
+    cache_dir: str
+    target_sampling_rate: Annotated[int, Field(ge=8000, le=48000)] = 16000
+    max_upload_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
+    max_audio_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+
+    @field_validator("models")
+    @classmethod
+    def _unique_keys(cls, models: list[ModelSpec]) -> list[ModelSpec]:
+        keys = [m.key for m in models]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"model keys must be unique; repeated: {', '.join(dupes)}")
+        return models
+
+
+class Settings(BaseModel):
+    """Everything a part needs, resolved: absolute paths, selected models, knobs from the environment."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config_path: Path
+    all_models: tuple[ModelSpec, ...]
+    models: tuple[ModelSpec, ...]
+    video_clip_dir: Path
+    cache_dir: Path
+    target_sampling_rate: int
+    max_upload_bytes: int
+    max_audio_seconds: float
+    # predictor
+    max_batch_size: int = 8
+    max_batch_wait_ms: float = 10.0
+    max_queue_size: int = 64
+    cache_memory_bytes: int = 512 * 1024 * 1024
+    device: str = "auto"
+    # cache job
+    disable_cache_flush: bool = False
+    job_completion_index: int | None = None
+    # router
+    server_host: str = "127.0.0.1"
+    server_port: int = 8000
+    server_socket: str | None = None
+    predictor_url: str = "http://{model}-predictor.default.svc.cluster.local"
+    predictor_timeout_s: float = 30.0
+    api_keys: tuple[str, ...] = ()
+    decoder: Literal["pyav", "pydub"] = "pyav"
+
+    @property
+    def model_keys(self) -> list[str]:
+        return [m.key for m in self.models]
+
+    def model(self, key: str) -> ModelSpec:
+        """The selected model with this key; :class:`ConfigError` listing the known keys otherwise."""
+        for spec in self.models:
+            if spec.key == key:
+                return spec
+        raise ConfigError(f"unknown model key {key!r}; known: {', '.join(self.model_keys)}")
+
+    def resolve_model_ref(self, ref: str) -> str:
+        """A hub id stays as it is; a local folder (relative to config.json's folder) becomes absolute."""
+        return resolve_model_ref(ref, self.config_path.parent)
+
+    def with_models(self, keys: list[str]) -> Settings:
+        """A copy restricted to ``keys`` (in the order given), refusing unknown keys."""
+        known = {m.key: m for m in self.all_models}
+        unknown = [k for k in keys if k not in known]
+        if unknown:
+            raise ConfigError(f"unknown model key(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+        return self.model_copy(update={"models": tuple(known[k] for k in keys)})
+
+
+def resolve_model_ref(ref: str, base: Path) -> str:
+    """Tell a local checkpoint folder from a hub id: explicit paths, or relative ones that exist, are paths."""
+    if ref.startswith(("/", "./", "../", "~")):
+        return str((base / Path(ref).expanduser()).resolve())
+    candidate = base / ref
+    if candidate.is_dir():
+        return str(candidate.resolve())
+    return ref
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _env_bool(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(env: Mapping[str, str], name: str) -> list[str]:
+    return [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+
+
+def default_predictor_url(env: Mapping[str, str]) -> str:
+    """KServe's Standard-mode predictor Service of each InferenceService, in the router's own namespace."""
+    namespace = env.get("POD_NAMESPACE")
+    if not namespace and IN_CLUSTER_NAMESPACE_FILE.is_file():
+        namespace = IN_CLUSTER_NAMESPACE_FILE.read_text().strip()
+    return f"http://{{model}}-predictor.{namespace or 'default'}.svc.cluster.local"
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for item in err.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field (check its spelling against the README's configuration section)"
+        elif item["type"] == "missing":
+            msg = "required field is missing"
+        lines.append(f"  {where}: {msg}")
+    return "\n".join(lines)
+
+
+def read_config_file(path: Path) -> FileConfig:
+    """Parse and validate config.json, naming the field and the fix on error."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass --config PATH or set AUDIO_SCORE_CONFIG")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a JSON object")
+    try:
+        return FileConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(path, exc)) from None
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    model_keys: list[str] | None = None,
+) -> Settings:
+    """Build the settings from config.json and the environment.
+
+    ``model_keys`` (from a CLI flag) wins over ``AUDIO_SCORE_MODEL_KEYS``/``AUDIO_SCORE_MODEL_KEY``; without
+    either, every configured model is selected.
+    """
+    env = os.environ if env is None else env
+    path = Path(config_path or env.get("AUDIO_SCORE_CONFIG") or DEFAULT_CONFIG).expanduser().resolve()
+    cfg = read_config_file(path)
+    base = path.parent
+
+    keys = model_keys or _env_list(env, "AUDIO_SCORE_MODEL_KEYS") or _env_list(env, "AUDIO_SCORE_MODEL_KEY")
+    decoder = env.get("AUDIO_SCORE_DECODER", "pyav").strip().lower() or "pyav"
+    if decoder not in ("pyav", "pydub"):
+        raise ConfigError(f"AUDIO_SCORE_DECODER={decoder!r}; use 'pyav' (default) or 'pydub'")
+
+    settings = Settings(
+        config_path=path,
+        all_models=tuple(cfg.models),
+        models=tuple(cfg.models),
+        video_clip_dir=(base / cfg.video_clip_dir).resolve(),
+        cache_dir=(base / cfg.cache_dir).resolve(),
+        target_sampling_rate=cfg.target_sampling_rate,
+        max_upload_bytes=_env_int(env, "AUDIO_SCORE_MAX_UPLOAD_BYTES", cfg.max_upload_bytes, 1024),
+        max_audio_seconds=_env_float(env, "AUDIO_SCORE_MAX_AUDIO_SECONDS", cfg.max_audio_seconds, 0.1),
+        max_batch_size=_env_int(env, "AUDIO_SCORE_MAX_BATCH_SIZE", 8, 1),
+        max_batch_wait_ms=_env_float(env, "AUDIO_SCORE_MAX_BATCH_WAIT_MS", 10.0, 0.0),
+        max_queue_size=_env_int(env, "AUDIO_SCORE_MAX_QUEUE_SIZE", 64, 1),
+        cache_memory_bytes=_env_int(env, "AUDIO_SCORE_CACHE_MEMORY_MB", 512, 0) * 1024 * 1024,
+        device=env.get("AUDIO_SCORE_DEVICE", "auto").strip() or "auto",
+        disable_cache_flush=_env_bool(env, "AUDIO_SCORE_DISABLE_CACHE_FLUSH"),
+        # Set by Kubernetes for an Indexed Job's pods.
+        job_completion_index=_env_int(env, "JOB_COMPLETION_INDEX", -1, 0) if env.get("JOB_COMPLETION_INDEX") else None,
+        server_host=env.get("AUDIO_SCORE_SERVER_HOST", "127.0.0.1").strip() or "127.0.0.1",
+        server_port=_env_int(env, "AUDIO_SCORE_SERVER_PORT", 8000, 0),
+        server_socket=env.get("AUDIO_SCORE_SERVER_SOCKET") or None,
+        predictor_url=env.get("AUDIO_SCORE_PREDICTOR_URL") or default_predictor_url(env),
+        predictor_timeout_s=_env_float(env, "AUDIO_SCORE_PREDICTOR_TIMEOUT_S", 30.0, 0.1),
+        api_keys=tuple(_env_list(env, "AUDIO_SCORE_API_KEYS")),
+        decoder=decoder,  # type: ignore[arg-type]
+    )
+    return settings.with_models(keys) if keys else settings
