@@ -1,0 +1,313 @@
+"""The KServe custom model: one :class:`AudioScoreModel` per model key, speaking the V2 (Open Inference) protocol.
+
+Contract (``../shared/design.md``), model name = config key:
+
+- inputs: ``audio`` FP32 ``[1, N]`` mono PCM at ``target_sampling_rate``; ``uid`` and ``cid`` BYTES ``[1]``.
+- outputs: ``sim_score``, ``audio_sim_score``, ``text_sim_score`` FP32 ``[1]``; ``transcript``,
+  ``reference_transcript`` BYTES ``[1]``. Without ``uid``/``cid`` the request only embeds: ``transcript`` BYTES
+  ``[1]`` and ``embedding`` FP32 ``[1, D]``.
+
+Status codes (KServe 0.21 maps exceptions by type; the same exception serves REST and gRPC):
+
+- 400 / INVALID_ARGUMENT, ``InvalidInput``: a missing, unknown or repeated tensor, a wrong datatype or shape,
+  data that does not fit its shape, empty, over-long (> ``max_audio_seconds``) or non-finite audio, an invalid
+  uid/cid, an unknown requested output.
+- 404 / NOT_FOUND, :class:`ClipNotFound` (a ``ModelNotFound`` whose message names the uid and cid): no cache
+  entry and no clip for that uid/cid.
+- 503 / UNAVAILABLE, :class:`ModelUnavailable` (a ``ModelNotReady``): the model failed to load, or its batch
+  queue is full. KServe itself answers 503 on REST before ``predict`` when a model is not ready.
+- 500, ``InferenceError``: the reference clip exists but cannot be decoded (the operator's problem, not the
+  caller's); kserve's gRPC interceptor reports it as INVALID_ARGUMENT.
+
+The response is built with ``use_binary_outputs=req.use_binary_outputs`` and the requested outputs, so the
+binary tensor extension works both ways on REST, and raw contents on gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from kserve import Model
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
+
+from audio_score.errors import InvalidIdentifier, ModelLoadError, UnknownClip
+from audio_score.settings import ModelSpec, Settings
+from audio_score.similarity import score
+from predictors.batcher import DynamicBatcher, QueueFull
+from predictors.references import ReferenceStore, ReferenceUnavailable
+
+if TYPE_CHECKING:
+    from audio_score.backends import Backend, Features
+
+log = logging.getLogger(__name__)
+
+SCORE_OUTPUTS = ("sim_score", "audio_sim_score", "text_sim_score", "transcript", "reference_transcript")
+EMBED_OUTPUTS = ("transcript", "embedding")
+KNOWN_INPUTS = ("audio", "uid", "cid")
+
+
+class ClipNotFound(ModelNotFound):
+    """404 with a message naming the uid and cid (``ModelNotFound``'s own message is fixed to the model)."""
+
+    def __init__(self, model: str, uid: str, cid: str) -> None:
+        self.model = model
+        self.uid = uid
+        self.cid = cid
+        self.reason = (
+            f"no reference clip for uid={uid!r} cid={cid!r} (model {model!r}): no cache entry and no clip "
+            "<uid>/<cid>.<ext> or <uid>_<cid>.<ext> under video_clip_dir"
+        )
+
+
+class ModelUnavailable(ModelNotReady):
+    """503: the model is not loaded, or its queue is full. Carries ``reason`` for KServe's gRPC interceptor."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        super().__init__(model, detail)
+        self.reason = self.error_msg
+
+
+class AudioScoreModel(Model):
+    """One config model key served over V2, with dynamic batching and the reference store."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        settings: Settings,
+        *,
+        backend: Backend | None = None,
+        executor: Executor | None = None,
+        load_error: str | None = None,
+    ) -> None:
+        """Give a loaded ``backend`` (and the ``executor`` of its device), or a ``load_error``, or neither and call
+        :meth:`load`. ``executor`` must have a single worker: it is what makes batches run one at a time."""
+        super().__init__(spec.key)
+        self.spec = spec
+        self.settings = settings
+        self.executor = executor
+        self.backend: Backend | None = None
+        self.batcher: DynamicBatcher[np.ndarray, Features] | None = None
+        self.references: ReferenceStore | None = None
+        self.load_error = load_error
+        self._load_attempted = load_error is not None
+        if backend is not None:
+            self._attach(backend)
+
+    # --- life cycle -------------------------------------------------------------------------------------------
+
+    def load(self) -> bool:
+        """Load the backend once; a failure is kept in ``load_error`` and the model stays not ready.
+
+        KServe calls ``load()`` again on a request to a model that is not ready; it is not retried then (a broken
+        checkpoint does not heal, and loading on the request path would stall the server).
+        """
+        if self._load_attempted:
+            return self.ready
+        self._load_attempted = True
+        from audio_score.backends import load_backend
+
+        try:
+            backend = load_backend(self.spec, self.settings)
+        except ModelLoadError as exc:
+            self.load_error = str(exc)
+            self.ready = False
+            log.error("model skipped: it failed to load", extra={"model": self.name, "error": self.load_error})
+            return False
+        self._attach(backend)
+        return True
+
+    def _attach(self, backend: Backend) -> None:
+        self._load_attempted = True
+        self.backend = backend
+        if self.executor is None:
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{self.name}")
+        self.batcher = DynamicBatcher(
+            backend.embed,
+            name=self.name,
+            executor=self.executor,
+            max_batch_size=self.settings.max_batch_size,
+            max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
+            max_queue_size=self.settings.max_queue_size,
+        )
+        self.references = ReferenceStore(self.settings, backend, self._run_on_model_thread)
+        self.ready = True
+
+    def start(self) -> None:
+        """KServe's default flips ``ready`` to True for every model; readiness here means the backend loaded."""
+
+    def stop(self) -> None:
+        self.ready = False
+
+    async def _run_on_model_thread(self, fn: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+
+    # --- metadata ---------------------------------------------------------------------------------------------
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "audio", "datatype": "FP32", "shape": [1, -1]},
+            {"name": "uid", "datatype": "BYTES", "shape": [1]},
+            {"name": "cid", "datatype": "BYTES", "shape": [1]},
+        ]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        dim = self.backend.embedding_dim if self.backend is not None else -1
+        return [
+            {"name": "sim_score", "datatype": "FP32", "shape": [1]},
+            {"name": "audio_sim_score", "datatype": "FP32", "shape": [1]},
+            {"name": "text_sim_score", "datatype": "FP32", "shape": [1]},
+            {"name": "transcript", "datatype": "BYTES", "shape": [1]},
+            {"name": "reference_transcript", "datatype": "BYTES", "shape": [1]},
+            # Only in embed-only requests (no uid/cid).
+            {"name": "embedding", "datatype": "FP32", "shape": [1, dim]},
+        ]
+
+    # --- inference --------------------------------------------------------------------------------------------
+
+    async def predict(self, payload: InferRequest | dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        if not self.ready or self.batcher is None or self.references is None:
+            detail = f"It failed to load: {self.load_error}" if self.load_error else "Its backend is not loaded."
+            raise ModelUnavailable(self.name, detail)
+        if not isinstance(payload, InferRequest):
+            raise InvalidInput(
+                f"model {self.name!r} speaks the V2 protocol only: POST /v2/models/{self.name}/infer with inputs "
+                "'audio' (FP32 [1, N]), 'uid' and 'cid' (BYTES [1])"
+            )
+        audio, uid, cid = self._parse_inputs(payload)
+
+        reference = None
+        if uid is not None and cid is not None:
+            try:
+                reference = await self.references.get(uid, cid)
+            except InvalidIdentifier as exc:
+                raise InvalidInput(str(exc)) from None
+            except UnknownClip:
+                raise ClipNotFound(self.name, uid, cid) from None
+            except ReferenceUnavailable as exc:
+                raise InferenceError(str(exc)) from None
+
+        try:
+            features = await self.batcher.submit(audio)
+        except QueueFull as exc:
+            raise ModelUnavailable(self.name, str(exc)) from None
+
+        if reference is None:
+            outputs = [
+                _bytes_output("transcript", features.transcript),
+                _output("embedding", np.asarray(features.embedding, dtype=np.float32).reshape(1, -1), "FP32"),
+            ]
+        else:
+            scores = score(features.embedding, features.transcript, reference.embedding, reference.transcript)
+            outputs = [
+                _output("sim_score", np.array([scores.sim_score], dtype=np.float32), "FP32"),
+                _output("audio_sim_score", np.array([scores.audio_sim_score], dtype=np.float32), "FP32"),
+                _output("text_sim_score", np.array([scores.text_sim_score], dtype=np.float32), "FP32"),
+                _bytes_output("transcript", features.transcript),
+                _bytes_output("reference_transcript", reference.transcript),
+            ]
+        if payload.request_outputs:
+            names = {o.name for o in outputs}
+            unknown = [o.name for o in payload.request_outputs if o.name not in names]
+            if unknown:
+                raise InvalidInput(
+                    f"unknown output(s) {', '.join(map(repr, unknown))} requested; this request can return "
+                    f"{', '.join(sorted(names))}"
+                )
+        return InferResponse(
+            response_id=payload.id or str(uuid.uuid4()),
+            model_name=self.name,
+            infer_outputs=outputs,
+            use_binary_outputs=payload.use_binary_outputs,
+            requested_outputs=payload.request_outputs,
+        )
+
+    def _parse_inputs(self, req: InferRequest) -> tuple[np.ndarray, str | None, str | None]:
+        by_name: dict[str, InferInput] = {}
+        for tensor in req.inputs:
+            if tensor.name not in KNOWN_INPUTS:
+                raise InvalidInput(
+                    f"unknown input {tensor.name!r}; expected 'audio' (FP32 [1, N]) and optionally 'uid' and "
+                    "'cid' (BYTES [1])"
+                )
+            if tensor.name in by_name:
+                raise InvalidInput(f"input {tensor.name!r} is given twice")
+            by_name[tensor.name] = tensor
+        if "audio" not in by_name:
+            raise InvalidInput("missing input 'audio' (FP32 [1, N] mono PCM)")
+        audio = self._parse_audio(by_name["audio"])
+        if ("uid" in by_name) != ("cid" in by_name):
+            missing = "cid" if "uid" in by_name else "uid"
+            raise InvalidInput(f"missing input {missing!r}: give both 'uid' and 'cid' to score, or neither to embed")
+        if "uid" not in by_name:
+            return audio, None, None
+        uid = _parse_id(by_name["uid"])
+        cid = _parse_id(by_name["cid"])
+        return audio, uid, cid
+
+    def _parse_audio(self, tensor: InferInput) -> np.ndarray:
+        rate = self.settings.target_sampling_rate
+        if tensor.datatype != "FP32":
+            raise InvalidInput(f"input 'audio' must be FP32, got {tensor.datatype}")
+        shape = list(tensor.shape or [])
+        if len(shape) != 2 or shape[0] != 1:
+            raise InvalidInput(f"input 'audio' must have shape [1, N] (one mono clip), got {shape}")
+        if shape[1] <= 0:
+            raise InvalidInput("input 'audio' is empty: send at least one sample")
+        seconds = shape[1] / rate
+        if seconds > self.settings.max_audio_seconds:
+            raise InvalidInput(
+                f"input 'audio' is {seconds:.1f} s long ({shape[1]} samples at {rate} Hz); the limit is "
+                f"{self.settings.max_audio_seconds:g} s"
+            )
+        try:
+            samples = tensor.as_numpy()
+        except Exception as exc:  # data length that does not fit the shape, non-numbers in JSON data
+            raise InvalidInput(f"input 'audio' does not match its shape {shape} and datatype FP32: {exc}") from None
+        samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
+        if samples.size != shape[1]:
+            raise InvalidInput(f"input 'audio' holds {samples.size} values but its shape says {shape[1]}")
+        if not np.isfinite(samples).all():
+            raise InvalidInput("input 'audio' holds NaN or infinite values")
+        return samples
+
+
+def _parse_id(tensor: InferInput) -> str:
+    name = tensor.name
+    if tensor.datatype != "BYTES":
+        raise InvalidInput(f"input {name!r} must be BYTES, got {tensor.datatype}")
+    if list(tensor.shape or []) != [1]:
+        raise InvalidInput(f"input {name!r} must have shape [1], got {list(tensor.shape or [])}")
+    try:
+        values = tensor.as_numpy().reshape(-1)
+    except Exception as exc:
+        raise InvalidInput(f"input {name!r} is not a BYTES tensor of shape [1]: {exc}") from None
+    if values.size != 1:
+        raise InvalidInput(f"input {name!r} must hold exactly one string, got {values.size}")
+    value = values[0]
+    if isinstance(value, bytes | bytearray | np.bytes_):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"input {name!r} is not valid UTF-8") from None
+    if not isinstance(value, str):
+        raise InvalidInput(f"input {name!r} must be a string, got {type(value).__name__}")
+    try:
+        from audio_score.cache import validate_id
+
+        return validate_id(value, name)
+    except InvalidIdentifier as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def _output(name: str, data: np.ndarray, datatype: str) -> InferOutput:
+    return InferOutput(name=name, shape=list(data.shape), datatype=datatype, data=data)
+
+
+def _bytes_output(name: str, text: str) -> InferOutput:
+    return _output(name, np.array([text.encode("utf-8")], dtype=np.object_), "BYTES")

@@ -1,0 +1,179 @@
+"""The predictor's view of the reference cache: an in-memory LRU bounded in bytes over the cache folder.
+
+Nothing is read at start-up (the cache may hold 100,000 entries on a PVC): an entry is read the first time a
+request names it and kept while it fits in ``AUDIO_SCORE_CACHE_MEMORY_MB``, least recently used first out.
+Every lookup finds the clip (two globs, no folder walk) and checks freshness with the same rule as the Job
+(:meth:`ReferenceCache.is_fresh`: model fingerprint, then the clip's size and mtime, hashing only when the mtime
+moved). A missing or stale entry whose clip exists is decoded with the Job's decoder and computed with the Job's
+code path (:func:`audio_score.cachebuild.compute_entries`) on the model's worker thread, written atomically, then
+used. Concurrent requests for the same missing entry share one build. An entry whose clip is gone but whose
+fingerprint matches is still served (the clip folder need not stay mounted); no entry and no clip is a 404.
+
+Memory: only what scoring needs is kept (meta, transcript, pooled embedding); the frame-level features stay on
+disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from audio_score.cache import CacheEntry, ClipRef, ReferenceCache, find_clip, validate_id
+from audio_score.errors import AudioScoreError, UnknownClip
+from audio_score.settings import Settings
+from predictors import metrics
+
+if TYPE_CHECKING:
+    from audio_score.backends import Backend
+
+log = logging.getLogger(__name__)
+
+V = TypeVar("V")
+#: Runs a synchronous function on the model's worker thread and awaits it.
+RunOnModelThread = Callable[[Callable[[], V]], Awaitable[V]]
+
+
+class ReferenceUnavailable(AudioScoreError):
+    """The clip exists but no entry could be built from it (e.g. it does not decode): a server-side problem."""
+
+
+class LRUBytes:
+    """A thread-safe LRU mapping whose values report their size in ``nbytes``; bounded by total bytes."""
+
+    def __init__(self, max_bytes: int, model: str) -> None:
+        self.max_bytes = max_bytes
+        self.model = model
+        self._data: OrderedDict[tuple[str, str], CacheEntry] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: tuple[str, str]) -> CacheEntry | None:
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is not None:
+                self._data.move_to_end(key)
+            return entry
+
+    def put(self, key: tuple[str, str], entry: CacheEntry) -> None:
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            if entry.nbytes <= self.max_bytes:
+                self._data[key] = entry
+                self._bytes += entry.nbytes
+                while self._bytes > self.max_bytes and self._data:
+                    _, evicted = self._data.popitem(last=False)
+                    self._bytes -= evicted.nbytes
+            self._report()
+
+    def discard(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._report()
+
+    def _report(self) -> None:
+        metrics.REFERENCE_ENTRIES.labels(self.model).set(len(self._data))
+        metrics.REFERENCE_BYTES.labels(self.model).set(self._bytes)
+
+
+def _slim(entry: CacheEntry) -> CacheEntry:
+    """Keep what scoring reads; the frames stay on disk."""
+    frames = np.zeros((0, int(np.asarray(entry.embedding).shape[-1])), dtype=np.float16)
+    return dataclasses.replace(entry, frames=frames)
+
+
+class ReferenceStore:
+    """Reference entries of one model: memory, then disk, then an on-demand build; else :class:`UnknownClip`."""
+
+    def __init__(self, settings: Settings, backend: Backend, run_on_model_thread: RunOnModelThread[Any]) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.key = backend.key
+        self.cache = ReferenceCache(settings.cache_dir, backend.key)
+        self.fingerprint = backend.fingerprint
+        self.memory = LRUBytes(settings.cache_memory_bytes, backend.key)
+        self._run_on_model_thread = run_on_model_thread
+        self._builds: dict[tuple[str, str], asyncio.Future[CacheEntry]] = {}
+        self.built = 0
+
+    async def get(self, uid: str, cid: str) -> CacheEntry:
+        """The fresh entry for uid/cid. Raises InvalidIdentifier (bad id), UnknownClip, ReferenceUnavailable."""
+        validate_id(uid, "uid")
+        validate_id(cid, "cid")
+        key = (uid, cid)
+        clip = await asyncio.to_thread(find_clip, self.settings.video_clip_dir, uid, cid)
+        cached = self.memory.get(key)
+        if cached is not None:
+            if clip is None or await asyncio.to_thread(self.cache.is_fresh, cached.meta, self.fingerprint, clip):
+                metrics.REFERENCE_LOOKUPS.labels(self.key, "hit").inc()
+                return cached
+            self.memory.discard(key)
+        entry = await asyncio.to_thread(self._read_fresh, uid, cid, clip)
+        if entry is not None:
+            metrics.REFERENCE_LOOKUPS.labels(self.key, "disk").inc()
+            self.memory.put(key, entry)
+            return entry
+        if clip is None:
+            metrics.REFERENCE_LOOKUPS.labels(self.key, "missing").inc()
+            raise UnknownClip(uid, cid)
+        return await self._build_once(key, clip)
+
+    def _read_fresh(self, uid: str, cid: str, clip: ClipRef | None) -> CacheEntry | None:
+        meta = self.cache.read_meta(uid, cid)
+        if not self.cache.is_fresh(meta, self.fingerprint, clip):
+            return None
+        entry = self.cache.read(uid, cid)
+        return _slim(entry) if entry is not None else None
+
+    async def _build_once(self, key: tuple[str, str], clip: ClipRef) -> CacheEntry:
+        running = self._builds.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[CacheEntry] = asyncio.get_running_loop().create_future()
+        self._builds[key] = future
+        try:
+            entry = await self._build(clip)
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: waiters (if any) re-raise it
+            raise
+        else:
+            future.set_result(entry)
+            return entry
+        finally:
+            self._builds.pop(key, None)
+
+    async def _build(self, clip: ClipRef) -> CacheEntry:
+        from audio_score.cachebuild import compute_entries, decode_clip
+
+        # Decoding is CPU work with no model: a plain thread, not the model's worker.
+        decoded = await asyncio.to_thread(decode_clip, clip, self.settings)
+        if decoded.error:
+            raise ReferenceUnavailable(f"reference clip {clip.name} ({clip.path.name}) cannot be used: {decoded.error}")
+        log.info("building missing reference entry", extra={"model": self.key, "clip": clip.name})
+        entries = await self._run_on_model_thread(
+            lambda: compute_entries(self.backend, self.cache, [decoded], self.settings)
+        )
+        self.built += 1
+        metrics.REFERENCE_LOOKUPS.labels(self.key, "built").inc()
+        entry = _slim(entries[0])
+        self.memory.put((clip.uid, clip.cid), entry)
+        return entry

@@ -1,0 +1,119 @@
+"""Build one :class:`AudioScoreModel` per selected model key and serve them with ``kserve.ModelServer``.
+
+A model that fails to load is logged and registered as *not ready* (so a request to it answers 503 with the
+reason, and ``/v2/models/{key}/ready`` is 503, instead of a bare 404); the server starts when at least one model
+loads and exits with one clear line when none does. Models on the same device share one single-thread executor,
+so one batch at a time runs per device.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from audio_score.errors import ModelLoadError
+from audio_score.settings import Settings
+from predictors.model import AudioScoreModel
+
+log = logging.getLogger(__name__)
+
+
+class NoModelLoaded(SystemExit):
+    """Start-up failed: no selected model loaded. Its message is the one line printed before exiting."""
+
+
+def _safe_dataplane_class() -> type:
+    """KServe's DataPlane, except that a malformed binary-extension body is a 400, not a 500.
+
+    ``InferRequest.from_bytes`` indexes the JSON header without checks, so a header missing ``inputs`` or a
+    tensor's ``shape`` raised KeyError (500), and a non-numeric ``inference-header-content-length`` ValueError.
+    """
+    from kserve.errors import InvalidInput
+    from kserve.protocol.dataplane import DataPlane
+
+    class SafeDataPlane(DataPlane):  # type: ignore[misc]
+        def decode_inference_request(self, body, headers, model_name):  # type: ignore[no-untyped-def]
+            try:
+                return super().decode_inference_request(body, headers, model_name)
+            except InvalidInput:
+                raise
+            except KeyError as exc:
+                raise InvalidInput(f"malformed V2 request: the JSON header has no field {exc}") from None
+            except (ValueError, TypeError, IndexError, AttributeError, struct.error) as exc:
+                raise InvalidInput(f"malformed V2 request: {type(exc).__name__}: {exc}") from None
+
+    return SafeDataPlane
+
+
+def build_models(settings: Settings) -> list[AudioScoreModel]:
+    """Load every selected model; failures come back as models that are not ready, with ``load_error`` set."""
+    from audio_score.backends import load_backend
+
+    executors: dict[str, ThreadPoolExecutor] = {}
+    models = []
+    for spec in settings.models:
+        try:
+            backend = load_backend(spec, settings)
+        except ModelLoadError as exc:
+            log.error("model skipped: it failed to load", extra={"model": spec.key, "error": str(exc)})
+            models.append(AudioScoreModel(spec, settings, load_error=str(exc)))
+            continue
+        executor = executors.get(backend.device)
+        if executor is None:
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"backend-{backend.device}")
+            executors[backend.device] = executor
+        models.append(AudioScoreModel(spec, settings, backend=backend, executor=executor))
+    return models
+
+
+def check_loaded(models: list[AudioScoreModel]) -> list[AudioScoreModel]:
+    """The ready models; :class:`NoModelLoaded` naming each failure when there are none."""
+    ready = [m for m in models if m.ready]
+    if not ready:
+        reasons = "; ".join(f"{m.name}: {m.load_error}" for m in models) or "no model selected"
+        raise NoModelLoaded(f"audio-score predictor: error: no model loaded ({reasons})")
+    return ready
+
+
+def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, enable_grpc: bool = True) -> int:
+    """Load the models and serve them until SIGTERM/SIGINT. Returns the exit status."""
+    started = time.perf_counter()
+    models = build_models(settings)
+    try:
+        ready = check_loaded(models)
+    except NoModelLoaded as exc:
+        print(exc.code, file=sys.stderr)
+        return 1
+
+    import kserve
+
+    server = kserve.ModelServer(
+        http_port=http_port,
+        grpc_port=grpc_port,
+        workers=1,  # the batcher and the model live in this one process
+        enable_grpc=enable_grpc,
+        enable_latency_logging=False,
+    )
+    # Both servers take the data plane from here when they start.
+    server.dataplane = _safe_dataplane_class()(model_registry=server.registered_models)
+    for model in models:
+        if not model.ready:
+            server.register_model(model)  # visible, not ready: 503 with the load error
+    log.info(
+        "predictor starting",
+        extra={
+            "models": [m.name for m in ready],
+            "skipped": [m.name for m in models if not m.ready],
+            "http_port": http_port,
+            "grpc_port": grpc_port if enable_grpc else None,
+            "max_batch_size": settings.max_batch_size,
+            "max_batch_wait_ms": settings.max_batch_wait_ms,
+            "max_queue_size": settings.max_queue_size,
+            "load_seconds": round(time.perf_counter() - started, 2),
+        },
+    )
+    server.start(ready)
+    return 0
