@@ -42,3 +42,98 @@ def workspace(tmp_path: Path, _workspace_template: Workspace) -> Workspace:
         samples=dict(tpl.samples),
     )
     return ws
+
+
+# --- the real predictor server (KServe ModelServer) in a subprocess on free loopback ports ---------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class PredictorProcess:
+    """A running ``audio-score predictor``: ``http_url``, ``grpc_address``, ``proc``, ``log_path``, ``log()``."""
+
+    def __init__(self, proc, http_port: int, grpc_port: int, log_path: Path) -> None:
+        self.proc = proc
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.http_url = f"http://127.0.0.1:{http_port}"
+        self.grpc_address = f"127.0.0.1:{grpc_port}"
+        self.log_path = log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def start_predictor(tmp_path_factory: pytest.TempPathFactory):
+    """A context-manager factory: ``with start_predictor(config, env={...}, ready_models=[...]) as p: ...``.
+
+    Runs ``python -m audio_score predictor --config C --http-port P --grpc-port Q [args]`` (or, with ``prelude``,
+    that Python code first, e.g. to slow a backend down), waits until every model in ``ready_models`` answers
+    ``/v2/models/{key}/ready`` with 200, yields a :class:`PredictorProcess`, and stops it with SIGTERM.
+    """
+    import contextlib
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    @contextlib.contextmanager
+    def _start(
+        config_path: Path,
+        *,
+        ready_models: list[str],
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        prelude: str | None = None,
+        timeout_s: float = 240.0,
+    ):
+        http_port, grpc_port = free_port(), free_port()
+        log_path = tmp_path_factory.mktemp("predictor-log") / "predictor.log"
+        cli = ["predictor", "--config", str(config_path), "--http-port", str(http_port), "--grpc-port", str(grpc_port)]
+        cli += args or []
+        if prelude:
+            code = f"{prelude}\nimport sys\nfrom audio_score.cli import main\nsys.exit(main(sys.argv[1:]))"
+            cmd = [sys.executable, "-c", code, *cli]
+        else:
+            cmd = [sys.executable, "-m", "audio_score", *cli]
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        with log_path.open("wb") as log_file:
+            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO_ROOT)
+        server = PredictorProcess(proc, http_port, grpc_port, log_path)
+        try:
+            deadline = time.monotonic() + timeout_s
+            pending = list(ready_models)
+            while pending:
+                if proc.poll() is not None:
+                    raise RuntimeError(
+                        f"predictor exited with {proc.returncode} during start-up:\n{server.log()[-4000:]}"
+                    )
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"predictor not ready after {timeout_s:.0f} s:\n{server.log()[-4000:]}")
+                try:
+                    if httpx.get(f"{server.http_url}/v2/models/{pending[0]}/ready", timeout=5).status_code == 200:
+                        pending.pop(0)
+                        continue
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.3)
+            yield server
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+
+    return _start
