@@ -227,7 +227,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
-    parser.add_argument("--rounds", type=int, default=2, help="requests per level = max(min, rounds x concurrency)")
+    parser.add_argument("--rounds", type=int, default=4, help="requests per level = max(min, rounds x concurrency)")
     parser.add_argument("--min-requests", type=int, default=8)
     parser.add_argument("--audio-seconds", type=float, default=5.0)
     parser.add_argument("--entries", type=int, default=100_000, help="cache entries for the start-up figure")
@@ -273,7 +273,8 @@ def main() -> None:
             startup.update(rss_mb(server.proc.pid))
             metrics = server.metrics()
             startup["entries_in_memory_at_start"] = metric(metrics, "audio_score_predictor_reference_cache_entries")
-            body, headers = v2.build_score_request(reference, "bulk00050", "c0500")
+            last = args.entries - 1  # the last entry written: bulk<u>/c<c>
+            body, headers = v2.build_score_request(reference, f"bulk{last // 1000:05d}", f"c{last % 1000:04d}")
             started = time.perf_counter()
             response = httpx.post(v2.infer_url(server.url, KEY), content=body, headers=headers, timeout=600)
             startup["first_request_on_a_bulk_entry_ms"] = round((time.perf_counter() - started) * 1000, 1)

@@ -21,7 +21,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -36,6 +36,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 V = TypeVar("V")
+
+
+class _Sized(Protocol):
+    @property
+    def nbytes(self) -> int: ...
+
+
+S = TypeVar("S", bound=_Sized)
 #: Runs a synchronous function on the model's worker thread and awaits it.
 RunOnModelThread = Callable[[Callable[[], V]], Awaitable[V]]
 
@@ -44,15 +52,28 @@ class ReferenceUnavailable(AudioScoreError):
     """The clip exists but no entry could be built from it (e.g. it does not decode): a server-side problem."""
 
 
-class LRUBytes:
+@dataclasses.dataclass(frozen=True)
+class Cached:
+    """An entry in memory and the clip it was checked against (None: served without its clip)."""
+
+    entry: CacheEntry
+    clip: ClipRef | None
+
+    @property
+    def nbytes(self) -> int:
+        return self.entry.nbytes
+
+
+class LRUBytes(Generic[S]):
     """A thread-safe LRU mapping whose values report their size in ``nbytes``; bounded by total bytes."""
 
     def __init__(self, max_bytes: int, model: str) -> None:
         self.max_bytes = max_bytes
         self.model = model
-        self._data: OrderedDict[tuple[str, str], CacheEntry] = OrderedDict()
+        self._data: OrderedDict[tuple[str, str], S] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        self._report()
 
     def __len__(self) -> int:
         return len(self._data)
@@ -61,14 +82,14 @@ class LRUBytes:
     def nbytes(self) -> int:
         return self._bytes
 
-    def get(self, key: tuple[str, str]) -> CacheEntry | None:
+    def get(self, key: tuple[str, str]) -> S | None:
         with self._lock:
             entry = self._data.get(key)
             if entry is not None:
                 self._data.move_to_end(key)
             return entry
 
-    def put(self, key: tuple[str, str], entry: CacheEntry) -> None:
+    def put(self, key: tuple[str, str], entry: S) -> None:
         with self._lock:
             old = self._data.pop(key, None)
             if old is not None:
@@ -108,7 +129,7 @@ class ReferenceStore:
         self.key = backend.key
         self.cache = ReferenceCache(settings.cache_dir, backend.key)
         self.fingerprint = backend.fingerprint
-        self.memory = LRUBytes(settings.cache_memory_bytes, backend.key)
+        self.memory: LRUBytes[Cached] = LRUBytes(settings.cache_memory_bytes, backend.key)
         self._run_on_model_thread = run_on_model_thread
         self._builds: dict[tuple[str, str], asyncio.Future[CacheEntry]] = {}
         self.built = 0
@@ -118,17 +139,27 @@ class ReferenceStore:
         validate_id(uid, "uid")
         validate_id(cid, "cid")
         key = (uid, cid)
-        clip = await asyncio.to_thread(find_clip, self.settings.video_clip_dir, uid, cid)
         cached = self.memory.get(key)
+        # The clip found last time is stat-ed directly: a flat clip folder of 100,000 files is not globbed on
+        # every request. A clip that moved or vanished takes the full lookup below.
+        if (
+            cached is not None
+            and cached.clip is not None
+            and await asyncio.to_thread(self.cache.is_fresh, cached.entry.meta, self.fingerprint, cached.clip)
+        ):
+            metrics.REFERENCE_LOOKUPS.labels(self.key, "hit").inc()
+            return cached.entry
+        clip = await asyncio.to_thread(find_clip, self.settings.video_clip_dir, uid, cid)
         if cached is not None:
-            if clip is None or await asyncio.to_thread(self.cache.is_fresh, cached.meta, self.fingerprint, clip):
+            if clip is None or await asyncio.to_thread(self.cache.is_fresh, cached.entry.meta, self.fingerprint, clip):
                 metrics.REFERENCE_LOOKUPS.labels(self.key, "hit").inc()
-                return cached
+                self.memory.put(key, Cached(cached.entry, clip))
+                return cached.entry
             self.memory.discard(key)
         entry = await asyncio.to_thread(self._read_fresh, uid, cid, clip)
         if entry is not None:
             metrics.REFERENCE_LOOKUPS.labels(self.key, "disk").inc()
-            self.memory.put(key, entry)
+            self.memory.put(key, Cached(entry, clip))
             return entry
         if clip is None:
             metrics.REFERENCE_LOOKUPS.labels(self.key, "missing").inc()
@@ -175,5 +206,5 @@ class ReferenceStore:
         self.built += 1
         metrics.REFERENCE_LOOKUPS.labels(self.key, "built").inc()
         entry = _slim(entries[0])
-        self.memory.put((clip.uid, clip.cid), entry)
+        self.memory.put((clip.uid, clip.cid), Cached(entry, clip))
         return entry

@@ -459,3 +459,21 @@ def test_concurrent_requests_are_batched_with_unbatched_results(server, ws) -> N
         assert metric(after, name, model=MODEL) >= c2
     assert f'audio_score_predictor_queue_depth{{model="{MODEL}"}}' in after
     assert "request_predict_seconds" in after  # KServe's own histogram, same registry
+
+
+def test_stale_entry_is_rebuilt_when_its_clip_changes(server, ws) -> None:  # type: ignore[no-untyped-def]
+    model = "higgs-tiny"
+    cache = ReferenceCache(ws.cache_dir, model)
+    old = cache.read(*ON_DEMAND)
+    assert old is not None  # built by cache-build
+    first = post_binary(server, decoded(ws, ON_DEMAND), *ON_DEMAND, model=model)
+    assert first.status_code == 200, first.text
+    # The clip's content changes (same name): its entry is stale and must be rebuilt from the new content.
+    shutil.copyfile(ws.clips[OTHER], ws.clips[ON_DEMAND])
+    response = post_binary(server, decoded(ws, OTHER), *ON_DEMAND, model=model)
+    assert response.status_code == 200, response.text
+    new = cache.read(*ON_DEMAND)
+    assert new is not None and new.meta["source"]["sha256"] != old.meta["source"]["sha256"]
+    result = v2.parse_score_response(response.content, response.headers)
+    assert result["audio_sim_score"] == pytest.approx(1.0, abs=1e-4)
+    assert result["reference_transcript"] == new.transcript
