@@ -89,6 +89,13 @@ def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, e
         return 1
 
     import kserve
+    from kserve import model_server
+
+    # gRPC's message limit (kserve's default 8 MiB) must hold the longest upload allowed, as raw FP32 samples.
+    needed = int(settings.max_audio_seconds * settings.target_sampling_rate * 4) + (1 << 20)
+    for name in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
+        if getattr(model_server.args, name, 0) < needed:
+            setattr(model_server.args, name, needed)
 
     server = kserve.ModelServer(
         http_port=http_port,
