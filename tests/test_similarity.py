@@ -1,0 +1,51 @@
+"""Similarity: cosine of pooled features, normalised rapidfuzz ratio of transcripts, and their mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers.models.whisper.english_normalizer import BasicTextNormalizer
+
+from audio_score.similarity import audio_similarity, normalize_text, score, text_similarity
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Hello, World! (laughs) [music]  Café ñandú", "It's 3.5 — done.", "<|en|> Straße", "  ¿Qué   tal?  "],
+)
+def test_normalisation_matches_whispers_basic_normaliser(text: str) -> None:
+    assert normalize_text(text) == " ".join(BasicTextNormalizer()(text).split())
+
+
+def test_identical_inputs_give_exactly_one() -> None:
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal(384).astype(np.float32)
+    s = score(emb, "Hello there", emb.copy(), "hello, there!")
+    assert s.audio_sim_score == 1.0
+    assert s.text_sim_score == 1.0
+    assert s.sim_score == 1.0
+    assert s.as_dict() == {"sim_score": 1.0, "audio_sim_score": 1.0, "text_sim_score": 1.0}
+
+
+def test_different_inputs_give_less_and_the_mean() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal(64), rng.standard_normal(64)
+    s = score(a, "the cat sat", b, "a dog ran")
+    assert 0.0 <= s.audio_sim_score < 1.0
+    assert 0.0 <= s.text_sim_score < 1.0
+    assert s.sim_score == pytest.approx((s.audio_sim_score + s.text_sim_score) / 2)
+
+
+def test_cosine_is_clipped_and_defined_for_zero_vectors() -> None:
+    v = np.ones(8)
+    assert audio_similarity(v, -v) == 0.0
+    assert audio_similarity(np.zeros(8), v) == 0.0
+    with pytest.raises(ValueError, match="sizes differ"):
+        audio_similarity(np.ones(8), np.ones(4))
+
+
+def test_empty_transcripts() -> None:
+    assert text_similarity("", "") == 1.0
+    assert text_similarity("...", "[music]") == 1.0  # both normalise to nothing
+    assert text_similarity("", "hello") == 0.0
+    assert text_similarity("hello wold", "hello world") == pytest.approx(0.952, abs=1e-3)
