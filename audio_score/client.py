@@ -1,13 +1,212 @@
-"""Placeholder: this subcommand is being built (see the open issues)."""
+"""Score a recording through a running router: ``audio-score score FILE --uid U --cid C [--model M]``.
+
+Prints the router's JSON answer (or a table with ``--table``); on an error prints the server's ``detail`` and
+exits non-zero. ``--batch DIR`` scores every ``<uid>_<cid>.<ext>`` file in a folder (split at the last ``_``)
+and prints a summary table. Needs no torch: the router image can run it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+SCORE_FIELDS = ("sim_score", "audio_sim_score", "text_sim_score")
+#: What ``--batch`` picks up: the audio and video formats people record or keep clips in.
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac", ".webm", ".weba", ".mov", ".mp4", ".m4v"}
+    | {".mkv", ".avi", ".3gp", ".amr", ".aiff", ".aif", ".wma", ".caf"}
+)
+
+
+class ScoreError(Exception):
+    """One failed request, with the line to show."""
+
+
+@dataclass
+class Outcome:
+    file: str
+    uid: str
+    cid: str
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+def _client(args: argparse.Namespace) -> httpx.Client:
+    transport = httpx.HTTPTransport(uds=args.unix_socket) if args.unix_socket else None
+    base = "http://localhost" if args.unix_socket else args.url.rstrip("/")
+    return httpx.Client(base_url=base, transport=transport, timeout=args.timeout)
+
+
+def _where(args: argparse.Namespace) -> str:
+    return f"unix socket {args.unix_socket}" if args.unix_socket else args.url
+
+
+def score_file(client: httpx.Client, path: Path, uid: str, cid: str, model: str | None, where: str) -> dict[str, Any]:
+    """POST one file to ``/score``; the parsed answer, or :class:`ScoreError` with the server's detail."""
+    data = {"uid": uid, "cid": cid}
+    if model:
+        data["model"] = model
+    try:
+        with path.open("rb") as fh:
+            response = client.post("/score", data=data, files={"audio": (path.name, fh, "application/octet-stream")})
+    except OSError as exc:
+        raise ScoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except httpx.TimeoutException:
+        raise ScoreError(f"no answer from the router at {where} in time (raise --timeout)") from None
+    except httpx.TransportError as exc:
+        raise ScoreError(
+            f"cannot reach the router at {where} ({type(exc).__name__}: {exc}); is `audio-score up` running? "
+            "(or pass --url)"
+        ) from None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.status_code != 200:
+        detail = body.get("detail") if isinstance(body, dict) else None
+        if not isinstance(detail, str):
+            detail = json.dumps(detail) if detail is not None else (response.text.strip()[:300] or "no detail")
+        raise ScoreError(f"{response.status_code} {response.reason_phrase}: {detail}")
+    if not isinstance(body, dict):
+        raise ScoreError(f"the server at {where} did not answer with JSON: {response.text[:200]!r}")
+    return body
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def render_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def find_batch_files(folder: Path) -> tuple[list[Outcome], list[Outcome]]:
+    """``(to score, unusable names)`` for the audio files directly in ``folder``."""
+    from audio_score.cache import validate_id
+    from audio_score.errors import InvalidIdentifier
+
+    todo, bad = [], []
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        if path.suffix.lower() not in AUDIO_EXTENSIONS:
+            continue
+        uid, sep, cid = path.stem.rpartition("_")
+        if not sep:
+            bad.append(Outcome(path.name, "", "", error="name is not <uid>_<cid>.<ext>"))
+            continue
+        try:
+            validate_id(uid, "uid")
+            validate_id(cid, "cid")
+        except InvalidIdentifier as exc:
+            bad.append(Outcome(path.name, uid, cid, error=str(exc)))
+            continue
+        todo.append(Outcome(path.name, uid, cid))
+    return todo, bad
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    folder = Path(args.batch).expanduser()
+    if not folder.is_dir():
+        print(f"audio-score score: error: --batch {folder}: not a folder", file=sys.stderr)
+        return 2
+    todo, bad = find_batch_files(folder)
+    if not todo and not bad:
+        print(f"audio-score score: error: no audio files named <uid>_<cid>.<ext> in {folder}", file=sys.stderr)
+        return 2
+    where = _where(args)
+    with _client(args) as client, ThreadPoolExecutor(max_workers=max(1, args.concurrency)) as pool:
+
+        def one(item: Outcome) -> Outcome:
+            try:
+                item.result = score_file(client, folder / item.file, item.uid, item.cid, args.model, where)
+            except ScoreError as exc:
+                item.error = str(exc)
+            return item
+
+        bar = tqdm(total=len(todo), desc="scoring", unit="file", file=sys.stderr, disable=args.quiet)
+        for _ in pool.map(one, todo):
+            bar.update(1)
+        bar.close()
+    outcomes = sorted(todo + bad, key=lambda o: o.file)
+    if args.json:
+        for o in outcomes:
+            print(json.dumps({"file": o.file, "uid": o.uid, "cid": o.cid, **(o.result or {}), "error": o.error}))
+    else:
+        rows = []
+        for o in outcomes:
+            r = o.result or {}
+            if o.error:
+                rows.append([o.file, r.get("model", ""), "", "", "", o.error])
+            else:
+                rows.append([o.file, str(r.get("model", "")), *(_fmt(r.get(f)) for f in SCORE_FIELDS), ""])
+        print(render_table(["file", "model", "sim_score", "audio", "text", "error"], rows))
+    failed = sum(1 for o in outcomes if o.error)
+    print(f"{len(outcomes) - failed} scored, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """No options yet."""
+    parser.add_argument("file", nargs="?", help="the recording (any format FFmpeg decodes)")
+    parser.add_argument("--uid", help="the reference video's id")
+    parser.add_argument("--cid", help="the reference clip's id")
+    parser.add_argument("--model", default=None, help="model key (default: the router's default model)")
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"the router's base URL (default {DEFAULT_URL})")
+    parser.add_argument("--unix-socket", default=None, metavar="PATH", help="reach the router on a Unix socket")
+    parser.add_argument("--table", action="store_true", help="print a table instead of JSON")
+    parser.add_argument(
+        "--batch",
+        default=None,
+        metavar="DIR",
+        help="score every <uid>_<cid>.<ext> file in DIR (split at the last '_') and print a summary table",
+    )
+    parser.add_argument("--json", action="store_true", help="with --batch: one JSON object per file, no table")
+    parser.add_argument("--concurrency", type=int, default=4, help="with --batch: requests in flight (default 4)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for an answer (default 120)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit(f"audio-score {args.command}: not built yet")
+    from audio_score.up import quiet_http_client_logs
+
+    quiet_http_client_logs()
+    if args.batch:
+        if args.file or args.uid or args.cid:
+            print(
+                "audio-score score: error: --batch takes uid/cid from file names; drop FILE/--uid/--cid",
+                file=sys.stderr,
+            )
+            return 2
+        return run_batch(args)
+    missing = [name for name, value in (("FILE", args.file), ("--uid", args.uid), ("--cid", args.cid)) if not value]
+    if missing:
+        print(f"audio-score score: error: missing {', '.join(missing)} (or use --batch DIR)", file=sys.stderr)
+        return 2
+    path = Path(args.file).expanduser()
+    if not path.is_file():
+        print(f"audio-score score: error: {path}: no such file", file=sys.stderr)
+        return 2
+    try:
+        with _client(args) as client:
+            result = score_file(client, path, args.uid, args.cid, args.model, _where(args))
+    except ScoreError as exc:
+        print(f"audio-score score: error: {exc}", file=sys.stderr)
+        return 1
+    if args.table:
+        rows = [[key, _fmt(value)] for key, value in result.items()]
+        print(render_table(["field", "value"], rows))
+    else:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0

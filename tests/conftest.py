@@ -137,3 +137,115 @@ def start_predictor(tmp_path_factory: pytest.TempPathFactory):
                     proc.wait(timeout=10)
 
     return _start
+
+
+# --- `audio-score up` (cache build, one predictor, the router) in a subprocess on free loopback ports ----------
+
+
+class UpProcess:
+    """A running ``audio-score up``: ``url`` (router), ``predictor_url``, ``grpc_port``, ``proc``, ``stdout`` (lines
+    so far), ``stderr()``, ``log_dir``; ``workspace`` when started by the ``up_stack`` fixture."""
+
+    def __init__(self, proc, port: int, predictor_port: int, grpc_port: int, log_dir: Path, stderr_path: Path):
+        self.proc = proc
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.predictor_port = predictor_port
+        self.predictor_url = f"http://127.0.0.1:{predictor_port}"
+        self.grpc_port = grpc_port
+        self.log_dir = log_dir
+        self.stderr_path = stderr_path
+        self.stdout: list[str] = []
+        self.workspace: Workspace | None = None
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def logs(self) -> str:
+        parts = [f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(self.log_dir.glob("*"))]
+        return "\n".join(parts)
+
+
+@pytest.fixture(scope="session")
+def start_up(tmp_path_factory: pytest.TempPathFactory):
+    """A context-manager factory: ``with start_up(config, args=[...], env={...}) as up: ...``.
+
+    Runs ``python -m audio_score up --config C --port P --predictor-port Q --grpc-port R --log-dir D [args]`` in its
+    own session, waits for its "audio-score is up" banner, yields an :class:`UpProcess` and stops it with SIGTERM
+    (SIGKILL to its group if it does not stop in time).
+    """
+    import contextlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    @contextlib.contextmanager
+    def _start(
+        config_path: Path,
+        *,
+        args: list[str] | None = None,
+        env: dict[str, str] | None = None,
+        timeout_s: float = 300.0,
+    ):
+        port, predictor_port, grpc_port = free_port(), free_port(), free_port()
+        run_dir = tmp_path_factory.mktemp("up")
+        log_dir, stderr_path = run_dir / "logs", run_dir / "stderr.txt"
+        cmd = [sys.executable, "-m", "audio_score", "up", "--config", str(config_path), "--port", str(port)]
+        cmd += ["--predictor-port", str(predictor_port), "--grpc-port", str(grpc_port), "--log-dir", str(log_dir)]
+        cmd += args or []
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        with stderr_path.open("wb") as err:
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=err, env=full_env, cwd=REPO_ROOT, text=True, start_new_session=True
+            )
+        up = UpProcess(proc, port, predictor_port, grpc_port, log_dir, stderr_path)
+
+        def pump() -> None:
+            for line in proc.stdout:
+                up.stdout.append(line.rstrip("\n"))
+
+        threading.Thread(target=pump, daemon=True).start()
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not any(line.startswith("audio-score is up") for line in up.stdout):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"up exited with {proc.returncode}:\n{up.stderr()[-3000:]}\n{up.logs()}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"up not ready after {timeout_s:.0f} s:\n{up.stderr()[-3000:]}\n{up.logs()}")
+                time.sleep(0.2)
+            time.sleep(0.2)  # the rest of the banner
+            yield up
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+
+    return _start
+
+
+@pytest.fixture(scope="session")
+def up_stack(tmp_path_factory: pytest.TempPathFactory, _workspace_template: Workspace, start_up):
+    """One ``audio-score up`` over a copy of the template workspace (both tiny models), shared by the tests that
+    only talk to it (client, README example), so that its start-up is paid once per session."""
+    tpl = _workspace_template
+    root = tmp_path_factory.mktemp("up-stack") / "ws"
+    shutil.copytree(tpl.root, root)
+    ws = Workspace(
+        root=root,
+        config_path=root / "config.json",
+        clip_dir=root / "clips",
+        cache_dir=root / "cache",
+        models=tpl.models,
+        clips={k: root / p.relative_to(tpl.root) for k, p in tpl.clips.items()},
+        samples=dict(tpl.samples),
+    )
+    with start_up(ws.config_path) as up:
+        up.workspace = ws
+        yield up

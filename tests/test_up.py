@@ -1,0 +1,239 @@
+"""``audio-score up``: the real cache build, predictor and router as subprocesses on free ports with tiny models.
+
+The shared ``up_stack`` (conftest) serves the tests that only talk to it; the tests that stop or break ``up`` start
+their own, with one model and no cache build to keep start-up short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from conftest import REPO_ROOT, free_port
+
+from audio_score.up import UpError, check_port, check_socket_path
+
+ONE_MODEL = {"AUDIO_SCORE_MODEL_KEYS": "whisper-tiny"}
+
+
+def run_up(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``audio-score up`` expected to fail before it is ready."""
+    cmd = [sys.executable, "-m", "audio_score", "up", *args]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env={**os.environ, **(env or {})}
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(pids: list[int], timeout: float = 30) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if not gone(p)]
+        if not alive:
+            return []
+        time.sleep(0.2)
+    return alive
+
+
+def port_bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+# --- against the shared stack ----------------------------------------------------------------------------------
+
+
+def test_banner_urls_answer(up_stack) -> None:
+    out = "\n".join(up_stack.stdout)
+    for expected in (
+        f"{up_stack.url}/score",
+        f"{up_stack.url}/docs",
+        f"{up_stack.url}/models",
+        f"{up_stack.predictor_url}/v2/models/<model>/infer",
+        f"127.0.0.1:{up_stack.grpc_port}",
+    ):
+        assert expected in out, out
+    assert httpx.get(f"{up_stack.url}/docs", timeout=10).status_code == 200
+    assert httpx.get(f"{up_stack.url}/readyz", timeout=10).status_code == 200
+    models = httpx.get(f"{up_stack.url}/models", timeout=10).json()
+    assert "whisper-tiny" in json.dumps(models) and "higgs-tiny" in json.dumps(models)
+
+
+def test_one_predictor_process_hosts_every_model(up_stack) -> None:
+    for key in ("whisper-tiny", "higgs-tiny"):
+        assert httpx.get(f"{up_stack.predictor_url}/v2/models/{key}/ready", timeout=10).status_code == 200
+    children = psutil.Process(up_stack.proc.pid).children()
+    commands = [" ".join(c.cmdline()) for c in children]
+    assert sum(" predictor " in c for c in commands) == 1, commands
+    assert sum(" router " in c for c in commands) == 1, commands
+    assert not any(" cache-build " in c for c in commands), "the cache build must be finished and reaped"
+    router = next(c for c in commands if " router " in c)
+    # The router reaches the one server that hosts every model: a URL without {model}.
+    assert f"--predictor-url http://127.0.0.1:{up_stack.predictor_port}" in router
+
+
+def test_cache_was_built_before_serving(up_stack) -> None:
+    ws = up_stack.workspace
+    for key in ("whisper-tiny", "higgs-tiny"):
+        for uid, cid in ws.clips:
+            assert (ws.cache_dir / key / uid / cid / "meta.json").is_file(), (key, uid, cid)
+    assert any("cache ready: 6 entries built" in line for line in up_stack.stdout), up_stack.stdout
+
+
+# --- start-up failures: one line on stderr, non-zero exit ------------------------------------------------------
+
+
+def test_port_in_use_gives_one_clear_line(workspace) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = run_up("--config", str(workspace.config_path), "--port", str(port), timeout=60)
+        assert done.returncode != 0
+        lines = error_lines(done.stderr)
+        assert len(lines) == 1, done.stderr
+        assert f"port {port}" in lines[0] and "in use" in lines[0] and "--port" in lines[0]
+        assert "Traceback" not in done.stderr
+
+        done = run_up("--config", str(workspace.config_path), "--port", str(free_port()), "--predictor-port", str(port))
+        lines = error_lines(done.stderr)
+        assert done.returncode != 0 and len(lines) == 1, done.stderr
+        assert "--predictor-port" in lines[0]
+    assert not list(workspace.cache_dir.iterdir()), "nothing may start when a port is taken"
+
+
+@pytest.mark.parametrize(
+    "config_text, expected",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"models": [], "video_clip_dir": "clips", "cache_dir": "cache", "colour": 1}', "invalid configuration"),
+    ],
+)
+def test_config_error_gives_one_line(tmp_path: Path, config_text: str, expected: str) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(config_text)
+    done = run_up("--config", str(config), "--port", str(free_port()), timeout=60)
+    assert done.returncode != 0
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("audio-score up: error:") and expected in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_missing_config_and_clip_folder(tmp_path: Path, workspace) -> None:
+    done = run_up("--config", str(tmp_path / "nope.json"), timeout=60)
+    assert done.returncode != 0 and len(error_lines(done.stderr)) == 1 and "not found" in done.stderr
+
+    config = json.loads(workspace.config_path.read_text())
+    config["video_clip_dir"] = "no-such-folder"
+    workspace.config_path.write_text(json.dumps(config))
+    done = run_up("--config", str(workspace.config_path), "--port", str(free_port()), timeout=60)
+    lines = error_lines(done.stderr)
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert "no-such-folder" in lines[0] and "video_clip_dir" in lines[0]
+
+
+@pytest.mark.parametrize("cache_build", [True, False], ids=["cache-build", "no-cache-build"])
+def test_no_model_loading_gives_one_line(workspace, cache_build: bool) -> None:
+    config = json.loads(workspace.config_path.read_text())
+    config["models"] = [{"key": "broken", "type": "whisper", "model_id": "./no-such-checkpoint"}]
+    workspace.config_path.write_text(json.dumps(config))
+    args = ["--config", str(workspace.config_path), "--port", str(free_port()), "--predictor-port", str(free_port())]
+    if not cache_build:
+        args.append("--no-cache-build")
+    done = run_up(*args)
+    assert done.returncode != 0
+    lines = error_lines(done.stderr)
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("audio-score up: error:")
+    assert "no model loaded" in lines[0] and "broken" in lines[0]
+    assert ("cache build" in lines[0]) == cache_build
+    assert "Traceback" not in done.stderr
+
+
+# --- stopping --------------------------------------------------------------------------------------------------
+
+
+def test_sigterm_stops_every_process(workspace, start_up) -> None:
+    # Two router workers: uvicorn forks them, so stopping must reach the whole process group.
+    with start_up(workspace.config_path, args=["--no-cache-build", "--workers", "2"], env=ONE_MODEL) as up:
+        tree = descendants(up.proc.pid)
+        pids = [p.pid for p in tree]
+        assert len(pids) >= 3, [p.cmdline() for p in tree]  # predictor, router, its workers
+        clip = workspace.clips[("video1", "clip1")]
+        with clip.open("rb") as fh:
+            answer = httpx.post(
+                f"{up.url}/score", data={"uid": "video1", "cid": "clip1"}, files={"audio": fh}, timeout=120
+            )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["sim_score"] == pytest.approx(1.0, abs=1e-3)
+
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.proc.wait(timeout=60) == 0, up.stderr()
+        assert wait_gone(pids) == [], "processes left behind after SIGTERM"
+        assert port_bindable(up.port) and port_bindable(up.predictor_port)
+        assert "Traceback" not in up.stderr()
+
+
+def test_a_dying_child_stops_the_rest(workspace, start_up) -> None:
+    with start_up(workspace.config_path, args=["--no-cache-build"], env=ONE_MODEL) as up:
+        children = {" ".join(p.cmdline()): p for p in psutil.Process(up.proc.pid).children()}
+        predictor = next(p for cmd, p in children.items() if " predictor " in cmd)
+        others = [p.pid for p in descendants(up.proc.pid) if p.pid != predictor.pid]
+        predictor.kill()
+        rc = up.proc.wait(timeout=60)
+        assert rc != 0
+        last = error_lines(up.stderr())[-1]
+        assert last.startswith("audio-score up: error: the predictor exited unexpectedly"), up.stderr()
+        assert wait_gone(others) == []
+
+
+# --- the checks themselves ---------------------------------------------------------------------------------------
+
+
+def test_check_port_and_socket(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UpError, match="already in use"):
+            check_port("127.0.0.1", port, "router", "--port")
+    check_port("127.0.0.1", port, "router", "--port")  # free again
+
+    path = tmp_path / "router.sock"
+    with socket.socket(socket.AF_UNIX) as live:
+        live.bind(str(path))
+        live.listen()
+        with pytest.raises(UpError, match="already in use"):
+            check_socket_path(path)
+    assert path.exists()
+    check_socket_path(path)  # nobody listens now: a stale file, removed
+    assert not path.exists()
