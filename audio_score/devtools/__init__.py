@@ -1,0 +1,1 @@
+"""Tools for tests, the demo and benchmarks: tiny real-format models, media files, ready workspaces."""
