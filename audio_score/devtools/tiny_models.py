@@ -109,8 +109,9 @@ def build_tiny_whisper(
         no_timestamps_token_id=ids("<|notimestamps|>"),
         is_multilingual=True,
         # Random weights emit any byte; keeping to lower-case letters and spaces makes demo transcripts
-        # readable and keeps every token a whole UTF-8 character.
-        suppress_tokens=[i for i in range(256) if bytes([i]) not in _READABLE_BYTES],
+        # readable and keeps every token a whole UTF-8 character. Special tokens (end-of-text included) are
+        # suppressed too, so every transcript runs to max_new_tokens of text and depends on the audio.
+        suppress_tokens=[i for i in range(len(tokenizer)) if i >= 256 or bytes([i]) not in _READABLE_BYTES],
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
