@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Callable
+import tempfile
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -165,11 +165,16 @@ def _decode_pydub(data: bytes | Path, max_seconds: float | None) -> tuple[np.nda
         raise UndecodableAudio("the pydub decoder needs ffprobe on PATH (apt-get install ffmpeg); or use pyav")
     AudioSegment.converter = ffmpeg
     parameters = ["-t", f"{max_seconds + 0.5:g}"] if max_seconds is not None else None
-    load: Callable[[], AudioSegment] = lambda: AudioSegment.from_file(  # noqa: E731
-        str(data) if isinstance(data, Path) else io.BytesIO(data), parameters=parameters
-    )
     try:
-        segment = load()
+        if isinstance(data, Path):
+            segment = AudioSegment.from_file(str(data), parameters=parameters)
+        else:
+            # pydub pipes a file object through ffmpeg's stdin, where MP4/MOV (index at the end) cannot be
+            # read, so bytes go to a temporary file for this backend; the PyAV default never needs one.
+            with tempfile.NamedTemporaryFile(prefix="audio-score-", suffix=".upload") as handle:
+                handle.write(data)
+                handle.flush()
+                segment = AudioSegment.from_file(handle.name, parameters=parameters)
     except (CouldntDecodeError, IndexError, KeyError, ValueError, OSError) as exc:
         if isinstance(exc, IndexError):  # pydub's answer for a file without an audio stream
             raise UndecodableAudio("the file has no audio stream") from None
