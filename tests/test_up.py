@@ -198,7 +198,8 @@ def test_sigterm_stops_every_process(workspace, start_up) -> None:
 
         up.proc.send_signal(signal.SIGTERM)
         assert up.proc.wait(timeout=60) == 0, up.stderr()
-        assert wait_gone(pids) == [], "processes left behind after SIGTERM"
+        # Checked at once: `up` itself waits for every process it started before it exits.
+        assert [p for p in pids if not gone(p)] == [], "processes left behind after SIGTERM"
         assert port_bindable(up.port) and port_bindable(up.predictor_port)
         assert "Traceback" not in up.stderr()
 
@@ -213,7 +214,17 @@ def test_a_dying_child_stops_the_rest(workspace, start_up) -> None:
         assert rc != 0
         last = error_lines(up.stderr())[-1]
         assert last.startswith("audio-score up: error: the predictor exited unexpectedly"), up.stderr()
-        assert wait_gone(others) == []
+        assert [p for p in others if not gone(p)] == [], "up must stop the router before it exits"
+
+
+def test_children_die_with_up_even_when_it_is_killed(workspace, start_up) -> None:
+    """SIGKILL leaves `up` no chance to clean up: its children must notice their parent's death themselves."""
+    with start_up(workspace.config_path, args=["--no-cache-build"], env=ONE_MODEL) as up:
+        children = [p.pid for p in psutil.Process(up.proc.pid).children()]
+        assert len(children) == 2
+        up.proc.kill()
+        up.proc.wait(timeout=30)
+        assert wait_gone(children, timeout=60) == []
 
 
 # --- the checks themselves ---------------------------------------------------------------------------------------
