@@ -40,3 +40,5 @@ def configure_logging(level: str | int = "INFO") -> None:
         handler._audio_score = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # httpx logs every request at INFO: the router's own lines already say what happened to each one.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -97,6 +97,8 @@ class Settings(BaseModel):
     server_port: int = 8000
     server_socket: str | None = None
     predictor_url: str = "http://{model}-predictor.default.svc.cluster.local"
+    #: Per-model predictor URLs that win over the template (AUDIO_SCORE_PREDICTOR_URLS="key=url,key=url").
+    predictor_urls: dict[str, str] = {}
     predictor_timeout_s: float = 30.0
     api_keys: tuple[str, ...] = ()
     decoder: Literal["pyav", "pydub"] = "pyav"
@@ -167,6 +169,16 @@ def _env_bool(env: Mapping[str, str], name: str) -> bool:
 
 def _env_list(env: Mapping[str, str], name: str) -> list[str]:
     return [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+
+
+def _env_map(env: Mapping[str, str], name: str) -> dict[str, str]:
+    result = {}
+    for item in _env_list(env, name):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"{name}: {item!r} is not KEY=URL (e.g. whisper-small=http://host:8080)")
+        result[key.strip()] = value.strip()
+    return result
 
 
 def default_predictor_url(env: Mapping[str, str]) -> str:
@@ -247,6 +259,7 @@ def load_settings(
         server_port=_env_int(env, "AUDIO_SCORE_SERVER_PORT", 8000, 0),
         server_socket=env.get("AUDIO_SCORE_SERVER_SOCKET") or None,
         predictor_url=env.get("AUDIO_SCORE_PREDICTOR_URL") or default_predictor_url(env),
+        predictor_urls=_env_map(env, "AUDIO_SCORE_PREDICTOR_URLS"),
         predictor_timeout_s=_env_float(env, "AUDIO_SCORE_PREDICTOR_TIMEOUT_S", 30.0, 0.1),
         api_keys=tuple(_env_list(env, "AUDIO_SCORE_API_KEYS")),
         decoder=decoder,  # type: ignore[arg-type]

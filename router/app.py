@@ -1,0 +1,227 @@
+"""The public entry point: ``POST /score`` (multipart) -> decode on CPU here -> V2 to the model's predictor.
+
+The upload is decoded with the core library's decoder, the same code the cache Job runs on reference clips, so
+a clip uploaded as itself scores 1.0. Decoding runs on a worker thread, never on the event loop and never on a
+GPU pod. Every error is ``{"detail": "..."}`` with a 4xx that says what to fix, or 503/504 when a predictor is
+down or slow; a caller's bad input never gets a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import httpx
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from audio_score import __version__
+from audio_score.audio import decode_audio
+from audio_score.cache import ID_PATTERN, validate_id
+from audio_score.errors import AudioError, InvalidIdentifier
+from audio_score.settings import Settings, load_settings
+from router.auth import APIKeyMiddleware
+from router.errors import SCORE_ERRORS, APIError, ErrorBody, install_error_handlers
+from router.limits import UploadLimitMiddleware
+from router.metrics import RouterMetrics
+from router.predictor_client import PredictorClient, PredictorError
+from router.readiness import ReadinessTracker
+
+log = logging.getLogger("router")
+
+
+class ScoreResponse(BaseModel):
+    model: str = Field(description="the model key that scored the upload")
+    sim_score: float = Field(description="mean of audio_sim_score and text_sim_score", ge=0, le=1)
+    audio_sim_score: float = Field(description="cosine similarity of pooled encoder features, clipped to [0, 1]")
+    text_sim_score: float = Field(description="rapidfuzz ratio / 100 of the normalised transcripts")
+    transcript: str = Field(description="the upload's transcript")
+    reference_transcript: str = Field(description="the reference clip's transcript")
+
+
+class ModelInfo(BaseModel):
+    key: str
+    type: str
+    ready: bool
+    reason: str
+    predictor_url: str
+
+
+class ModelsResponse(BaseModel):
+    default: str | None = Field(description="the model used when /score gets no 'model': first ready one")
+    models: list[ModelInfo]
+
+
+def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> FastAPI:
+    """The router for ``settings``: one pooled httpx client and a readiness poller per process."""
+    metrics = RouterMetrics()
+    keys = settings.model_keys
+    types = {m.key: m.type for m in settings.models}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+        timeout = httpx.Timeout(settings.predictor_timeout_s, connect=min(5.0, settings.predictor_timeout_s))
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+            predictor = PredictorClient(settings, client)
+            tracker = ReadinessTracker(predictor, keys, readiness_interval_s)
+            app.state.predictor, app.state.tracker = predictor, tracker
+            await tracker.check_all()
+            tracker.start()
+            log.info("router started", extra={"models": keys, "ready": tracker.ready_keys()})
+            try:
+                yield
+            finally:
+                await tracker.stop()
+
+    app = FastAPI(
+        title="audio-score",
+        version=__version__,
+        description=(
+            "Scores how closely a learner's recording matches a line of a reference video clip, by sound "
+            "(encoder features) and by words (transcripts)."
+        ),
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
+    if settings.api_keys:
+        app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
+
+    async def choose_model(request: Request, model: str | None) -> str:
+        tracker: ReadinessTracker = request.app.state.tracker
+        if model:
+            if model not in tracker.states:
+                raise APIError(404, f"unknown model {model!r}; known: {', '.join(keys)}")
+            state = tracker.states[model]
+            if not state.ready:
+                state = await tracker.check(model)  # the poll may be a moment behind
+            if not state.ready:
+                raise APIError(503, f"model {model!r} is not ready: {state.reason}")
+            return model
+        default = tracker.default_model()
+        if default is None:
+            await tracker.check_all()
+            default = tracker.default_model()
+        if default is None:
+            reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
+            raise APIError(503, f"no model is ready ({reasons})")
+        return default
+
+    @app.post(
+        "/score",
+        response_model=ScoreResponse,
+        responses=SCORE_ERRORS,
+        summary="Score a recording against a reference clip",
+    )
+    async def score(
+        request: Request,
+        uid: Annotated[str, Form(description="video id of the reference clip", examples=["video1"])],
+        cid: Annotated[str, Form(description="clip id within the video", examples=["clip1"])],
+        audio: Annotated[UploadFile, File(description="the recording: any format FFmpeg reads (wav, mp3, m4a, ...)")],
+        model: Annotated[
+            str | None, Form(description="model key (default: the first configured model that is ready)")
+        ] = None,
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        label = model or "default"
+        status = 500
+        try:
+            for value, what in ((uid, "uid"), (cid, "cid")):
+                try:
+                    validate_id(value, what)
+                except InvalidIdentifier as exc:
+                    raise APIError(400, f"{exc} (pattern {ID_PATTERN.pattern})") from None
+            key = await choose_model(request, model or None)
+            label = key
+            data = await audio.read()
+            decode_started = time.perf_counter()
+            try:
+                samples = await asyncio.to_thread(
+                    decode_audio,
+                    data,
+                    sampling_rate=settings.target_sampling_rate,
+                    max_bytes=settings.max_upload_bytes,
+                    max_seconds=settings.max_audio_seconds,
+                    backend=settings.decoder,
+                )
+            except AudioError as exc:
+                raise APIError(exc.status_code, f"audio: {exc}") from None
+            finally:
+                metrics.decode.observe(time.perf_counter() - decode_started)
+            predictor: PredictorClient = request.app.state.predictor
+            call_started = time.perf_counter()
+            try:
+                result = await predictor.score(key, samples, uid, cid)
+            except PredictorError as exc:
+                if exc.status_code == 503:
+                    request.app.state.tracker.mark_unready(key, exc.detail)
+                raise APIError(exc.status_code, exc.detail) from None
+            finally:
+                metrics.predictor.labels(key).observe(time.perf_counter() - call_started)
+            status = 200
+            log.info(
+                "scored",
+                extra={"model": key, "uid": uid, "cid": cid, "sim_score": round(result["sim_score"], 4)},
+            )
+            return {"model": key, **result}
+        except APIError as exc:
+            status = exc.status_code
+            log.info(
+                "score refused", extra={"model": label, "uid": uid, "cid": cid, "status": status, "detail": exc.detail}
+            )
+            raise
+        finally:
+            metrics.requests.labels(label, str(status)).inc()
+            metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+    @app.get("/models", response_model=ModelsResponse, summary="Configured models, readiness and the default")
+    async def models(request: Request) -> dict[str, Any]:
+        tracker: ReadinessTracker = request.app.state.tracker
+        predictor: PredictorClient = request.app.state.predictor
+        return {
+            "default": tracker.default_model(),
+            "models": [
+                {
+                    "key": k,
+                    "type": types[k],
+                    "ready": s.ready,
+                    "reason": s.reason,
+                    "predictor_url": predictor.base_url(k),
+                }
+                for k, s in tracker.states.items()
+            ],
+        }
+
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: at least one model is ready", responses={503: {"model": ErrorBody}})
+    async def readyz(request: Request) -> JSONResponse:
+        tracker: ReadinessTracker = request.app.state.tracker
+        ready = tracker.ready_keys()
+        if ready:
+            return JSONResponse({"status": "ready", "models": ready})
+        reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
+        return JSONResponse({"detail": f"no model is ready ({reasons})"}, status_code=503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_factory() -> FastAPI:
+    """For ``uvicorn --factory`` and worker processes: settings from AUDIO_SCORE_CONFIG and the environment."""
+    from audio_score.logs import configure_logging
+
+    configure_logging()
+    return create_app(load_settings())

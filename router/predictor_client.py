@@ -1,0 +1,101 @@
+"""Calling a model's predictor over V2: where it is, the binary tensor request, and what its errors mean here.
+
+The router never runs a model: it sends decoded PCM to the predictor of the chosen model (one KServe
+InferenceService per model in a cluster, one server for every model locally) and maps the predictor's answers
+and failures onto the /score contract: refused connection -> one retry, then 503; timeout -> 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import httpx
+import numpy as np
+
+from audio_score import v2
+from audio_score.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class PredictorError(Exception):
+    """A predictor answer or failure, already mapped to the router's status code and a reason to show."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+def predictor_base_url(settings: Settings, model: str) -> str:
+    """A per-model URL from AUDIO_SCORE_PREDICTOR_URLS, else the template with ``{model}`` replaced.
+
+    A template without ``{model}`` names one server that hosts every model (``audio-score up``).
+    """
+    if model in settings.predictor_urls:
+        return settings.predictor_urls[model]
+    return settings.predictor_url.replace("{model}", model)
+
+
+class PredictorClient:
+    """One pooled keep-alive ``httpx.AsyncClient`` shared by every request of this worker."""
+
+    def __init__(self, settings: Settings, client: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.client = client
+
+    def base_url(self, model: str) -> str:
+        return predictor_base_url(self.settings, model)
+
+    async def ready(self, model: str) -> tuple[bool, str]:
+        """(ready, reason) from the predictor's per-model V2 readiness (``/v2/health/ready`` is always true)."""
+        url = v2.ready_url(self.base_url(model), model)
+        try:
+            response = await self.client.get(url, timeout=min(5.0, self.settings.predictor_timeout_s))
+        except httpx.TimeoutException:
+            return False, f"predictor at {self.base_url(model)} did not answer its readiness check in time"
+        except httpx.HTTPError as exc:
+            return False, f"predictor at {self.base_url(model)} is unreachable ({type(exc).__name__})"
+        if response.status_code == 200:
+            return True, "ready"
+        if response.status_code == 404:
+            return False, f"the predictor at {self.base_url(model)} does not serve model {model!r}"
+        return False, f"the predictor reports model {model!r} not ready ({response.status_code})"
+
+    async def score(self, model: str, samples: np.ndarray, uid: str, cid: str) -> dict[str, Any]:
+        """Scores of ``samples`` against the reference uid/cid, from the model's predictor."""
+        body, headers = v2.build_score_request(samples, uid, cid)
+        url = v2.infer_url(self.base_url(model), model)
+        response = await self._post(url, body, headers, model)
+        if response.status_code == 200:
+            try:
+                return v2.parse_score_response(response.content, response.headers)
+            except v2.V2ProtocolError as exc:
+                raise PredictorError(502, f"the predictor for {model!r} sent an invalid response: {exc}") from None
+        reason = v2.error_message(response.content)
+        if response.status_code in (400, 404, 413, 503):
+            raise PredictorError(response.status_code, reason)
+        raise PredictorError(502, f"the predictor for {model!r} failed ({response.status_code}): {reason}")
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str], model: str) -> httpx.Response:
+        for attempt in (1, 2):
+            try:
+                return await self.client.post(url, content=body, headers=headers)
+            except httpx.TimeoutException:
+                raise PredictorError(
+                    504, f"the predictor for {model!r} did not answer within {self.settings.predictor_timeout_s:g} s"
+                ) from None
+            except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+                # A refused connection is often a predictor pod being replaced: one retry after a short pause.
+                if attempt == 1:
+                    log.warning("predictor connection failed, retrying", extra={"model": model, "url": url})
+                    await asyncio.sleep(0.2)
+                    continue
+                raise PredictorError(
+                    503, f"the predictor for {model!r} at {self.base_url(model)} is unreachable ({type(exc).__name__})"
+                ) from None
+            except httpx.HTTPError as exc:
+                raise PredictorError(503, f"the predictor for {model!r} failed: {type(exc).__name__}") from None
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,72 @@
+"""Which models are ready: a background poll of each predictor's V2 readiness, read by /models and /score."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from router.predictor_client import PredictorClient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelState:
+    ready: bool = False
+    reason: str = "not checked yet"
+    checked_at: float = 0.0
+
+
+class ReadinessTracker:
+    """Polls every configured model every ``interval_s``; a request may force a fresh check of one model."""
+
+    def __init__(self, client: PredictorClient, keys: list[str], interval_s: float = 2.0) -> None:
+        self.client = client
+        self.keys = keys
+        self.interval_s = interval_s
+        self.states = {key: ModelState() for key in keys}
+        self._task: asyncio.Task[None] | None = None
+
+    async def check(self, key: str) -> ModelState:
+        ready, reason = await self.client.ready(key)
+        state = self.states[key]
+        if state.ready != ready:
+            log.info("model readiness changed", extra={"model": key, "ready": ready, "reason": reason})
+        state.ready, state.reason, state.checked_at = ready, reason, time.time()
+        return state
+
+    def mark_unready(self, key: str, reason: str) -> None:
+        """A call just failed with 503: stop choosing this model as the default until the next poll says ready."""
+        state = self.states[key]
+        if state.ready:
+            log.info("model marked not ready", extra={"model": key, "reason": reason})
+        state.ready, state.reason, state.checked_at = False, reason, time.time()
+
+    async def check_all(self) -> None:
+        await asyncio.gather(*(self.check(key) for key in self.keys))
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.check_all()
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="readiness-poller")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def ready_keys(self) -> list[str]:
+        return [k for k in self.keys if self.states[k].ready]
+
+    def default_model(self) -> str | None:
+        """The first configured model that is ready."""
+        ready = self.ready_keys()
+        return ready[0] if ready else None
