@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import write_results
 
 from audio_score.audio import decode_audio, ffmpeg_binaries
 from audio_score.devtools.media import synth_speechlike, write_audio, write_clip_mov
+
+from common import write_results
 
 RATE = 16000
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from audio_score.devtools.media import synth_speechlike
 
 from audio_score.backends import higgs as higgs_mod
 from audio_score.backends import load_backend, load_backends
+from audio_score.devtools.media import synth_speechlike
 from audio_score.devtools.tiny_models import TinyModelSet, build_tiny_higgs, build_tiny_whisper
 from audio_score.errors import ModelLoadError
 from audio_score.settings import load_settings

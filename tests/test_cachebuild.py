@@ -7,13 +7,13 @@ import subprocess
 import sys
 
 import pytest
-from audio_score.audio import decode_audio
-from audio_score.devtools.media import synth_speechlike, write_clip_mov
 
+from audio_score.audio import decode_audio
 from audio_score.backends import load_backend
 from audio_score.cache import ReferenceCache
 from audio_score.cachebuild import parse_shard
 from audio_score.cli import main
+from audio_score.devtools.media import synth_speechlike, write_clip_mov
 from audio_score.devtools.workspace import Workspace
 from audio_score.errors import ConfigError
 from audio_score.settings import load_settings
