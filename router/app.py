@@ -9,9 +9,12 @@ down or slow; a caller's bad input never gets a 500.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -38,7 +41,7 @@ log = logging.getLogger("router")
 
 class ScoreResponse(BaseModel):
     model: str = Field(description="the model key that scored the upload")
-    sim_score: float = Field(description="mean of audio_sim_score and text_sim_score", ge=0, le=1)
+    sim_score: float = Field(description="mean of audio_sim_score and text_sim_score, in [0, 1]")
     audio_sim_score: float = Field(description="cosine similarity of pooled encoder features, clipped to [0, 1]")
     text_sim_score: float = Field(description="rapidfuzz ratio / 100 of the normalised transcripts")
     transcript: str = Field(description="the upload's transcript")
@@ -61,6 +64,7 @@ class ModelsResponse(BaseModel):
 def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> FastAPI:
     """The router for ``settings``: one pooled httpx client and a readiness poller per process."""
     metrics = RouterMetrics()
+    decode_threads = max(1, os.cpu_count() or 1)
     keys = settings.model_keys
     types = {m.key: m.type for m in settings.models}
 
@@ -68,6 +72,10 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
         timeout = httpx.Timeout(settings.predictor_timeout_s, connect=min(5.0, settings.predictor_timeout_s))
+        # Decoding is CPU work in C (FFmpeg, soxr) that releases the GIL: a bounded pool of threads, one per core,
+        # keeps the event loop free and caps how many uploads sit decoded in memory at once.
+        pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
+        app.state.decode_pool = pool
         async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
             predictor = PredictorClient(settings, client)
             tracker = ReadinessTracker(predictor, keys, readiness_interval_s)
@@ -79,6 +87,7 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
                 yield
             finally:
                 await tracker.stop()
+                pool.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="audio-score",
@@ -130,7 +139,8 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         ] = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
-        label = model or "default"
+        # Metric labels only ever take configured keys: a caller's arbitrary model name must not create series.
+        label = model if model in keys else ("unknown" if model else "default")
         status = 500
         try:
             for value, what in ((uid, "uid"), (cid, "cid")):
@@ -143,13 +153,16 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
             data = await audio.read()
             decode_started = time.perf_counter()
             try:
-                samples = await asyncio.to_thread(
-                    decode_audio,
-                    data,
-                    sampling_rate=settings.target_sampling_rate,
-                    max_bytes=settings.max_upload_bytes,
-                    max_seconds=settings.max_audio_seconds,
-                    backend=settings.decoder,
+                samples = await asyncio.get_running_loop().run_in_executor(
+                    request.app.state.decode_pool,
+                    functools.partial(
+                        decode_audio,
+                        data,
+                        sampling_rate=settings.target_sampling_rate,
+                        max_bytes=settings.max_upload_bytes,
+                        max_seconds=settings.max_audio_seconds,
+                        backend=settings.decoder,
+                    ),
                 )
             except AudioError as exc:
                 raise APIError(exc.status_code, f"audio: {exc}") from None
@@ -160,7 +173,7 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
             try:
                 result = await predictor.score(key, samples, uid, cid)
             except PredictorError as exc:
-                if exc.status_code == 503:
+                if exc.unreachable:
                     request.app.state.tracker.mark_unready(key, exc.detail)
                 raise APIError(exc.status_code, exc.detail) from None
             finally:

@@ -23,10 +23,12 @@ log = logging.getLogger(__name__)
 class PredictorError(Exception):
     """A predictor answer or failure, already mapped to the router's status code and a reason to show."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, *, unreachable: bool = False) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        #: The predictor could not be reached at all (as opposed to answering 503 itself, e.g. a full queue).
+        self.unreachable = unreachable
 
 
 def predictor_base_url(settings: Settings, model: str) -> str:
@@ -94,8 +96,13 @@ class PredictorClient:
                     await asyncio.sleep(0.2)
                     continue
                 raise PredictorError(
-                    503, f"the predictor for {model!r} at {self.base_url(model)} is unreachable ({type(exc).__name__})"
+                    503,
+                    f"the predictor for {model!r} at {self.base_url(model)} is unreachable ({type(exc).__name__}); "
+                    "retry later",
+                    unreachable=True,
                 ) from None
             except httpx.HTTPError as exc:
-                raise PredictorError(503, f"the predictor for {model!r} failed: {type(exc).__name__}") from None
+                raise PredictorError(
+                    503, f"the predictor for {model!r} failed: {type(exc).__name__}; retry later", unreachable=True
+                ) from None
         raise AssertionError("unreachable")  # pragma: no cover
