@@ -1,0 +1,238 @@
+{{/*
+Names, labels, images and the pieces every pod shares (config.json, cache, clips, security contexts).
+*/}}
+
+{{- define "audio-score.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release-scoped base name; kept short (40) so "<fullname>-cache-<checksum>" still fits 63. */}}
+{{- define "audio-score.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "audio-score.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Standard labels (helm.sh chart best practices). Call with (dict "ctx" $ "component" "router"). */}}
+{{- define "audio-score.labels" -}}
+{{- $ctx := .ctx -}}
+helm.sh/chart: {{ include "audio-score.chart" $ctx }}
+{{ include "audio-score.selectorLabels" . }}
+app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
+app.kubernetes.io/part-of: audio-score
+{{- with $ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "audio-score.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "audio-score.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- with .component }}
+app.kubernetes.io/component: {{ . }}
+{{- end }}
+{{- end }}
+
+{{/* "repository:tag"; tag defaults to the chart's appVersion. Call with (dict "ctx" $ "image" .Values.images.router). */}}
+{{- define "audio-score.image" -}}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion (toString (default "" .image.tag))) }}
+{{- end }}
+
+{{/* The cache Job's image: images.cacheJob when its repository is set, else the predictor's image. */}}
+{{- define "audio-score.cacheJobImage" -}}
+{{- if .Values.images.cacheJob.repository }}
+{{- include "audio-score.image" (dict "ctx" . "image" .Values.images.cacheJob) }}
+{{- else }}
+{{- include "audio-score.image" (dict "ctx" . "image" .Values.images.predictor) }}
+{{- end }}
+{{- end }}
+
+{{/* InferenceService name of a model key: predictor.namePrefix + key (the V2 model name stays the key). */}}
+{{- define "audio-score.isvcName" -}}
+{{- printf "%s%s" .ctx.Values.predictor.namePrefix .key }}
+{{- end }}
+
+{{/* The router's AUDIO_SCORE_PREDICTOR_URL: KServe's Standard-mode predictor Service of each InferenceService. */}}
+{{- define "audio-score.predictorUrlTemplate" -}}
+{{- if .Values.router.predictorUrl }}
+{{- .Values.router.predictorUrl }}
+{{- else }}
+{{- printf "http://%s{model}-predictor.%s.svc.%s" .Values.predictor.namePrefix .Release.Namespace .Values.clusterDomain }}
+{{- end }}
+{{- end }}
+
+{{/* Where a model's weights land when it uses storageUri (KServe's storage initializer / the Job's init container). */}}
+{{- define "audio-score.storageMountPath" -}}
+{{- printf "%s/%s" (trimSuffix "/" .ctx.Values.storageInitializer.mountRoot) .key }}
+{{- end }}
+
+{{/*
+config.json, shared by the Job, every predictor and the router. A model's serving knobs (gpu, resources,
+replicas, storageUri, ...) stay out of it; a model with storageUri gets model_id = <mountRoot>/<key>.
+*/}}
+{{- define "audio-score.configJson" -}}
+{{- $models := list }}
+{{- range .Values.models }}
+{{- $m := dict "key" .key "type" .type }}
+{{- if .storageUri }}
+{{- $_ := set $m "model_id" (include "audio-score.storageMountPath" (dict "ctx" $ "key" .key)) }}
+{{- else }}
+{{- $_ := set $m "model_id" .model_id }}
+{{- end }}
+{{- $src := . }}
+{{- range $field := list "processor_id" "transcriber_id" "revision" "language" "max_new_tokens" }}
+{{- if and (hasKey $src $field) (not (kindIs "invalid" (index $src $field))) }}
+{{- $_ := set $m $field (index $src $field) }}
+{{- end }}
+{{- end }}
+{{- $models = append $models $m }}
+{{- end }}
+{{- $cfg := dict "models" $models "video_clip_dir" .Values.storage.clips.mountPath "cache_dir" .Values.storage.cache.mountPath "target_sampling_rate" .Values.config.targetSamplingRate }}
+{{- with .Values.config.maxUploadBytes }}
+{{- $_ := set $cfg "max_upload_bytes" . }}
+{{- end }}
+{{- with .Values.config.maxAudioSeconds }}
+{{- $_ := set $cfg "max_audio_seconds" . }}
+{{- end }}
+{{- toPrettyJson $cfg }}
+{{- end }}
+
+{{- define "audio-score.configMapName" -}}
+{{- printf "%s-config" (include "audio-score.fullname" .) }}
+{{- end }}
+
+{{- define "audio-score.configPath" -}}
+{{- printf "%s/config.json" (trimSuffix "/" .Values.config.mountPath) }}
+{{- end }}
+
+{{- define "audio-score.cacheClaimName" -}}
+{{- default (printf "%s-cache" (include "audio-score.fullname" .)) .Values.storage.cache.existingClaim }}
+{{- end }}
+
+{{- define "audio-score.clipsClaimName" -}}
+{{- default (printf "%s-clips" (include "audio-score.fullname" .)) .Values.storage.clips.existingClaim }}
+{{- end }}
+
+{{- define "audio-score.podSecurityContext" -}}
+{{ toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{- define "audio-score.containerSecurityContext" -}}
+{{ toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/* Environment every part gets. Call with the root context. */}}
+{{- define "audio-score.commonEnv" -}}
+- name: AUDIO_SCORE_CONFIG
+  value: {{ include "audio-score.configPath" . | quote }}
+- name: HOME
+  value: /tmp
+- name: HF_HOME
+  value: {{ .Values.hub.home.mountPath | quote }}
+{{- if .Values.hub.offline }}
+- name: HF_HUB_OFFLINE
+  value: "1"
+{{- end }}
+{{- if .Values.hub.tokenSecret.name }}
+- name: HF_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.hub.tokenSecret.name }}
+      key: {{ .Values.hub.tokenSecret.key }}
+{{- end }}
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- end }}
+
+{{/*
+Volumes of a model-running pod (Job, predictors): config, cache, clips, /tmp, HF_HOME, optional weights PVC.
+*/}}
+{{- define "audio-score.modelVolumes" -}}
+- name: config
+  configMap:
+    name: {{ include "audio-score.configMapName" . }}
+- name: cache
+  persistentVolumeClaim:
+    claimName: {{ include "audio-score.cacheClaimName" . }}
+- name: clips
+  persistentVolumeClaim:
+    claimName: {{ include "audio-score.clipsClaimName" . }}
+    readOnly: true
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- if .Values.hub.home.existingClaim }}
+- name: hf-home
+  persistentVolumeClaim:
+    claimName: {{ .Values.hub.home.existingClaim }}
+{{- else }}
+- name: hf-home
+  emptyDir:
+    sizeLimit: {{ .Values.hub.home.sizeLimit }}
+{{- end }}
+{{- if .Values.modelWeights.existingClaim }}
+- name: model-weights
+  persistentVolumeClaim:
+    claimName: {{ .Values.modelWeights.existingClaim }}
+    readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "audio-score.modelVolumeMounts" -}}
+- name: config
+  mountPath: {{ .Values.config.mountPath }}
+  readOnly: true
+- name: cache
+  mountPath: {{ .Values.storage.cache.mountPath }}
+- name: clips
+  mountPath: {{ .Values.storage.clips.mountPath }}
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+- name: hf-home
+  mountPath: {{ .Values.hub.home.mountPath }}
+{{- if .Values.modelWeights.existingClaim }}
+- name: model-weights
+  mountPath: {{ .Values.modelWeights.mountPath }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* GPU scheduling for a component with (dict "gpu" N "ctx" $): limits go in resources, this renders the rest. */}}
+{{- define "audio-score.gpuResources" -}}
+{{- $res := deepCopy (default dict .resources) }}
+{{- if gt (int .gpu) 0 }}
+{{- $limits := deepCopy (default dict (get $res "limits")) }}
+{{- $_ := set $limits .ctx.Values.gpu.resourceName (int .gpu) }}
+{{- $_ := set $res "limits" $limits }}
+{{- end }}
+{{- toYaml $res }}
+{{- end }}
+
+{{/* The static hostPath PV of the clips (cluster-scoped, so the namespace is part of the name). */}}
+{{- define "audio-score.clipsPvName" -}}
+{{- printf "%s-%s-clips" .Release.Namespace (include "audio-score.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The cache Job's name: carries a checksum of config.json and the Job's settings, so a change runs a new Job. */}}
+{{- define "audio-score.cacheJobName" -}}
+{{- $j := .Values.cacheJob }}
+{{- $uris := list }}
+{{- range .Values.models }}{{ $uris = append $uris (default "" .storageUri) }}{{ end }}
+{{- $sum := printf "%s|%v|%v|%v|%v|%v|%v" (include "audio-score.configJson" .) $j.shards $j.models $j.force $j.disableCacheFlush $j.runId $uris | sha256sum | trunc 10 }}
+{{- printf "%s-cache-%s" (include "audio-score.fullname" .) $sum }}
+{{- end }}
