@@ -8,7 +8,7 @@ reference. The model is a random-weight Whisper of a real size whose end-of-text
 request decodes exactly ``--max-new-tokens`` tokens (random weights would otherwise stop at random lengths).
 
 Usage: python bench/bench_predictor.py [--size whisper-tiny] [--device auto] [--max-new-tokens 16]
-       [--concurrency 1,8,32] [--batch-sizes 1,8] [--rounds 2] [--entries 100000]
+       [--concurrency 1,8,32] [--batch-sizes 1,8] [--reps 3] [--rounds 2] [--entries 100000]
 A GPU run: python bench/bench_predictor.py --size whisper-small --device cuda --out predictor-gpu
 """
 
@@ -32,10 +32,11 @@ from typing import Any
 
 import httpx
 import numpy as np
-from common import write_results  # bench/ is on sys.path when run as a script
 
 from audio_score import v2
 from audio_score.devtools.tiny_models import build_tiny_whisper
+
+from common import write_results  # bench/ is on sys.path when run as a script
 
 KEY = "whisper"
 RATE = 16000
@@ -185,39 +186,75 @@ async def drive(url: str, bodies: list[tuple[bytes, dict[str, str]]], concurrenc
         "p50_ms": round(float(np.percentile(latencies, 50)), 1),
         "p99_ms": round(float(np.percentile(latencies, 99)), 1),
         "mean_ms": round(statistics.fmean(latencies), 1),
+        "latencies_ms": latencies,
     }
 
 
-def run_config(
-    config: Path, env: dict[str, str], bodies: list[tuple[bytes, dict[str, str]]], args: argparse.Namespace, tmp: Path
-) -> dict[str, Any]:
-    batch = env["AUDIO_SCORE_MAX_BATCH_SIZE"]
-    server = Server(config, env, tmp / f"predictor-batch{batch}.log")
+def run_interleaved(
+    config: Path,
+    base_env: dict[str, str],
+    bodies: list[tuple[bytes, dict[str, str]]],
+    args: argparse.Namespace,
+    tmp: Path,
+) -> list[dict[str, Any]]:
+    """Every batch size's server runs at once; for each concurrency level the configurations take turns, ``--reps``
+    times (alternating which goes first), so a change in the machine's load hits both alike. Throughput is the
+    median over the repetitions; p50/p99 come from every latency of the level pooled."""
+    servers = {}
+    results: dict[int, dict[str, Any]] = {}
     try:
-        result: dict[str, Any] = {"max_batch_size": int(batch), "startup_s": round(server.startup_s, 2)}
-        result.update(rss_mb(server.proc.pid))
-        # Warm-up: the first request builds the reference entry if missing, and warms the allocator.
-        asyncio.run(drive(server.url, bodies, 1, 2))
-        levels = []
+        for batch in args.batch_sizes:
+            env = {**base_env, "AUDIO_SCORE_MAX_BATCH_SIZE": str(batch), "AUDIO_SCORE_MAX_BATCH_WAIT_MS": "10"}
+            server = Server(config, env, tmp / f"predictor-batch{batch}.log")
+            servers[batch] = server
+            results[batch] = {
+                "max_batch_size": batch,
+                "startup_s": round(server.startup_s, 2),
+                **rss_mb(server.proc.pid),
+            }
+            # Warm-up: the first request builds the reference entry if missing, and warms the allocator.
+            asyncio.run(drive(server.url, bodies, 1, 2))
+            results[batch]["levels"] = []
         for concurrency in args.concurrency:
             total = max(args.min_requests, args.rounds * concurrency)
-            before = server.metrics()
-            stats = asyncio.run(drive(server.url, bodies, concurrency, total))
-            after = server.metrics()
-            batches = metric(after, "audio_score_predictor_batch_size_count") - metric(
-                before, "audio_score_predictor_batch_size_count"
-            )
-            items = metric(after, "audio_score_predictor_batch_size_sum") - metric(
-                before, "audio_score_predictor_batch_size_sum"
-            )
-            stats.update(concurrency=concurrency, mean_batch=round(items / batches, 2) if batches else None)
-            levels.append(stats)
-            print(f"batch {batch} concurrency {concurrency}: {stats}", flush=True)
-        result["levels"] = levels
-        result.update({f"after_{k}": v for k, v in rss_mb(server.proc.pid).items()})
-        return result
+            reps: dict[int, list[dict[str, Any]]] = {b: [] for b in servers}
+            for rep in range(args.reps):
+                order = list(servers) if rep % 2 == 0 else list(reversed(servers))
+                for batch in order:
+                    server = servers[batch]
+                    before = server.metrics()
+                    stats = asyncio.run(drive(server.url, bodies, concurrency, total))
+                    after = server.metrics()
+                    count = "audio_score_predictor_batch_size_count"
+                    summed = "audio_score_predictor_batch_size_sum"
+                    batches = metric(after, count) - metric(before, count)
+                    items = metric(after, summed) - metric(before, summed)
+                    stats["mean_batch"] = round(items / batches, 2) if batches else None
+                    reps[batch].append(stats)
+                    short = {k: stats[k] for k in ("throughput_rps", "p50_ms", "p99_ms", "mean_batch")}
+                    print(f"batch {batch} concurrency {concurrency} rep {rep}: {short}", flush=True)
+            for batch, runs in reps.items():
+                pooled = sorted(x for r in runs for x in r.pop("latencies_ms"))
+                results[batch]["levels"].append(
+                    {
+                        "concurrency": concurrency,
+                        "requests": total,
+                        "reps": args.reps,
+                        "throughput_rps": round(statistics.median(r["throughput_rps"] for r in runs), 3),
+                        "throughput_rps_each": [r["throughput_rps"] for r in runs],
+                        "p50_ms": round(float(np.percentile(pooled, 50)), 1),
+                        "p99_ms": round(float(np.percentile(pooled, 99)), 1),
+                        "mean_batch": runs[-1]["mean_batch"],
+                        "errors": sum(r["errors"] for r in runs),
+                        "first_error": next((r["first_error"] for r in runs if r["first_error"]), None),
+                    }
+                )
+        for batch, server in servers.items():
+            results[batch].update({f"after_{k}": v for k, v in rss_mb(server.proc.pid).items()})
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
+    return [results[b] for b in args.batch_sizes]
 
 
 def main() -> None:
@@ -227,7 +264,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32])
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
-    parser.add_argument("--rounds", type=int, default=4, help="requests per level = max(min, rounds x concurrency)")
+    parser.add_argument("--reps", type=int, default=3, help="alternating repetitions per level and batch size")
+    parser.add_argument("--rounds", type=int, default=2, help="requests per level = max(min, rounds x concurrency)")
     parser.add_argument("--min-requests", type=int, default=8)
     parser.add_argument("--audio-seconds", type=float, default=5.0)
     parser.add_argument("--entries", type=int, default=100_000, help="cache entries for the start-up figure")
@@ -254,10 +292,7 @@ def main() -> None:
         ]
         base_env = {"AUDIO_SCORE_DEVICE": args.device, "AUDIO_SCORE_MAX_QUEUE_SIZE": "256"}
 
-        runs = []
-        for batch in args.batch_sizes:
-            env = {**base_env, "AUDIO_SCORE_MAX_BATCH_SIZE": str(batch), "AUDIO_SCORE_MAX_BATCH_WAIT_MS": "10"}
-            runs.append(run_config(config, env, bodies, args, tmp))
+        runs = run_interleaved(config, base_env, bodies, args, tmp)
 
         # Start-up with N entries on disk: copies of the real entry the first run built.
         entry_dir = tmp / "cache" / KEY / "video1" / "clip1"
@@ -291,7 +326,7 @@ def main() -> None:
         rows.append(
             {
                 "concurrency": concurrency,
-                "requests": a["requests"],
+                "requests": f"{a['reps']} x {a['requests']}",
                 f"rps (batch {lo})": a["throughput_rps"],
                 f"rps (batch {hi})": b["throughput_rps"],
                 f"ratio {hi}/{lo}": round(b["throughput_rps"] / a["throughput_rps"], 2),
@@ -306,9 +341,11 @@ def main() -> None:
     notes = (
         f"Model: random-weight Whisper of size `{args.size}`, {args.max_new_tokens} decoded tokens per request "
         f"(end-of-text suppressed), device `{args.device}`; uploads of {args.audio_seconds:g} s, V2 binary REST "
-        f"(httpx), scoring against one cached reference; AUDIO_SCORE_MAX_BATCH_WAIT_MS=10. Requests per level: "
-        f"max({args.min_requests}, {args.rounds} x concurrency), closed-loop clients, after 2 warm-up requests; "
-        "with this few requests p99 is close to the maximum.\n\n"
+        f"(httpx), scoring against one cached reference; AUDIO_SCORE_MAX_BATCH_WAIT_MS=10. Both servers run at "
+        f"once and take turns: per level {args.reps} alternating repetitions of max({args.min_requests}, "
+        f"{args.rounds} x concurrency) requests from closed-loop clients, after 2 warm-up requests. rps is the "
+        "median over the repetitions (each is in the JSON), p50/p99 pool every latency of the level; with this "
+        "few requests p99 is close to the maximum.\n\n"
         f"Start-up: {empty_startup:.1f} s to ready with 1 entry on disk vs {startup['startup_s']:.1f} s with "
         f"{args.entries:,} entries (RSS at ready {by_batch[hi]['rss_mb']:.0f} MiB vs {startup['rss_mb']:.0f} MiB; "
         f"entries in memory at start: {startup['entries_in_memory_at_start']:.0f}); the first request naming one "
