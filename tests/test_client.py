@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO_ROOT, free_port
 
 SCORE_FIELDS = {"model", "sim_score", "audio_sim_score", "text_sim_score", "transcript", "reference_transcript"}

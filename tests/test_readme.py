@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from conftest import REPO_ROOT
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")

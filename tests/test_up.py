@@ -18,9 +18,10 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import REPO_ROOT, free_port
 
 from audio_score.up import UpError, check_port, check_socket_path
+
+from conftest import REPO_ROOT, free_port
 
 ONE_MODEL = {"AUDIO_SCORE_MODEL_KEYS": "whisper-tiny"}
 
