@@ -1,18 +1,21 @@
-"""Deterministic test audio and real media files (WAV, MP3, M4A, OGG, WebM, FLAC, MOV), written with PyAV.
+"""Deterministic test audio and real media files (WAV, MP3, M4A, OGG, WebM, FLAC, MOV/MP4), written with PyAV.
 
-Every encoder used here ships in PyAV's wheels (libmp3lame, aac, libopus, flac, mpeg4), so tests, the demo and
-benchmarks need no system FFmpeg.
+PyAV's wheels ship the encoders used here (libmp3lame, aac, libopus, flac, mpeg4); where a build lacks one,
+:func:`write_audio` encodes with imageio-ffmpeg's binary instead, so tests, the demo and benchmarks never need
+a system FFmpeg.
 """
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-#: extension -> (container format, audio codec, sample format, native rate or None)
+#: extension -> (container format, audio codec, sample format fed to the encoder, fixed rate or None)
 FORMATS: dict[str, tuple[str, str, str, int | None]] = {
     ".wav": ("wav", "pcm_s16le", "s16", None),
     ".mp3": ("mp3", "libmp3lame", "fltp", None),
@@ -28,7 +31,8 @@ FORMATS: dict[str, tuple[str, str, str, int | None]] = {
 def synth_speechlike(seconds: float, sampling_rate: int = 16000, seed: int = 0) -> np.ndarray:
     """A voiced, syllable-like signal: a gliding pitch with harmonics, an amplitude envelope and light noise.
 
-    Distinct per seed, never silent, float32 mono in [-1, 1].
+    Speech-like rather than a pure tone so that codecs, resamplers and encoders see a realistic spectrum; distinct
+    per seed, never silent, float32 mono in [-1, 1].
     """
     rng = np.random.default_rng(seed)
     t = np.arange(round(seconds * sampling_rate)) / sampling_rate
@@ -49,7 +53,7 @@ def _add_audio_stream(container: av.container.OutputContainer, rate: int, codec:
 def _encode_audio(
     container: av.container.OutputContainer, stream, samples: np.ndarray, rate: int, sample_format: str
 ) -> None:
-    """Encode ``samples`` (mono, or [channels, n]) into ``stream``, frame by frame."""
+    """Encode ``samples`` (mono, or [channels, n]) into ``stream``, one encoder frame at a time."""
     data = np.atleast_2d(np.asarray(samples, dtype=np.float32))
     layout = "mono" if data.shape[0] == 1 else "stereo"
     frame_size = stream.codec_context.frame_size or 1024
@@ -73,27 +77,59 @@ def _encode_audio(
         container.mux(packet)
 
 
+def has_encoder(codec: str) -> bool:
+    """Whether PyAV's bundled FFmpeg can encode ``codec`` (wheels differ: some lack libmp3lame or libopus)."""
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:  # PyAV raises UnknownCodecError (a ValueError) or FFmpegError depending on the version
+        return False
+    return True
+
+
 def write_audio(path: str | Path, samples: np.ndarray, sampling_rate: int, *, codec: str | None = None) -> Path:
-    """Write mono (or [channels, n]) float samples in the format the extension names."""
+    """Write mono (or [channels, n]) float samples in the format the extension names.
+
+    Opus only takes 48 kHz (and a few lower rates), so it is resampled to 48 kHz first, as a browser would
+    record it. Without the encoder in PyAV, imageio-ffmpeg's binary encodes a temporary WAV instead; a
+    RuntimeError naming the codec means neither has it.
+    """
     path = Path(path)
-    fmt, default_codec, sample_format, native_rate = FORMATS[path.suffix.lower()]
+    fmt, default_codec, sample_format, fixed_rate = FORMATS[path.suffix.lower()]
+    codec = codec or default_codec
     data = np.asarray(samples, dtype=np.float32)
     rate = sampling_rate
-    if native_rate and native_rate != sampling_rate:  # Opus only takes 48 kHz and a few others
+    if fixed_rate and fixed_rate != sampling_rate:
         import soxr
 
-        data = soxr.resample(data.T, sampling_rate, native_rate).T.astype(np.float32)
-        rate = native_rate
+        data = soxr.resample(data.T, sampling_rate, fixed_rate).T.astype(np.float32)
+        rate = fixed_rate
+    if not has_encoder(codec):
+        return _write_with_ffmpeg_binary(path, data, rate, fmt, codec)
     with av.open(str(path), "w", format=fmt) as container:
-        stream = _add_audio_stream(container, rate, codec or default_codec, np.atleast_2d(data).shape[0])
+        stream = _add_audio_stream(container, rate, codec, np.atleast_2d(data).shape[0])
         _encode_audio(container, stream, data, rate, sample_format)
+    return path
+
+
+def _write_with_ffmpeg_binary(path: Path, data: np.ndarray, rate: int, fmt: str, codec: str) -> Path:
+    import imageio_ffmpeg
+
+    with tempfile.TemporaryDirectory(prefix="audio-score-media-") as tmp:
+        wav = write_audio(Path(tmp) / "in.wav", data, rate)
+        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(wav)]
+        result = subprocess.run([*command, "-c:a", codec, "-f", fmt, str(path)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"no {codec} encoder in PyAV or imageio-ffmpeg: {result.stderr.strip()[-300:]}")
     return path
 
 
 def write_clip_mov(
     path: str | Path, samples: np.ndarray, sampling_rate: int, *, with_video: bool = True, with_audio: bool = True
 ) -> Path:
-    """A real video clip: a small mpeg4 video stream plus an AAC audio stream, like a reference .mov."""
+    """A real video clip like a reference .mov: a 64x64, 10 fps mpeg4 video stream plus an AAC audio stream.
+
+    ``with_audio=False`` makes a video-only file (the "no audio stream" case); ``.mp4`` paths work too.
+    """
     path = Path(path)
     seconds = len(samples) / sampling_rate
     with av.open(str(path), "w", format="mov" if path.suffix.lower() == ".mov" else None) as container:
@@ -103,7 +139,7 @@ def write_clip_mov(
             video = container.add_stream("mpeg4", rate=10)
             video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
             for i in range(max(1, int(seconds * 10))):
-                image = np.full((64, 64, 3), (i * 8) % 255, dtype=np.uint8)
+                image = np.full((64, 64, 3), (i * 8) % 255, dtype=np.uint8)  # a slowly brightening frame
                 for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                     container.mux(packet)
             for packet in video.encode(None):
