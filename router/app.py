@@ -128,6 +128,12 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         response_model=ScoreResponse,
         responses=SCORE_ERRORS,
         summary="Score a recording against a reference clip",
+        description=(
+            "Multipart form: `uid` and `cid` name the reference clip, `audio` is the recording (any format FFmpeg "
+            "decodes), `model` optionally picks the model. Example:\n\n"
+            "`curl -F uid=video1 -F cid=clip1 -F model=whisper-small -F audio=@take.wav http://HOST/score`\n\n"
+            'Every error answer is `{"detail": "..."}` saying what to fix.'
+        ),
     )
     async def score(
         request: Request,
@@ -135,7 +141,11 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         cid: Annotated[str, Form(description="clip id within the video", examples=["clip1"])],
         audio: Annotated[UploadFile, File(description="the recording: any format FFmpeg reads (wav, mp3, m4a, ...)")],
         model: Annotated[
-            str | None, Form(description="model key (default: the first configured model that is ready)")
+            str | None,
+            Form(
+                description="model key from GET /models (default: the first configured model that is ready)",
+                examples=["whisper-small"],
+            ),
         ] = None,
     ) -> dict[str, Any]:
         started = time.perf_counter()
