@@ -1,0 +1,572 @@
+"""The Helm chart, rendered offline with the real helm: lint, Kubernetes and KServe CRD schemas, values
+schema, and what the parts must agree on (config, cache claim, model keys, URLs, GPUs, pod security)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from helm_tools import (
+    CHART,
+    CRD_PATH,
+    GPU_VALUES,
+    K8S_VERSION,
+    KIND_VALUES,
+    containers,
+    env_of,
+    helm,
+    load_values,
+    mounts_by_path,
+    of_kind,
+    one,
+    pod_specs,
+    render,
+    template_args,
+    values_file,
+)
+
+from audio_score.cli import build_parser
+from audio_score.settings import FileConfig
+
+VALUE_SETS = {"default": (), "kind": (KIND_VALUES,), "gpu": (GPU_VALUES,)}
+#: Values that switch on the optional parts, so they are validated too.
+EVERYTHING = """
+models:
+  - {key: whisper-small, type: whisper, model_id: openai/whisper-small, gpu: 1, language: en, max_new_tokens: 100}
+  - key: higgs-audio-v2
+    type: higgs_audio
+    storageUri: hf://bosonai/higgs-audio-v2-generation-3B-base
+    processor_id: openai/whisper-large-v3
+    transcriber_id: openai/whisper-small
+    revision: main
+    batching: {maxBatchSize: 4}
+  - {key: whisper-cpu, type: whisper, model_id: /models/whisper-base, gpu: 0, minReplicas: 2, maxReplicas: 3}
+predictor:
+  grpc: {enabled: true}
+  namePrefix: "as-"
+  annotations: {serving.kserve.io/enable-prometheus-scraping: "true"}
+cacheJob: {shards: 3, parallelism: 2, force: true, disableCacheFlush: true, activeDeadlineSeconds: 7200, gpu: 1}
+storage:
+  cache: {existingClaim: shared-cache}
+  clips: {existingClaim: clips}
+modelWeights: {existingClaim: weights}
+hub: {tokenSecret: {name: hf}, offline: true, home: {existingClaim: hf-home}}
+router:
+  apiKeysSecret: {name: keys}
+  ingress: {host: a.example.com, tlsSecretName: tls}
+  httpRoute: {enabled: true, parentRefs: [{name: gw, namespace: infra}], hostnames: [a.example.com]}
+config: {maxUploadBytes: 10000000, maxAudioSeconds: 20}
+"""
+RENDERINGS = {**{k: dict(values=v) for k, v in VALUE_SETS.items()}, "everything": dict(extra=EVERYTHING)}
+#: Kinds kubernetes-validate has no schema for, checked separately.
+CRD_KINDS = {"InferenceService", "HTTPRoute"}
+
+
+def rendered(name: str) -> list[dict[str, Any]]:
+    spec = RENDERINGS[name]
+    return render(*spec.get("values", ()), extra=spec.get("extra", ""))
+
+
+def _strict(schema: Any) -> Any:
+    """The CRD schema with additionalProperties: false on every object that lists its properties, so a
+    misspelled field fails validation (the API server would silently prune it)."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if (
+            out.get("type") == "object"
+            and "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+@pytest.fixture(scope="module")
+def isvc_validator() -> jsonschema.Draft7Validator:
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
+    return jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
+
+
+# --- helm lint and the schemas -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_lint_strict(name: str) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    for path in VALUE_SETS[name]:
+        args += ["-f", str(path)]
+    out = helm(*args).stdout
+    assert "0 chart(s) failed" in out
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_every_object_is_valid_kubernetes(name: str) -> None:
+    docs = rendered(name)
+    kinds = {d["kind"] for d in docs}
+    assert {"ConfigMap", "Deployment", "Service", "InferenceService", "Pod"} <= kinds
+    for doc in docs:
+        if doc["kind"] in CRD_KINDS:
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_validation_catches_a_bad_object() -> None:
+    """The check above can fail: a misspelled field in a rendered Deployment is rejected."""
+    deployment = copy.deepcopy(one(rendered("default"), "Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_inference_services_match_the_kserve_crd(name: str, isvc_validator: jsonschema.Draft7Validator) -> None:
+    isvcs = of_kind(rendered(name), "InferenceService")
+    assert isvcs
+    for isvc in isvcs:
+        assert isvc["apiVersion"] == "serving.kserve.io/v1beta1"
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in isvc_validator.iter_errors(isvc)]
+        assert not errors, errors
+
+
+def test_crd_validation_catches_a_misspelled_field(isvc_validator: jsonschema.Draft7Validator) -> None:
+    isvc = copy.deepcopy(of_kind(rendered("default"), "InferenceService")[0])
+    isvc["spec"]["predictor"]["maxReplica"] = 3
+    assert not isvc_validator.is_valid(isvc)
+    isvc = copy.deepcopy(of_kind(rendered("default"), "InferenceService")[0])
+    isvc["spec"]["predictor"]["minReplicas"] = "one"
+    assert not isvc_validator.is_valid(isvc)
+
+
+def test_http_route_shape() -> None:
+    route = one(rendered("everything"), "HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["parentRefs"] == [{"name": "gw", "namespace": "infra"}]
+    backend = route["spec"]["rules"][0]["backendRefs"][0]
+    service = one(rendered("everything"), "Service")
+    assert backend == {"name": service["metadata"]["name"], "port": service["spec"]["ports"][0]["port"]}
+
+
+MODEL = "models: [{key: whisper-small, type: whisper, model_id: openai/whisper-small, %s}]"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "router: {ingres: {host: x}}",  # misspelled key
+        "predictor: {gpus: 1}",
+        "cacheJob: {shards: 0}",
+        "predictor: {deploymentMode: Serverless}",
+        "models: [{key: Whisper_Small, type: whisper, model_id: openai/whisper-small}]",  # not a DNS label
+        "models: [{key: whisper-small, type: wav2vec, model_id: openai/whisper-small}]",
+        MODEL % "storageUri: hf://openai/whisper-small",  # both model_id and storageUri
+        MODEL % "gpus: 1",  # misspelled per-model knob
+        MODEL % "modelId: x",  # camelCase for a config.json field
+        "models: [{key: h, type: higgs_audio, model_id: x, processor_id: proc}]",  # no transcriber_id
+        "models: []",
+        "storage: {cache: {accessModes: [ReadWriteSometimes]}}",
+        "tests: {uid: ../etc}",
+    ],
+)
+def test_values_schema_rejects(bad: str) -> None:
+    proc = helm(*template_args(values=(values_file(bad),)), check=False)
+    assert proc.returncode != 0, f"{bad} was accepted"
+    assert "schema" in proc.stderr, proc.stderr
+
+
+def test_values_schema_accepts_the_good_twins() -> None:
+    """The rejections above are about the one wrong thing: the corrected values render."""
+    for good in (
+        "router: {ingress: {host: x}}",
+        MODEL % "gpu: 1",
+        "models: [{key: h, type: higgs_audio, model_id: x, processor_id: proc, transcriber_id: asr}]",
+        "models: [{key: h, type: whisper, storageUri: 'hf://openai/whisper-tiny'}]",
+    ):
+        helm(*template_args(values=(values_file(good),)))
+
+
+def test_values_schema_rejects_a_wrong_type() -> None:
+    proc = helm(*template_args(sets=("predictor.maxReplicas=many",)), check=False)
+    assert proc.returncode != 0 and "maxReplicas" in proc.stderr
+
+
+# --- what the parts must agree on ----------------------------------------------------------------------------
+
+
+def expected_config(values: dict[str, Any]) -> dict[str, Any]:
+    fields = ("key", "type", "model_id", "processor_id", "transcriber_id", "revision", "language", "max_new_tokens")
+    models = []
+    for m in values["models"]:
+        entry = {k: m[k] for k in fields if k in m}
+        if "storageUri" in m:
+            entry["model_id"] = f"{values['storageInitializer']['mountRoot']}/{m['key']}"
+        models.append(entry)
+    cfg = {
+        "models": models,
+        "video_clip_dir": values["storage"]["clips"]["mountPath"],
+        "cache_dir": values["storage"]["cache"]["mountPath"],
+        "target_sampling_rate": values["config"]["targetSamplingRate"],
+    }
+    if values["config"].get("maxUploadBytes"):
+        cfg["max_upload_bytes"] = values["config"]["maxUploadBytes"]
+    if values["config"].get("maxAudioSeconds"):
+        cfg["max_audio_seconds"] = values["config"]["maxAudioSeconds"]
+    return cfg
+
+
+def values_for(name: str, tmp_path: Path) -> dict[str, Any]:
+    spec = RENDERINGS[name]
+    paths = list(spec.get("values", ()))
+    if spec.get("extra"):
+        extra = tmp_path / "extra.yaml"
+        extra.write_text(spec["extra"])
+        paths.append(extra)
+    return load_values(*paths)
+
+
+def config_json(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (cm,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-config")]
+    return json.loads(cm["data"]["config.json"])
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_config_json_equals_the_models_in_values(name: str, tmp_path: Path) -> None:
+    cfg = config_json(rendered(name))
+    assert cfg == expected_config(values_for(name, tmp_path))
+    FileConfig.model_validate(cfg)  # the app's own schema accepts it (unknown fields are rejected there)
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_every_part_mounts_the_one_config(name: str) -> None:
+    docs = rendered(name)
+    (cm,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-config")]
+    for where, spec in pod_specs(docs):
+        if "-test" in where:
+            continue
+        main = spec["containers"][0]
+        env = env_of(main)
+        assert env["AUDIO_SCORE_CONFIG"] == "/etc/audio-score/config.json", where
+        volume = mounts_by_path(spec, main)["/etc/audio-score"]
+        assert volume["configMap"]["name"] == cm["metadata"]["name"], where
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_job_and_predictors_share_the_cache_claim(name: str, tmp_path: Path) -> None:
+    docs = rendered(name)
+    values = values_for(name, tmp_path)
+    cache_path = values["storage"]["cache"]["mountPath"]
+    clips_path = values["storage"]["clips"]["mountPath"]
+    job = one(docs, "Job")
+    claims = set()
+    users = [("Job", job["spec"]["template"]["spec"])] + [
+        (i["metadata"]["name"], i["spec"]["predictor"]) for i in of_kind(docs, "InferenceService")
+    ]
+    for where, spec in users:
+        main = spec["containers"][0]
+        mounts = mounts_by_path(spec, main)
+        assert cache_path in mounts and clips_path in mounts, where
+        claims.add(mounts[cache_path]["persistentVolumeClaim"]["claimName"])
+        assert mounts[clips_path]["persistentVolumeClaim"]["readOnly"] is True
+        ro = {m["mountPath"]: m.get("readOnly", False) for m in main["volumeMounts"]}
+        assert ro[cache_path] is False and ro[clips_path] is True, where
+    assert len(claims) == 1, claims
+    (claim,) = claims
+    if values["storage"]["cache"]["existingClaim"]:
+        assert claim == values["storage"]["cache"]["existingClaim"]
+        assert all(not p["metadata"]["name"].endswith("-cache") for p in of_kind(docs, "PersistentVolumeClaim"))
+    else:
+        pvc = next(p for p in of_kind(docs, "PersistentVolumeClaim") if p["metadata"]["name"] == claim)
+        assert pvc["spec"]["accessModes"] == values["storage"]["cache"]["accessModes"]
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_one_inference_service_per_model_and_a_router_url_for_each(name: str, tmp_path: Path) -> None:
+    namespace = "audio"
+    docs = rendered(name)
+    values = values_for(name, tmp_path)
+    prefix = values["predictor"]["namePrefix"]
+    keys = [m["key"] for m in values["models"]]
+    isvcs = {i["metadata"]["name"]: i for i in of_kind(docs, "InferenceService")}
+    assert sorted(isvcs) == sorted(prefix + k for k in keys)
+    router = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    template = env_of(router)["AUDIO_SCORE_PREDICTOR_URL"]
+    assert "{model}" in template
+    for key in keys:
+        isvc = isvcs[prefix + key]
+        # KServe (Standard mode) names the predictor Service <isvc>-predictor, port 80.
+        assert template.format(model=key) == f"http://{prefix}{key}-predictor.{namespace}.svc.cluster.local"
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+        (container,) = isvc["spec"]["predictor"]["containers"]
+        assert container["name"] == "kserve-container"
+        assert container["args"][container["args"].index("--model") + 1] == key
+        probe = container["readinessProbe"]["httpGet"]
+        assert probe["path"] == f"/v2/models/{key}/ready"
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["http1"] == 8080 == probe["port"]
+        assert ("h2c" in ports) == values["predictor"]["grpc"]["enabled"]
+        if "h2c" in ports:
+            assert ports["h2c"] == 8081 and "--no-grpc" not in container["args"]
+        else:
+            assert "--no-grpc" in container["args"]
+
+
+def test_router_url_follows_namespace_and_prefix() -> None:
+    docs = render(sets=("predictor.namePrefix=prod-",), namespace="speech")
+    router = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(router)["AUDIO_SCORE_PREDICTOR_URL"] == "http://prod-{model}-predictor.speech.svc.cluster.local"
+    assert [i["metadata"]["name"] for i in of_kind(docs, "InferenceService")] == ["prod-whisper-small"]
+
+
+def _gpu_limit(container: dict[str, Any]) -> Any:
+    return ((container.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu")
+
+
+@pytest.mark.parametrize("name", ["default", "kind"])
+def test_no_gpu_anywhere_unless_asked(name: str) -> None:
+    docs = rendered(name)
+    text = yaml.safe_dump_all(docs)
+    assert "nvidia.com/gpu" not in text
+    for where, spec in pod_specs(docs):
+        assert not spec.get("tolerations"), where
+        assert not (spec.get("nodeSelector") or {}), where
+
+
+def test_gpu_resources_only_where_asked() -> None:
+    docs = rendered("everything")
+    wanted = {"as-whisper-small": 1, "as-higgs-audio-v2": 0, "as-whisper-cpu": 0}
+    for isvc in of_kind(docs, "InferenceService"):
+        predictor = isvc["spec"]["predictor"]
+        gpus = wanted[isvc["metadata"]["name"]]
+        assert _gpu_limit(predictor["containers"][0]) == (gpus or None), isvc["metadata"]["name"]
+        if gpus:
+            assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+            assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor["tolerations"]
+            assert "requests" not in predictor["containers"][0]["resources"] or (
+                "nvidia.com/gpu" not in predictor["containers"][0]["resources"]["requests"]
+            )
+        else:
+            assert "nodeSelector" not in predictor and "tolerations" not in predictor
+    job = one(docs, "Job")["spec"]["template"]["spec"]
+    assert _gpu_limit(job["containers"][0]) == 1 and job["nodeSelector"]
+    assert _gpu_limit(one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]) is None
+
+
+def test_gpu_values_put_every_model_on_a_gpu() -> None:
+    docs = rendered("gpu")
+    isvcs = of_kind(docs, "InferenceService")
+    assert len(isvcs) == 2
+    for isvc in isvcs:
+        assert _gpu_limit(isvc["spec"]["predictor"]["containers"][0]) == 1
+        assert env_of(isvc["spec"]["predictor"]["containers"][0])["AUDIO_SCORE_DEVICE"] == "cuda"
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_restricted_security_context_on_every_pod(name: str) -> None:
+    specs = list(pod_specs(rendered(name)))
+    kinds = {where.split("/")[0] for where, _ in specs}
+    assert kinds == {"Deployment", "Job", "InferenceService", "Pod"}
+    for where, spec in specs:
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        assert isinstance(pod["runAsUser"], int) and pod["runAsUser"] > 0, where
+        assert spec.get("automountServiceAccountToken") is False, where
+        for c in containers(spec):
+            sc = c["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False, (where, c["name"])
+            assert sc["capabilities"]["drop"] == ["ALL"] and "add" not in sc["capabilities"], (where, c["name"])
+            assert sc["readOnlyRootFilesystem"] is True, (where, c["name"])
+            assert "privileged" not in sc, (where, c["name"])
+            tmp = mounts_by_path(spec, c).get("/tmp")
+            assert tmp is not None and "emptyDir" in tmp, (where, c["name"], "needs a writable /tmp")
+        for field in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(field), (where, field)
+        assert not any("hostPath" in v for v in spec.get("volumes") or []), where
+
+
+def test_every_audio_score_command_parses_with_the_cli() -> None:
+    parser = build_parser()
+    seen = set()
+    for name in RENDERINGS:
+        for where, spec in pod_specs(rendered(name)):
+            for c in containers(spec):
+                if (c.get("command") or [None])[0] != "audio-score":
+                    continue
+                argv = c["command"][1:] + c.get("args", [])
+                args = parser.parse_args(argv)  # SystemExit on an unknown subcommand or flag
+                assert args.config == "/etc/audio-score/config.json", where
+                seen.add(argv[0])
+    assert seen == {"cache-build", "predictor", "router"}
+
+
+def test_cache_job_is_indexed_and_sharded() -> None:
+    job = one(rendered("everything"), "Job")
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    assert spec["completions"] == 3 and spec["parallelism"] == 2 and spec["activeDeadlineSeconds"] == 7200
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    c = spec["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(c["command"][1:] + c["args"])
+    assert args.shards == 3 and args.force is True
+    assert args.models == "whisper-small,higgs-audio-v2,whisper-cpu"
+    assert env_of(c)["AUDIO_SCORE_DISABLE_CACHE_FLUSH"] == "1"
+    assert len(job["metadata"]["name"]) <= 63
+
+
+def test_cache_job_name_changes_with_the_config() -> None:
+    def job_name(*sets: str, extra: str = "") -> str:
+        return one(render(sets=sets, extra=extra), "Job")["metadata"]["name"]
+
+    base = job_name()
+    assert job_name() == base  # stable: an unchanged upgrade keeps the finished Job
+    assert job_name(extra="models: [{key: whisper-small, type: whisper, model_id: openai/whisper-base}]") != base
+    assert job_name("config.targetSamplingRate=22050") != base
+    assert job_name("cacheJob.runId=clips-2") != base
+    assert job_name("router.replicas=5") == base  # unrelated settings do not re-run it
+
+
+def test_storage_initializer_scheme() -> None:
+    docs = rendered("everything")
+    cfg = {m["key"]: m for m in config_json(docs)["models"]}
+    assert cfg["higgs-audio-v2"]["model_id"] == "/mnt/models/higgs-audio-v2"
+    assert cfg["whisper-small"]["model_id"] == "openai/whisper-small"
+    isvc = next(i for i in of_kind(docs, "InferenceService") if i["metadata"]["name"] == "as-higgs-audio-v2")
+    assert isvc["spec"]["predictor"]["storageUris"] == [
+        {"uri": "hf://bosonai/higgs-audio-v2-generation-3B-base", "mountPath": "/mnt/models/higgs-audio-v2"}
+    ]
+    others = [i for i in of_kind(docs, "InferenceService") if i is not isvc]
+    assert all("storageUris" not in i["spec"]["predictor"] for i in others)
+    job = one(docs, "Job")["spec"]["template"]["spec"]
+    (init,) = job["initContainers"]
+    assert init["image"] == "kserve/storage-initializer:v0.20.0"
+    assert init["args"] == ["hf://bosonai/higgs-audio-v2-generation-3B-base", "/mnt/models/higgs-audio-v2"]
+    assert mounts_by_path(job, init)["/mnt/models"] is mounts_by_path(job, job["containers"][0])["/mnt/models"]
+    assert "emptyDir" in mounts_by_path(job, init)["/mnt/models"]
+
+
+def test_weights_claim_hub_token_and_api_keys() -> None:
+    docs = rendered("everything")
+    for where, spec in pod_specs(docs):
+        main = spec["containers"][0]
+        env = env_of(main)
+        if where.startswith(("Job", "InferenceService")):
+            assert mounts_by_path(spec, main)["/models"]["persistentVolumeClaim"]["claimName"] == "weights"
+            assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}
+            assert env["HF_HUB_OFFLINE"] == "1"
+            hf_home = mounts_by_path(spec, main)[env["HF_HOME"]]
+            assert hf_home["persistentVolumeClaim"]["claimName"] == "hf-home"
+        if where.startswith(("Deployment", "Pod")):
+            assert env["AUDIO_SCORE_API_KEYS"] == {"secretKeyRef": {"name": "keys", "key": "api-keys"}}
+
+
+def test_kind_values_clips_from_a_hostpath_pv() -> None:
+    docs = rendered("kind")
+    (pv,) = of_kind(docs, "PersistentVolume")
+    claims = {p["metadata"]["name"]: p for p in of_kind(docs, "PersistentVolumeClaim")}
+    clips = claims[pv["spec"]["claimRef"]["name"]]
+    assert pv["spec"]["hostPath"]["path"] == "/data/reference-videos"
+    assert pv["spec"]["storageClassName"] == "" and clips["spec"]["storageClassName"] == ""
+    assert clips["spec"]["volumeName"] == pv["metadata"]["name"]
+    assert pv["spec"]["claimRef"]["namespace"] == "audio"
+    cache = next(p for n, p in claims.items() if n != clips["metadata"]["name"])
+    assert cache["spec"]["accessModes"] == ["ReadWriteOnce"] and cache["spec"]["storageClassName"] == "standard"
+
+
+def test_kind_values_are_small_cpu_whisper_tiny_behind_nginx() -> None:
+    values = load_values(KIND_VALUES)
+    assert [(m["key"], m["model_id"]) for m in values["models"]] == [("whisper-tiny", "openai/whisper-tiny")]
+    assert values["predictor"]["gpu"] == 0 and values["cacheJob"]["gpu"] == 0
+    assert all(m.get("gpu", 0) == 0 for m in values["models"])
+    docs = rendered("kind")
+    assert one(docs, "Ingress")["spec"]["ingressClassName"] == "nginx"
+    isvc = one(docs, "InferenceService")
+    assert isvc["spec"]["predictor"]["containers"][0]["resources"]["requests"]["cpu"] == "250m"
+    assert (CHART / "ci" / "kind-values.yaml").read_text() == KIND_VALUES.read_text()
+
+
+def test_default_models_are_the_repo_config_models() -> None:
+    """The chart's default model entry is the repo config.json's first model, field for field."""
+    repo_cfg = json.loads((CHART.parent.parent / "config.json").read_text())
+    assert config_json(rendered("default"))["models"][0] == repo_cfg["models"][0]
+
+
+def test_router_deployment_probes_service_hpa_pdb_ingress() -> None:
+    docs = rendered("default")
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz" and c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert env_of(c)["AUDIO_SCORE_SERVER_HOST"] == "0.0.0.0"
+    assert env_of(c)["POD_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    hpa = one(docs, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    pdb = one(docs, "PodDisruptionBudget")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
+    assert one(docs, "Service")["spec"]["selector"] == selector
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    ingress = one(docs, "Ingress")
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == one(docs, "Service")["metadata"]["name"]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "30m"
+
+
+def test_network_policies_admit_the_router_and_ingress_only() -> None:
+    docs = rendered("default")
+    policies = {p["metadata"]["name"].rsplit("-", 1)[-1]: p for p in of_kind(docs, "NetworkPolicy")}
+    router_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    test_labels = one(docs, "Pod")["metadata"]["labels"]
+    predictors = policies["predictors"]["spec"]
+    (expr,) = predictors["podSelector"]["matchExpressions"]
+    assert expr["key"] == "serving.kserve.io/inferenceservice" and expr["values"] == ["whisper-small"]
+    peers = predictors["ingress"][0]["from"]
+    selectors = [p["podSelector"]["matchLabels"] for p in peers if "podSelector" in p]
+    assert any(s.items() <= router_labels.items() for s in selectors)
+    assert any(s.items() <= test_labels.items() for s in selectors)
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kserve"}}} in peers
+    assert [p["port"] for p in predictors["ingress"][0]["ports"]] == [8080]
+    router = policies["router"]["spec"]
+    assert router["podSelector"]["matchLabels"].items() <= router_labels.items()
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in router[
+        "ingress"
+    ][0]["from"]
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_standard_labels_on_every_object(name: str) -> None:
+    for doc in rendered(name):
+        labels = doc["metadata"]["labels"]
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
+            assert labels.get(key), (doc["kind"], doc["metadata"]["name"], key)
+        assert labels["helm.sh/chart"] == "audio-score-0.1.0"
+
+
+def test_helm_test_pod_scores_the_configured_clip() -> None:
+    docs = render(sets=("tests.uid=vid7", "tests.cid=c2", "tests.model=whisper-small"))
+    pod = one(docs, "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    env = env_of(pod["spec"]["containers"][0])
+    assert (env["TEST_UID"], env["TEST_CID"], env["TEST_MODEL"]) == ("vid7", "c2", "whisper-small")
+    service = one(docs, "Service")
+    assert env["ROUTER_URL"] == f"http://{service['metadata']['name']}.audio.svc.cluster.local:80"
+    script = next(d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-test"))
+    source = script["data"]["helm_test.py"]
+    compile(source, "helm_test.py", "exec")
+    assert "/healthz" in source and "/score" in source
+    assert pod["spec"]["containers"][0]["image"] == "audio-score-router:0.1.0"
+
+
+def test_notes_render() -> None:
+    proc = helm("install", "rel", str(CHART), "--dry-run=client", "-n", "audio", "-f", str(KIND_VALUES))
+    assert "curl" in proc.stdout and "/score" in proc.stdout and "helm test rel" in proc.stdout
