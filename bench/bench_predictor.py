@@ -36,7 +36,7 @@ import numpy as np
 from audio_score import v2
 from audio_score.devtools.tiny_models import build_tiny_whisper
 
-from common import write_results  # bench/ is on sys.path when run as a script
+from common import closed_loop, write_results  # bench/ is on sys.path when run as a script
 
 KEY = "whisper"
 RATE = 16000
@@ -156,26 +156,18 @@ def metric(text: str, name: str) -> float:
 
 async def drive(url: str, bodies: list[tuple[bytes, dict[str, str]]], concurrency: int, total: int) -> dict[str, Any]:
     """``total`` scoring requests from ``concurrency`` closed-loop clients; latencies in ms."""
-    latencies: list[float] = []
-    errors: list[str] = []
-    counter = iter(range(total))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
+    turn = iter(range(total))
 
-        async def worker() -> None:
-            for i in counter:
-                body, headers = bodies[i % len(bodies)]
-                started = time.perf_counter()
-                response = await client.post(v2.infer_url(url, KEY), content=body, headers=headers)
-                latencies.append((time.perf_counter() - started) * 1000)
-                if response.status_code != 200:
-                    errors.append(f"{response.status_code}: {v2.error_message(response.content)}")
-                else:
-                    v2.parse_score_response(response.content, response.headers)
+    async def send(client: httpx.AsyncClient) -> httpx.Response:
+        body, headers = bodies[next(turn) % len(bodies)]
+        response = await client.post(v2.infer_url(url, KEY), content=body, headers=headers)
+        if response.status_code == 200:
+            v2.parse_score_response(response.content, response.headers)  # a malformed answer fails the run
+        return response
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        wall = time.perf_counter() - started
+    started = time.perf_counter()
+    latencies, errors = await closed_loop(send, concurrency, total)
+    wall = time.perf_counter() - started
     latencies.sort()
     return {
         "requests": total,

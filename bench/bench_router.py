@@ -40,7 +40,7 @@ from audio_score.audio import decode_audio
 from audio_score.devtools.media import synth_speechlike, write_audio
 from audio_score.devtools.workspace import build_workspace
 
-from common import write_results  # bench/ is on sys.path when run as a script
+from common import closed_loop, write_results  # bench/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "whisper-tiny"
@@ -116,26 +116,6 @@ def router_metrics(url: str) -> dict[str, float]:
     return out
 
 
-async def drive(send, concurrency: int, total: int) -> tuple[list[float], list[str]]:
-    """``total`` requests from ``concurrency`` closed-loop clients; latencies in ms."""
-    latencies: list[float] = []
-    errors: list[str] = []
-    counter = iter(range(total))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
-
-        async def worker() -> None:
-            for _ in counter:
-                started = time.perf_counter()
-                response = await send(client)
-                latencies.append((time.perf_counter() - started) * 1000)
-                if response.status_code != 200:
-                    errors.append(f"{response.status_code}: {response.text[:200]}")
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, errors
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests-c1", type=int, default=12, help="requests per round at concurrency 1")
@@ -201,11 +181,11 @@ def main() -> int:
             for concurrency, total in ((1, args.requests_c1), (16, args.requests_c16)):
                 results: dict[str, dict[str, Any]] = {m: {"lat": [], "err": []} for m in MODES}
                 for mode in MODES:  # warm-up (connections, caches)
-                    asyncio.run(drive(sender(mode), 1, 2))
+                    asyncio.run(closed_loop(sender(mode), 1, 2))
                 before = router_metrics(rurl)
                 for _ in range(args.rounds):
                     for mode in MODES:
-                        lat, err = asyncio.run(drive(sender(mode), concurrency, total))
+                        lat, err = asyncio.run(closed_loop(sender(mode), concurrency, total))
                         results[mode]["lat"] += lat
                         results[mode]["err"] += err
                 after = router_metrics(rurl)

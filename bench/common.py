@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,3 +64,26 @@ def write_results(name: str, payload: dict[str, Any], table_rows: list[dict[str,
     if notes:
         print(notes)
     return RESULTS / f"{name}.md"
+
+
+async def closed_loop(
+    send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], concurrency: int, total: int
+) -> tuple[list[float], list[str]]:
+    """``total`` requests from ``concurrency`` closed-loop clients sharing one pooled client: latencies in ms
+    and the error lines of non-200 answers."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    counter = iter(range(total))
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
+
+        async def worker() -> None:
+            for _ in counter:
+                started = time.perf_counter()
+                response = await send(client)
+                latencies.append((time.perf_counter() - started) * 1000)
+                if response.status_code != 200:
+                    errors.append(f"{response.status_code}: {response.text[:200]}")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors

@@ -3,7 +3,6 @@ workspaces with real .mov reference clips in both layouts."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -28,20 +27,7 @@ def _workspace_template(tmp_path_factory: pytest.TempPathFactory, tiny_models: T
 @pytest.fixture
 def workspace(tmp_path: Path, _workspace_template: Workspace) -> Workspace:
     """A private copy of the template workspace (clips, config; empty cache) that a test may change."""
-    tpl = _workspace_template
-    root = tmp_path / "ws"
-    shutil.copytree(tpl.root, root)
-    (root / "config.json").write_text(tpl.config_path.read_text())
-    ws = Workspace(
-        root=root,
-        config_path=root / "config.json",
-        clip_dir=root / "clips",
-        cache_dir=root / "cache",
-        models=tpl.models,
-        clips={k: root / p.relative_to(tpl.root) for k, p in tpl.clips.items()},
-        samples=dict(tpl.samples),
-    )
-    return ws
+    return _workspace_template.copy_to(tmp_path / "ws")
 
 
 # --- the real predictor server (KServe ModelServer) in a subprocess on free loopback ports ---------------------
@@ -234,18 +220,7 @@ def start_up(tmp_path_factory: pytest.TempPathFactory):
 def up_stack(tmp_path_factory: pytest.TempPathFactory, _workspace_template: Workspace, start_up):
     """One ``audio-score up`` over a copy of the template workspace (both tiny models), shared by the tests that
     only talk to it (client, README example), so that its start-up is paid once per session."""
-    tpl = _workspace_template
-    root = tmp_path_factory.mktemp("up-stack") / "ws"
-    shutil.copytree(tpl.root, root)
-    ws = Workspace(
-        root=root,
-        config_path=root / "config.json",
-        clip_dir=root / "clips",
-        cache_dir=root / "cache",
-        models=tpl.models,
-        clips={k: root / p.relative_to(tpl.root) for k, p in tpl.clips.items()},
-        samples=dict(tpl.samples),
-    )
+    ws = _workspace_template.copy_to(tmp_path_factory.mktemp("up-stack") / "ws")
     with start_up(ws.config_path) as up:
         up.workspace = ws
         yield up

@@ -29,26 +29,12 @@ ON_DEMAND = ("video1", "clip2")  # its whisper-tiny entry is deleted after the c
 TIMEOUT = httpx.Timeout(120.0)
 
 
-def copy_workspace(tpl: Workspace, root: Path) -> Workspace:
-    shutil.copytree(tpl.root, root)
-    (root / "config.json").write_text(tpl.config_path.read_text())
-    return Workspace(
-        root=root,
-        config_path=root / "config.json",
-        clip_dir=root / "clips",
-        cache_dir=root / "cache",
-        models=tpl.models,
-        clips={k: root / p.relative_to(tpl.root) for k, p in tpl.clips.items()},
-        samples=dict(tpl.samples),
-    )
-
-
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory, _workspace_template: Workspace) -> Workspace:
     """A workspace whose cache the real CLI filled; one entry then removed to test on-demand builds."""
     from audio_score.cli import main
 
-    ws = copy_workspace(_workspace_template, tmp_path_factory.mktemp("predictor") / "ws")
+    ws = _workspace_template.copy_to(tmp_path_factory.mktemp("predictor") / "ws")
     assert main(["cache-build", "--config", str(ws.config_path), "--no-progress"]) == 0
     cache = ReferenceCache(ws.cache_dir, MODEL)
     assert cache.read(*ON_DEMAND) is not None

@@ -17,13 +17,14 @@ import httpx
 import numpy as np
 import pytest
 import uvicorn
-from conftest import REPO_ROOT, free_port
 
 from audio_score.cli import main as cli_main
 from audio_score.devtools.media import synth_speechlike, write_audio
 from audio_score.devtools.workspace import Workspace, build_workspace
 from audio_score.settings import Settings, load_settings
 from router.app import create_app
+
+from conftest import REPO_ROOT, free_port
 
 RATE = 16000
 

@@ -4,6 +4,7 @@ benchmarks: the same layout a user has, built on the spot, offline."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,20 @@ class Workspace:
     models: TinyModelSet
     clips: dict[tuple[str, str], Path] = field(default_factory=dict)
     samples: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    def copy_to(self, root: str | Path) -> Workspace:
+        """A private copy (clips, config, cache) under ``root``; the models are shared, not copied."""
+        root = Path(root)
+        shutil.copytree(self.root, root)
+        return Workspace(
+            root=root,
+            config_path=root / self.config_path.relative_to(self.root),
+            clip_dir=root / self.clip_dir.relative_to(self.root),
+            cache_dir=root / self.cache_dir.relative_to(self.root),
+            models=self.models,
+            clips={k: root / p.relative_to(self.root) for k, p in self.clips.items()},
+            samples=dict(self.samples),
+        )
 
     @property
     def model_keys(self) -> list[str]:
