@@ -42,3 +42,5 @@ def configure_logging(level: str | int = "INFO") -> None:
     root.setLevel(level.upper() if isinstance(level, str) else level)
     # httpx logs every request at INFO: the router's own lines already say what happened to each one.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Whisper's generate() warns about its own internal arguments on every call (every batch in a predictor).
+    logging.getLogger("transformers.generation.utils").setLevel(logging.ERROR)
