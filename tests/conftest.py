@@ -3,6 +3,7 @@ workspaces with real .mov reference clips in both layouts."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,55 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop_process(proc, timeout: float = 30.0, *, group: bool = False) -> None:
+    """SIGTERM (to the whole process group with ``group``), then SIGKILL if it outlives ``timeout``."""
+    import os
+    import signal
+    import subprocess
+
+    if proc.poll() is not None:
+        return
+    if group:
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def run_router(settings, *, readiness_interval_s: float = 0.5):
+    """The real router app under a real uvicorn server on a free loopback port, in a thread; yields its URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from router.app import create_app
+
+    port = free_port()
+    app = create_app(settings, readiness_interval_s=readiness_interval_s)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("router did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
 
 
 class PredictorProcess:
@@ -114,13 +164,7 @@ def start_predictor(tmp_path_factory: pytest.TempPathFactory):
                 time.sleep(0.3)
             yield server
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=10)
+            stop_process(proc)
 
     return _start
 
@@ -205,13 +249,13 @@ def start_up(tmp_path_factory: pytest.TempPathFactory):
             time.sleep(0.2)  # the rest of the banner
             yield up
         finally:
+            # `up` stops its own children on SIGTERM; its group is only killed if it hangs.
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
+                    stop_process(proc, 0, group=True)
 
     return _start
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -79,12 +78,6 @@ def values_file(text: str) -> Path:
     path = tmp / f"extra-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
     path.write_text(text)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

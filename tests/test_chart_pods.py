@@ -17,9 +17,11 @@ from typing import Any
 
 import httpx
 import yaml
-from helm_tools import free_port, of_kind, one, render
+from helm_tools import of_kind, one, render
 
 from audio_score.devtools.workspace import Workspace
+
+from conftest import free_port, stop_process
 
 NAMESPACE = "audio"
 
@@ -76,12 +78,7 @@ def _serve(argv: list[str], env: dict[str, str], log: Path, ready_url: str, time
             time.sleep(0.3)
         yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def _probe_url(container: dict[str, Any], probe: str, port: int) -> str:

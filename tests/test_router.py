@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import subprocess
@@ -16,39 +15,15 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from audio_score.cli import main as cli_main
 from audio_score.devtools.media import synth_speechlike, write_audio
 from audio_score.devtools.workspace import Workspace, build_workspace
 from audio_score.settings import Settings, load_settings
-from router.app import create_app
 
-from conftest import REPO_ROOT, free_port
+from conftest import REPO_ROOT, free_port, run_router
 
 RATE = 16000
-
-
-@contextlib.contextmanager
-def run_router(settings: Settings) -> Iterator[str]:
-    """The real app under a real uvicorn server on a free loopback port, in a thread; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings, readiness_interval_s=0.5), host="127.0.0.1", port=port, log_config=None, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("router did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
 
 
 def settings_with(ws: Workspace, **env: str) -> Settings:

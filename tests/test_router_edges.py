@@ -10,7 +10,6 @@ path and the real predictor's own errors are in test_router.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -25,16 +24,14 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from audio_score import v2
 from audio_score.devtools.media import synth_speechlike, write_audio
 from audio_score.errors import ConfigError
 from audio_score.settings import Settings, load_settings
-from router.app import create_app
 from router.predictor_client import PredictorClient, PredictorError, predictor_base_url
 
-from conftest import REPO_ROOT, free_port
+from conftest import REPO_ROOT, free_port, run_router
 
 RATE = 16000
 KEYS = ["alpha", "beta"]
@@ -129,23 +126,8 @@ def upload(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     ).read_bytes()
 
 
-@contextlib.contextmanager
-def router(settings: Settings) -> Iterator[str]:
-    """The real app under uvicorn on a free loopback port, in a thread."""
-    port = free_port()
-    app = create_app(settings, readiness_interval_s=0.3)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "router did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+def router(settings: Settings):
+    return run_router(settings, readiness_interval_s=0.3)
 
 
 def post(url: str, audio: bytes | str, **fields: str) -> httpx.Response:
