@@ -201,8 +201,12 @@ class ReferenceCache:
             log.warning("unreadable cache entry", extra={"entry": f"{uid}/{cid}", "error": str(exc)})
             return None
 
-    def read(self, uid: str, cid: str) -> CacheEntry | None:
-        """The whole entry, or None when it is missing or unreadable (then it is rebuilt, never trusted)."""
+    def read(self, uid: str, cid: str, *, with_frames: bool = True) -> CacheEntry | None:
+        """The entry, or None when it is missing or unreadable (then it is rebuilt, never trusted).
+
+        ``with_frames=False`` skips the frame-level features (the largest file), which scoring does not read:
+        ``frames`` is then an empty ``[0, D]`` array.
+        """
         folder = self.entry_dir(uid, cid)
         meta = self.read_meta(uid, cid)
         if meta is None:
@@ -210,7 +214,10 @@ class ReferenceCache:
         try:
             transcript = (folder / TRANSCRIPT).read_text(encoding="utf-8")
             embedding = np.load(folder / EMBEDDING, allow_pickle=False)
-            frames = np.load(folder / FRAMES, allow_pickle=False)
+            if with_frames:
+                frames = np.load(folder / FRAMES, allow_pickle=False)
+            else:
+                frames = np.zeros((0, int(embedding.shape[-1])), dtype=np.float16)
         except (OSError, ValueError) as exc:
             log.warning("unreadable cache entry", extra={"entry": f"{uid}/{cid}", "error": str(exc)})
             return None

@@ -170,8 +170,7 @@ class ReferenceStore:
         meta = self.cache.read_meta(uid, cid)
         if not self.cache.is_fresh(meta, self.fingerprint, clip):
             return None
-        entry = self.cache.read(uid, cid)
-        return _slim(entry) if entry is not None else None
+        return self.cache.read(uid, cid, with_frames=False)
 
     async def _build_once(self, key: tuple[str, str], clip: ClipRef) -> CacheEntry:
         running = self._builds.get(key)

@@ -182,3 +182,13 @@ def test_corrupt_entry_reads_as_missing(tmp_path: Path, clip_dir: Path) -> None:
     write_entry(cache, clip)
     (cache.entry_dir("vid1", "c1") / "embedding.npy").write_bytes(b"garbage")
     assert cache.read("vid1", "c1") is None
+
+
+def test_reading_without_frames_skips_the_frames_file(tmp_path: Path, clip_dir: Path) -> None:
+    cache = ReferenceCache(tmp_path / "cache", "m")
+    write_entry(cache, find_clip(clip_dir, "vid1", "c1"))
+    (cache.entry_dir("vid1", "c1") / "frames.npy").write_bytes(b"not read")
+    slim = cache.read("vid1", "c1", with_frames=False)
+    assert slim.frames.shape == (0, 4) and slim.transcript == "hello"
+    np.testing.assert_array_equal(slim.embedding, np.arange(4, dtype=np.float32))
+    assert cache.read("vid1", "c1") is None  # the full read does load (and so validates) the frames
