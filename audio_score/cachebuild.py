@@ -225,30 +225,35 @@ def run(args: argparse.Namespace) -> int:
         "clips found",
         extra={"clip_dir": str(settings.video_clip_dir), "shard": f"{index}/{count}", "clips": len(clips)},
     )
-    from audio_score.backends import load_backends
+    from audio_score.backends import iter_backends
 
-    backends = load_backends(settings)
-    if not backends:
-        raise ConfigError(f"no model loaded (tried: {', '.join(settings.model_keys)}); see the errors above")
-    summaries = []
-    for key, backend in list(backends.items()):
-        summaries.append(
-            build_model(
-                backend,
-                clips,
-                settings,
-                force=args.force,
-                batch_size=args.batch_size,
-                progress=not args.no_progress,
+    summaries: list[BuildSummary] = []
+    skipped: dict[str, str] = {}
+    # One model in memory at a time: each is built for every clip and closed before the next loads.
+    for spec, backend, error in iter_backends(settings):
+        if backend is None:
+            skipped[spec.key] = error or "unknown error"
+            continue
+        try:
+            summaries.append(
+                build_model(
+                    backend,
+                    clips,
+                    settings,
+                    force=args.force,
+                    batch_size=args.batch_size,
+                    progress=not args.no_progress,
+                )
             )
-        )
-        backend.close()
-        del backends[key]
-    skipped = [k for k in settings.model_keys if k not in {s.model for s in summaries}]
+        finally:
+            backend.close()
+    if not summaries:
+        reasons = "; ".join(f"{key}: {reason}" for key, reason in skipped.items())
+        raise ConfigError(f"no model loaded ({reasons})")
     result = {
         "shard": f"{index}/{count}",
         "models": [s.as_dict() for s in summaries],
-        "skipped_models": skipped,
+        "skipped_models": sorted(skipped),
         "failed_clips": sorted({name for s in summaries for name, _ in s.failed}),
     }
     print(json.dumps(result))

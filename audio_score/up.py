@@ -39,7 +39,6 @@ _PARENT_ENV = "_AUDIO_SCORE_UP_PARENT"
 _CHILD_CODE = "from audio_score.up import child_main; child_main()"
 #: A tqdm line of the cache build, up to the end of its "[elapsed<left, rate]" part (a warning may follow it).
 _BAR = re.compile(r"^cache [A-Za-z0-9._-]+:[^\r\n]*?\| *\d+/\d+ \[[^\]\r\n]*\]")
-_SKIPPED = re.compile(r"model skipped.* model=(?P<model>\S+) error=(?P<error>\".*\"|\S+)")
 _print_lock = threading.Lock()
 
 
@@ -199,18 +198,6 @@ class Child:
                 return line.split(" error: ", 1)[1]
         return lines[-1] if lines else "no output"
 
-    def skipped_models(self) -> list[str]:
-        """``key: reason`` for each 'model skipped' log line (a model that failed to load)."""
-        found = []
-        for line in self.tail:
-            match = _SKIPPED.search(line)
-            if match:
-                error = match["error"]
-                with contextlib.suppress(ValueError):
-                    error = json.loads(error) if error.startswith('"') else error
-                found.append(f"{match['model']}: {error}")
-        return found
-
     def wait_threads(self, timeout: float = 5.0) -> None:
         self._thread.join(timeout)
         if self._stdout_file is not None:
@@ -319,11 +306,7 @@ class Up:
             lines = child.stdout_path.read_text().strip().splitlines()
             summary = json.loads(lines[-1]) if lines else {}
         if rc not in (0, 1) or not summary:
-            reason = child.reason()
-            skipped = child.skipped_models()
-            if reason.startswith("no model loaded") and skipped:
-                reason = f"no model loaded ({'; '.join(skipped)})"
-            raise UpError(f"the cache build failed (exit {rc}): {reason} (full log: {child.log_path})")
+            raise UpError(f"the cache build failed (exit {rc}): {child.reason()} (full log: {child.log_path})")
         built = sum(m.get("built", 0) for m in summary.get("models", []))
         fresh = sum(m.get("fresh", 0) for m in summary.get("models", []))
         say(f"audio-score up: cache ready: {built} entries built, {fresh} already fresh")

@@ -14,7 +14,6 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from audio_score.errors import ModelLoadError
 from audio_score.settings import Settings
 from predictors.model import AudioScoreModel
 
@@ -50,16 +49,15 @@ def _safe_dataplane_class() -> type:
 
 def build_models(settings: Settings) -> list[AudioScoreModel]:
     """Load every selected model; failures come back as models that are not ready, with ``load_error`` set."""
-    from audio_score.backends import load_backend
+    from audio_score.backends import load_backends
 
+    loaded, failed = load_backends(settings)
     executors: dict[str, ThreadPoolExecutor] = {}
     models = []
     for spec in settings.models:
-        try:
-            backend = load_backend(spec, settings)
-        except ModelLoadError as exc:
-            log.error("model skipped: it failed to load", extra={"model": spec.key, "error": str(exc)})
-            models.append(AudioScoreModel(spec, settings, load_error=str(exc)))
+        backend = loaded.get(spec.key)
+        if backend is None:
+            models.append(AudioScoreModel(spec, settings, load_error=failed[spec.key]))
             continue
         executor = executors.get(backend.device)
         if executor is None:

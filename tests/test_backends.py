@@ -117,8 +117,9 @@ def test_a_model_that_fails_to_load_is_skipped(tmp_path, tiny_models) -> None:
     broken.mkdir()
     (broken / "config.json").write_text("{}")
     models = [whisper_entry(tiny_models, "good"), {"key": "bad", "type": "whisper", "model_id": str(broken)}]
-    loaded = load_backends(settings_for(tmp_path, models))
+    loaded, failed = load_backends(settings_for(tmp_path, models))
     assert list(loaded) == ["good"]
+    assert list(failed) == ["bad"] and "failed to load" in failed["bad"]
 
 
 def test_fingerprint_changes_with_the_weights(tmp_path, tiny_models) -> None:

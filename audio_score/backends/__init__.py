@@ -1,19 +1,20 @@
 """Model backends, one per config ``type``. Torch and transformers are imported only in this package.
 
-``load_backend`` builds one; ``load_backends`` builds all selected models and skips (with a log line) those that
-fail, as the design asks: a broken model must not take the others down.
+``load_backend`` builds one; ``iter_backends``/``load_backends`` build every selected model and skip (with a log
+line and the reason) those that fail, as the design asks: a broken model must not take the others down.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 
 from audio_score.backends.base import FEATURE_VERSION, Backend, Features
 from audio_score.errors import ConfigError, ModelLoadError
 from audio_score.settings import ModelSpec, Settings
 
-__all__ = ["FEATURE_VERSION", "Backend", "Features", "load_backend", "load_backends", "select_device"]
+__all__ = ["FEATURE_VERSION", "Backend", "Features", "iter_backends", "load_backend", "load_backends", "select_device"]
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,27 @@ def load_backend(spec: ModelSpec, settings: Settings) -> Backend:
     return backend
 
 
-def load_backends(settings: Settings) -> dict[str, Backend]:
-    """Every selected model that loads; the failures are logged and left out."""
-    loaded: dict[str, Backend] = {}
+def iter_backends(settings: Settings) -> Iterator[tuple[ModelSpec, Backend | None, str | None]]:
+    """Each selected model in turn: ``(spec, backend, None)`` when it loads, ``(spec, None, reason)`` when not.
+
+    Failures are logged and skipped, never raised. Loading happens as the caller advances, so a caller that
+    closes each backend before taking the next (the cache Job) holds one model in memory at a time.
+    """
     for spec in settings.models:
         try:
-            loaded[spec.key] = load_backend(spec, settings)
+            yield spec, load_backend(spec, settings), None
         except ModelLoadError as exc:
             log.error("model skipped: it failed to load", extra={"model": spec.key, "error": str(exc)})
-    return loaded
+            yield spec, None, str(exc)
+
+
+def load_backends(settings: Settings) -> tuple[dict[str, Backend], dict[str, str]]:
+    """Every selected model that loads, and for each that does not, the reason (already logged)."""
+    loaded: dict[str, Backend] = {}
+    failed: dict[str, str] = {}
+    for spec, backend, error in iter_backends(settings):
+        if backend is not None:
+            loaded[spec.key] = backend
+        else:
+            failed[spec.key] = error or "unknown error"
+    return loaded, failed
