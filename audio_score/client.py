@@ -94,24 +94,21 @@ def render_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def find_batch_files(folder: Path) -> tuple[list[Outcome], list[Outcome]]:
     """``(to score, unusable names)`` for the audio files directly in ``folder``."""
-    from audio_score.cache import validate_id
+    from audio_score.cache import parse_clip_path
     from audio_score.errors import InvalidIdentifier
 
     todo, bad = [], []
     for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
         if path.suffix.lower() not in AUDIO_EXTENSIONS:
             continue
-        uid, sep, cid = path.stem.rpartition("_")
-        if not sep:
-            bad.append(Outcome(path.name, "", "", error="name is not <uid>_<cid>.<ext>"))
-            continue
+        # The reference clips' own flat-layout rule: split at the last '_', both ids validated.
         try:
-            validate_id(uid, "uid")
-            validate_id(cid, "cid")
+            clip = parse_clip_path(path, folder)
         except InvalidIdentifier as exc:
+            uid, _, cid = path.stem.rpartition("_")
             bad.append(Outcome(path.name, uid, cid, error=str(exc)))
             continue
-        todo.append(Outcome(path.name, uid, cid))
+        todo.append(Outcome(path.name, clip.uid, clip.cid))
     return todo, bad
 
 
