@@ -36,6 +36,7 @@ from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
+from audio_score.cache import validate_id
 from audio_score.errors import InvalidIdentifier, ModelLoadError, UnknownClip
 from audio_score.settings import ModelSpec, Settings
 from audio_score.similarity import score
@@ -298,8 +299,6 @@ def _parse_id(tensor: InferInput) -> str:
     if not isinstance(value, str):
         raise InvalidInput(f"input {name!r} must be a string, got {type(value).__name__}")
     try:
-        from audio_score.cache import validate_id
-
         return validate_id(value, name)
     except InvalidIdentifier as exc:
         raise InvalidInput(str(exc)) from None
