@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
 
+from audio_score import v2
 from audio_score.backends import load_backend
 from audio_score.backends.whisper_prompt import plan_decoding
+from audio_score.cli import main as cli_main
 from audio_score.devtools.media import synth_speechlike
 from audio_score.devtools.tiny_models import WHISPER_KINDS, build_tiny_whisper
 from audio_score.errors import ModelLoadError
 from audio_score.settings import load_settings
+
+from conftest import run_router
 
 RATE = 16000
 #: Decoder prompt length generate uses per kind: multilingual <sot><lang><transcribe><notimestamps>; English-only
@@ -149,6 +155,11 @@ def test_language_is_passed_only_where_the_checkpoint_takes_it(tmp_path, checkpo
     assert "task and language are not passed" in note and "predates task_to_id" in note
 
 
+def test_an_unknown_language_fails_at_load_with_transformers_reason(tmp_path, checkpoints) -> None:
+    with pytest.raises(ModelLoadError, match=r"warm-up inference: ValueError: <\|ko\|> is not supported"):
+        load(tmp_path, whisper(checkpoints["multilingual"], language="ko"))
+
+
 # --- max_new_tokens fits the decoder ------------------------------------------------------------------------
 
 
@@ -197,3 +208,89 @@ def test_plan_for_a_hub_style_large_v3_generation_config() -> None:
     )
     plan = plan_decoding(gen, WhisperConfig(max_target_positions=448), language="es", max_new_tokens=444)
     assert plan.prompt == (50258, None, 50360, 50364) and plan.max_new_tokens == 444 and not plan.notes
+
+
+# --- warm-up: a model that loads but cannot score is a load failure -----------------------------------------
+
+
+def test_a_checkpoint_that_fails_at_inference_is_a_load_error(tmp_path, no_inference) -> None:
+    with pytest.raises(ModelLoadError, match=r"loaded but failed its warm-up inference: ValueError: .*prompt pattern"):
+        load(tmp_path, whisper(no_inference))
+
+
+def test_the_warm_up_is_one_short_clip_with_a_few_tokens(tmp_path, checkpoints) -> None:
+    from audio_score.backends import WARM_UP_TOKENS, warm_up
+
+    backend = load(tmp_path, whisper(checkpoints["multilingual"], max_new_tokens=100))
+    seen: list[tuple[list[int], int | None]] = []
+    embed = backend.embed
+
+    def record(waveforms, *, max_new_tokens=None):
+        seen.append(([len(w) for w in waveforms], max_new_tokens))
+        return embed(waveforms, max_new_tokens=max_new_tokens)
+
+    backend.embed = record
+    warm_up(backend)
+    assert seen == [([RATE], WARM_UP_TOKENS)]
+    # The tiny models never stop early, so the transcript length shows the budget each call got.
+    (short,) = embed([synth_speechlike(1.0, RATE, seed=8)], max_new_tokens=WARM_UP_TOKENS)
+    (full,) = embed([synth_speechlike(1.0, RATE, seed=8)])
+    assert len(short.transcript) <= WARM_UP_TOKENS < 50 <= len(full.transcript)
+
+
+def test_nan_weights_fail_the_warm_up(tmp_path, checkpoints) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "nan"
+    shutil.copytree(checkpoints["multilingual"], path)
+    weights = load_file(path / "model.safetensors")
+    weights["model.encoder.layers.0.fc1.weight"] = torch.full_like(weights["model.encoder.layers.0.fc1.weight"], np.nan)
+    save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ModelLoadError, match="warm-up inference: ValueError: the embedding holds non-finite"):
+        load(tmp_path, whisper(path))
+
+
+def with_unscorable_model(workspace, checkpoint: Path) -> None:
+    """The workspace's config: its good Whisper plus ``whisper-noinfer``, which loads but cannot infer."""
+    config = json.loads(workspace.config_path.read_text())
+    good = next(m for m in config["models"] if m["key"] == "whisper-tiny")
+    config["models"] = [good, {**good, "key": "whisper-noinfer", "model_id": str(checkpoint)}]
+    workspace.config_path.write_text(json.dumps(config))
+
+
+def test_the_cache_job_skips_a_model_that_cannot_infer(workspace, no_inference, capsys) -> None:
+    with_unscorable_model(workspace, no_inference)
+    capsys.readouterr()
+    code = cli_main(["cache-build", "--config", str(workspace.config_path), "--no-progress"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 1  # a skipped model is a failure the operator must see
+    assert summary["skipped_models"] == ["whisper-noinfer"]
+    assert [(m["model"], m["built"]) for m in summary["models"]] == [("whisper-tiny", 3)]
+    assert not (workspace.cache_dir / "whisper-noinfer").exists()
+
+
+def test_the_predictor_and_router_never_call_it_ready(workspace, no_inference, start_predictor) -> None:
+    with_unscorable_model(workspace, no_inference)
+    with start_predictor(workspace.config_path, ready_models=["whisper-tiny"]) as predictor:
+        assert httpx.get(v2.ready_url(predictor.http_url, "whisper-noinfer"), timeout=30).status_code == 503
+        body, headers = v2.build_infer_request(synth_speechlike(1.0, RATE, seed=7))
+        refused = httpx.post(v2.infer_url(predictor.http_url, "whisper-noinfer"), content=body, headers=headers)
+        assert refused.status_code == 503 and "whisper-noinfer" in v2.error_message(refused.content)
+        skipped = [line for line in predictor.log().splitlines() if "model skipped" in line]
+        assert len(skipped) == 1 and "whisper-noinfer" in skipped[0], predictor.log()[-3000:]
+        assert "failed its warm-up inference" in skipped[0] and "prompt pattern" in skipped[0]
+        served = httpx.post(v2.infer_url(predictor.http_url, "whisper-tiny"), content=body, headers=headers)
+        assert served.status_code == 200, served.text
+
+        settings = load_settings(workspace.config_path, env={"AUDIO_SCORE_PREDICTOR_URL": predictor.http_url})
+        with run_router(settings, readiness_interval_s=0.2) as url:
+            deadline = time.monotonic() + 60
+            models = httpx.get(f"{url}/models", timeout=30).json()
+            while not any(m["ready"] for m in models["models"]) and time.monotonic() < deadline:
+                time.sleep(0.2)
+                models = httpx.get(f"{url}/models", timeout=30).json()
+            ready = {m["key"]: m["ready"] for m in models["models"]}
+            assert ready == {"whisper-tiny": True, "whisper-noinfer": False}
+            assert models["default"] == "whisper-tiny"

@@ -99,12 +99,14 @@ class WhisperRunner:
     def encode(self, input_features: torch.Tensor) -> torch.Tensor:
         return self.model.get_encoder()(input_features).last_hidden_state
 
-    def transcribe(self, encoder_hidden: torch.Tensor) -> list[str]:
+    def transcribe(self, encoder_hidden: torch.Tensor, max_new_tokens: int | None = None) -> list[str]:
+        """Greedy transcripts; ``max_new_tokens`` may lower (never raise) the checkpoint's budget for this call."""
         from transformers.modeling_outputs import BaseModelOutput
 
+        budget = self.max_new_tokens if max_new_tokens is None else min(max_new_tokens, self.max_new_tokens)
         tokens = self.model.generate(
             encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
-            max_new_tokens=self.max_new_tokens,
+            max_new_tokens=budget,
             do_sample=False,
             num_beams=1,
             **self.plan.generate_kwargs,
@@ -149,13 +151,13 @@ class WhisperBackend(Backend):
         return int(self.runner.model.config.d_model)
 
     @torch.inference_mode()
-    def embed(self, waveforms: Sequence[np.ndarray]) -> list[Features]:
+    def embed(self, waveforms: Sequence[np.ndarray], *, max_new_tokens: int | None = None) -> list[Features]:
         if not waveforms:
             return []
         features, mel_frames = self.runner.log_mel(waveforms)
         hidden = self.runner.encode(features)
         lengths = [encoder_frames_with_audio(n, hidden.shape[1]) for n in mel_frames]
-        transcripts = self.runner.transcribe(hidden)
+        transcripts = self.runner.transcribe(hidden, max_new_tokens)
         return [
             Features(transcript=text, embedding=emb, frames=frames)
             for text, (emb, frames) in zip(transcripts, pool_frames(hidden, lengths), strict=True)
