@@ -54,8 +54,12 @@ class Backend(ABC):
         """Size of the pooled embedding."""
 
     @abstractmethod
-    def embed(self, waveforms: Sequence[np.ndarray]) -> list[Features]:
-        """Features for each mono float32 waveform at ``sampling_rate``, computed as one batch."""
+    def embed(self, waveforms: Sequence[np.ndarray], *, max_new_tokens: int | None = None) -> list[Features]:
+        """Features for each mono float32 waveform at ``sampling_rate``, computed as one batch.
+
+        ``max_new_tokens`` lowers the transcript's token budget for this call only (the load-time warm-up uses a
+        few tokens: it proves decoding runs, not how long it goes); None keeps the model's setting.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release device memory; the default does nothing."""

@@ -127,7 +127,7 @@ class HiggsAudioBackend(Backend):
         return self._dim
 
     @torch.inference_mode()
-    def embed(self, waveforms: Sequence[np.ndarray]) -> list[Features]:
+    def embed(self, waveforms: Sequence[np.ndarray], *, max_new_tokens: int | None = None) -> list[Features]:
         if not waveforms:
             return []
         batch = self.feature_extractor(
@@ -143,7 +143,7 @@ class HiggsAudioBackend(Backend):
         pooled = pool_frames(hidden, lengths)
 
         t_features, _ = self.transcriber.log_mel(waveforms)
-        transcripts = self.transcriber.transcribe(self.transcriber.encode(t_features))
+        transcripts = self.transcriber.transcribe(self.transcriber.encode(t_features), max_new_tokens)
         return [
             Features(transcript=text, embedding=emb, frames=frames)
             for text, (emb, frames) in zip(transcripts, pooled, strict=True)
