@@ -19,7 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "audio-score"
 KIND_VALUES = CHART / "values-kind.yaml"
-GPU_VALUES = CHART / "values-gpu.yaml"
+SITE_VALUES = CHART / "values-site-example.yaml"
 CRD_PATH = ROOT.parent / "shared" / "schemas" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 #: Kubernetes version the rendered objects are validated against (kubernetes-validate 1.37.0 ships it).
 K8S_VERSION = "1.34.0"

@@ -15,9 +15,9 @@ import yaml
 from helm_tools import (
     CHART,
     CRD_PATH,
-    GPU_VALUES,
     K8S_VERSION,
     KIND_VALUES,
+    SITE_VALUES,
     containers,
     env_of,
     helm,
@@ -34,20 +34,21 @@ from helm_tools import (
 from audio_score.cli import build_parser
 from audio_score.settings import FileConfig
 
-VALUE_SETS = {"default": (), "kind": (KIND_VALUES,), "gpu": (GPU_VALUES,)}
+VALUE_SETS = {"default": (), "kind": (KIND_VALUES,), "site": (SITE_VALUES,)}
 #: Values that switch on the optional parts, so they are validated too.
 EVERYTHING = """
 models:
   - {key: whisper-small, type: whisper, model_id: openai/whisper-small, gpu: 1, language: en, max_new_tokens: 100}
   - key: higgs-audio-v2
     type: higgs_audio
-    storageUri: hf://bosonai/higgs-audio-v2-generation-3B-base
-    processor_id: openai/whisper-large-v3
+    storageUri: hf://bosonai/higgs-audio-v2-understanding-3B
+    processor_id: openai/whisper-large-v3-turbo
     transcriber_id: openai/whisper-small
     revision: main
     batching: {maxBatchSize: 4}
   - {key: whisper-cpu, type: whisper, model_id: /models/whisper-base, gpu: 0, minReplicas: 2, maxReplicas: 3}
 predictor:
+  gpu: 0
   grpc: {enabled: true}
   namePrefix: "as-"
   annotations: {serving.kserve.io/enable-prometheus-scraping: "true"}
@@ -326,16 +327,16 @@ def test_router_url_follows_namespace_and_prefix() -> None:
     docs = render(sets=("predictor.namePrefix=prod-",), namespace="speech")
     router = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert env_of(router)["AUDIO_SCORE_PREDICTOR_URL"] == "http://prod-{model}-predictor.speech.svc.cluster.local"
-    assert [i["metadata"]["name"] for i in of_kind(docs, "InferenceService")] == ["prod-whisper-small"]
+    names = [i["metadata"]["name"] for i in of_kind(docs, "InferenceService")]
+    assert sorted(names) == ["prod-higgs-audio-v2", "prod-whisper-small"]
 
 
 def _gpu_limit(container: dict[str, Any]) -> Any:
     return ((container.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu")
 
 
-@pytest.mark.parametrize("name", ["default", "kind"])
-def test_no_gpu_anywhere_unless_asked(name: str) -> None:
-    docs = rendered(name)
+def test_no_gpu_anywhere_on_kind() -> None:
+    docs = rendered("kind")
     text = yaml.safe_dump_all(docs)
     assert "nvidia.com/gpu" not in text
     for where, spec in pod_specs(docs):
@@ -363,13 +364,19 @@ def test_gpu_resources_only_where_asked() -> None:
     assert _gpu_limit(one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]) is None
 
 
-def test_gpu_values_put_every_model_on_a_gpu() -> None:
-    docs = rendered("gpu")
+@pytest.mark.parametrize("name", ["default", "site"])
+def test_default_values_put_every_model_and_the_job_on_a_gpu(name: str) -> None:
+    """The defaults are the production shape: a plain `helm install` on a GPU cluster serves both models on GPUs."""
+    docs = rendered(name)
     isvcs = of_kind(docs, "InferenceService")
-    assert len(isvcs) == 2
-    for isvc in isvcs:
-        assert _gpu_limit(isvc["spec"]["predictor"]["containers"][0]) == 1
-        assert env_of(isvc["spec"]["predictor"]["containers"][0])["AUDIO_SCORE_DEVICE"] == "cuda"
+    assert sorted(i["metadata"]["name"] for i in isvcs) == ["higgs-audio-v2", "whisper-small"]
+    job = one(docs, "Job")["spec"]["template"]
+    for where, spec in [(i["metadata"]["name"], i["spec"]["predictor"]) for i in isvcs] + [("Job", job["spec"])]:
+        main = spec["containers"][0]
+        assert _gpu_limit(main) == 1, where
+        assert env_of(main)["AUDIO_SCORE_DEVICE"] == "cuda", where
+        assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}, where
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"], where
 
 
 @pytest.mark.parametrize("name", sorted(RENDERINGS))
@@ -443,14 +450,14 @@ def test_storage_initializer_scheme() -> None:
     assert cfg["whisper-small"]["model_id"] == "openai/whisper-small"
     isvc = next(i for i in of_kind(docs, "InferenceService") if i["metadata"]["name"] == "as-higgs-audio-v2")
     assert isvc["spec"]["predictor"]["storageUris"] == [
-        {"uri": "hf://bosonai/higgs-audio-v2-generation-3B-base", "mountPath": "/mnt/models/higgs-audio-v2"}
+        {"uri": "hf://bosonai/higgs-audio-v2-understanding-3B", "mountPath": "/mnt/models/higgs-audio-v2"}
     ]
     others = [i for i in of_kind(docs, "InferenceService") if i is not isvc]
     assert all("storageUris" not in i["spec"]["predictor"] for i in others)
     job = one(docs, "Job")["spec"]["template"]["spec"]
     (init,) = job["initContainers"]
     assert init["image"] == "kserve/storage-initializer:v0.20.0"
-    assert init["args"] == ["hf://bosonai/higgs-audio-v2-generation-3B-base", "/mnt/models/higgs-audio-v2"]
+    assert init["args"] == ["hf://bosonai/higgs-audio-v2-understanding-3B", "/mnt/models/higgs-audio-v2"]
     assert mounts_by_path(job, init)["/mnt/models"] is mounts_by_path(job, job["containers"][0])["/mnt/models"]
     assert "emptyDir" in mounts_by_path(job, init)["/mnt/models"]
 
@@ -496,9 +503,9 @@ def test_kind_values_are_small_cpu_whisper_tiny_behind_nginx() -> None:
 
 
 def test_default_models_are_the_repo_config_models() -> None:
-    """The chart's default model entry is the repo config.json's first model, field for field."""
+    """The chart's default models are the repo config.json's models, all of them, field for field."""
     repo_cfg = json.loads((CHART.parent.parent / "config.json").read_text())
-    assert config_json(rendered("default"))["models"][0] == repo_cfg["models"][0]
+    assert config_json(rendered("default"))["models"] == repo_cfg["models"]
 
 
 def test_router_deployment_probes_service_hpa_pdb_ingress() -> None:
@@ -531,7 +538,8 @@ def test_network_policies_admit_the_router_and_ingress_only() -> None:
     test_labels = one(docs, "Pod")["metadata"]["labels"]
     predictors = policies["predictors"]["spec"]
     (expr,) = predictors["podSelector"]["matchExpressions"]
-    assert expr["key"] == "serving.kserve.io/inferenceservice" and expr["values"] == ["whisper-small"]
+    assert expr["key"] == "serving.kserve.io/inferenceservice"
+    assert expr["values"] == ["whisper-small", "higgs-audio-v2"]
     peers = predictors["ingress"][0]["from"]
     selectors = [p["podSelector"]["matchLabels"] for p in peers if "podSelector" in p]
     assert any(s.items() <= router_labels.items() for s in selectors)
