@@ -431,16 +431,97 @@ def test_cache_job_is_indexed_and_sharded() -> None:
     assert len(job["metadata"]["name"]) <= 63
 
 
-def test_cache_job_name_changes_with_the_config() -> None:
-    def job_name(*sets: str, extra: str = "") -> str:
-        return one(render(sets=sets, extra=extra), "Job")["metadata"]["name"]
+#: Values that each change something in the cache Job's spec (its pod template is immutable on the API server).
+JOB_CHANGES = {
+    "predictor image tag": "images: {predictor: {tag: 0.1.1}}",
+    "cache Job image": "images: {cacheJob: {repository: registry.example.com/cache, tag: '1'}}",
+    "pull policy": "images: {cacheJob: {pullPolicy: Always}}",
+    "resources": "cacheJob: {resources: {limits: {memory: 30Gi}}}",
+    "env": "cacheJob: {env: [{name: EXTRA, value: '1'}]}",
+    "hub token": "hub: {tokenSecret: {name: hf}}",
+    "device": "cacheJob: {device: auto}",
+    "gpu": "cacheJob: {gpu: 2}",
+    "config.json": "config: {targetSamplingRate: 22050}",
+    "models": "models: [{key: whisper-small, type: whisper, model_id: openai/whisper-base}]",
+    "storageUri": "models: [{key: whisper-small, type: whisper, storageUri: 'hf://openai/whisper-small'}]",
+    "runId": "cacheJob: {runId: clips-2}",
+    "shards": "cacheJob: {shards: 2}",
+    "ttl": "cacheJob: {ttlSecondsAfterFinished: 600}",
+    "pod annotations": "cacheJob: {podAnnotations: {team: speech}}",
+    "node selector": "cacheJob: {nodeSelector: {pool: gpu-a}}",
+    "security context": "containerSecurityContext: {runAsNonRoot: true, allowPrivilegeEscalation: false, "
+    "readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}, runAsUser: 10002}",
+}
+#: Values that leave the Job's spec alone.
+NOT_JOB_CHANGES = {
+    "router replicas": "router: {replicas: 5}",
+    "router image": "images: {router: {tag: 0.1.1}}",
+    "predictor replicas": "predictor: {maxReplicas: 3}",
+    "ingress host": "router: {ingress: {host: a.example.com}}",
+}
 
-    base = job_name()
-    assert job_name() == base  # stable: an unchanged upgrade keeps the finished Job
-    assert job_name(extra="models: [{key: whisper-small, type: whisper, model_id: openai/whisper-base}]") != base
-    assert job_name("config.targetSamplingRate=22050") != base
-    assert job_name("cacheJob.runId=clips-2") != base
-    assert job_name("router.replicas=5") == base  # unrelated settings do not re-run it
+
+def _job(extra: str = "") -> dict[str, Any]:
+    return one(render(extra=extra), "Job")
+
+
+def test_cache_job_name_follows_its_whole_spec() -> None:
+    """Any change in the Job's spec renames it; identical values give the identical name and spec."""
+    base = _job()
+    again = one(render(sets=("cacheJob.enabled=true",)), "Job")  # another helm run with the same values
+    assert again["metadata"]["name"] == base["metadata"]["name"] and again["spec"] == base["spec"]
+    names = {base["metadata"]["name"]}
+    for what, extra in JOB_CHANGES.items():
+        job = _job(extra)
+        assert job["spec"] != base["spec"], f"{what} does not change the Job's spec"
+        assert job["metadata"]["name"] != base["metadata"]["name"], f"{what} keeps the Job's name"
+        assert len(job["metadata"]["name"]) <= 63
+        names.add(job["metadata"]["name"])
+    assert len(names) == len(JOB_CHANGES) + 1  # no two different specs share a name
+    for what, extra in NOT_JOB_CHANGES.items():
+        job = _job(extra)
+        assert (job["metadata"]["name"], job["spec"]) == (base["metadata"]["name"], base["spec"]), what
+
+
+def _immutable_conflicts(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """What the API server would refuse when `new` replaces `old` (an upgrade, or a rollback the other way):
+    a same-named Job with another spec (its template, completions, selector... are immutable), a Deployment
+    with another selector, a PVC or PV with another spec (beyond a storage request)."""
+    before = {(d["kind"], d["metadata"]["name"]): d for d in old}
+    conflicts = []
+    for doc in new:
+        prev = before.get((doc["kind"], doc["metadata"]["name"]))
+        if prev is None:
+            continue  # created
+        if doc["kind"] == "Job" and doc["spec"] != prev["spec"]:
+            conflicts.append(f"Job {doc['metadata']['name']}: spec.template is immutable")
+        if doc["kind"] == "Deployment" and doc["spec"]["selector"] != prev["spec"]["selector"]:
+            conflicts.append(f"Deployment {doc['metadata']['name']}: spec.selector is immutable")
+        if doc["kind"] in ("PersistentVolumeClaim", "PersistentVolume"):
+            strip = lambda spec: {k: v for k, v in spec.items() if k not in ("resources", "capacity")}  # noqa: E731
+            if strip(doc["spec"]) != strip(prev["spec"]):
+                conflicts.append(f"{doc['kind']} {doc['metadata']['name']}: spec is immutable")
+    return conflicts
+
+
+@pytest.mark.parametrize("what", sorted(JOB_CHANGES))
+def test_upgrade_and_rollback_go_through(what: str) -> None:
+    """`helm template` of two revisions (no cluster here): upgrading from the defaults to the changed values
+    and rolling back patch nothing immutable; the old Job is deleted and a new one created each way."""
+    rev1, rev2 = render(), render(extra=JOB_CHANGES[what])
+    assert _immutable_conflicts(rev1, rev2) == []  # helm upgrade
+    assert _immutable_conflicts(rev2, rev1) == []  # helm rollback to revision 1
+    assert one(rev1, "Job")["metadata"]["name"] != one(rev2, "Job")["metadata"]["name"]
+
+
+def test_the_upgrade_check_catches_a_patched_job() -> None:
+    """The check above can fail: the old naming (a checksum of config.json only) kept the Job's name when the
+    image tag changed, which the API server refuses."""
+    rev1, rev2 = render(), copy.deepcopy(render(extra=JOB_CHANGES["predictor image tag"]))
+    one(rev2, "Job")["metadata"]["name"] = one(rev1, "Job")["metadata"]["name"]
+    assert _immutable_conflicts(rev1, rev2) == [
+        f"Job {one(rev1, 'Job')['metadata']['name']}: spec.template is immutable"
+    ]
 
 
 def test_storage_initializer_scheme() -> None:

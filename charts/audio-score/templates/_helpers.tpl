@@ -228,11 +228,10 @@ Volumes of a model-running pod (Job, predictors): config, cache, clips, /tmp, HF
 {{- printf "%s-%s-clips" .Release.Namespace (include "audio-score.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The cache Job's name: carries a checksum of config.json and the Job's settings, so a change runs a new Job. */}}
+{{/*
+The cache Job's name: "<fullname>-cache-" + a hash of the Job's whole rendered spec (audio-score.cacheJobSpec),
+so anything that changes the immutable pod template renames the Job, and identical values keep its name.
+*/}}
 {{- define "audio-score.cacheJobName" -}}
-{{- $j := .Values.cacheJob }}
-{{- $uris := list }}
-{{- range .Values.models }}{{ $uris = append $uris (default "" .storageUri) }}{{ end }}
-{{- $sum := printf "%s|%v|%v|%v|%v|%v|%v" (include "audio-score.configJson" .) $j.shards $j.models $j.force $j.disableCacheFlush $j.runId $uris | sha256sum | trunc 10 }}
-{{- printf "%s-cache-%s" (include "audio-score.fullname" .) $sum }}
+{{- printf "%s-cache-%s" (include "audio-score.fullname" .) (include "audio-score.cacheJobSpec" . | sha256sum | trunc 10) }}
 {{- end }}
