@@ -15,6 +15,7 @@ import yaml
 from helm_tools import (
     CHART,
     CRD_PATH,
+    HTTPROUTE_API,
     K8S_VERSION,
     KIND_VALUES,
     SITE_VALUES,
@@ -158,6 +159,21 @@ def test_http_route_shape() -> None:
     backend = route["spec"]["rules"][0]["backendRefs"][0]
     service = one(rendered("everything"), "Service")
     assert backend == {"name": service["metadata"]["name"], "port": service["spec"]["ports"][0]["port"]}
+
+
+def test_http_route_needs_the_gateway_api() -> None:
+    """On a cluster without the Gateway API CRDs the install fails up front, saying what to install, instead of the
+    API server's "no matches for kind HTTPRoute"; with the API present the route renders."""
+    route_on = (values_file("router: {httpRoute: {enabled: true, parentRefs: [{name: gw}]}}"),)
+    proc = helm(*template_args(values=route_on, api_versions=()), check=False)
+    assert proc.returncode != 0
+    assert "router.httpRoute.enabled needs the Gateway API CRDs" in proc.stderr, proc.stderr
+    assert "standard-install.yaml" in proc.stderr and "--api-versions" in proc.stderr
+    out = helm(*template_args(values=route_on, api_versions=(HTTPROUTE_API,))).stdout
+    assert one([d for d in yaml.safe_load_all(out) if d], "HTTPRoute")["spec"]["parentRefs"] == [{"name": "gw"}]
+    # The default (an Ingress, no route) needs no Gateway API.
+    docs = [d for d in yaml.safe_load_all(helm(*template_args(api_versions=())).stdout) if d]
+    assert not of_kind(docs, "HTTPRoute") and one(docs, "Ingress")
 
 
 MODEL = "models: [{key: whisper-small, type: whisper, model_id: openai/whisper-small, %s}]"
