@@ -367,6 +367,8 @@ def test_gpu_resources_only_where_asked() -> None:
         predictor = isvc["spec"]["predictor"]
         gpus = wanted[isvc["metadata"]["name"]]
         assert _gpu_limit(predictor["containers"][0]) == (gpus or None), isvc["metadata"]["name"]
+        # device auto follows the pod's GPU: a CPU model beside GPU ones runs on the CPU.
+        assert env_of(predictor["containers"][0])["AUDIO_SCORE_DEVICE"] == ("cuda" if gpus else "cpu")
         if gpus:
             assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
             assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor["tolerations"]
@@ -377,6 +379,7 @@ def test_gpu_resources_only_where_asked() -> None:
             assert "nodeSelector" not in predictor and "tolerations" not in predictor
     job = one(docs, "Job")["spec"]["template"]["spec"]
     assert _gpu_limit(job["containers"][0]) == 1 and job["nodeSelector"]
+    assert env_of(job["containers"][0])["AUDIO_SCORE_DEVICE"] == "cuda"
     assert _gpu_limit(one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]) is None
 
 
@@ -455,7 +458,7 @@ JOB_CHANGES = {
     "resources": "cacheJob: {resources: {limits: {memory: 30Gi}}}",
     "env": "cacheJob: {env: [{name: EXTRA, value: '1'}]}",
     "hub token": "hub: {tokenSecret: {name: hf}}",
-    "device": "cacheJob: {device: auto}",
+    "device": "cacheJob: {device: cpu}",
     "gpu": "cacheJob: {gpu: 2}",
     "config.json": "config: {targetSamplingRate: 22050}",
     "models": "models: [{key: whisper-small, type: whisper, model_id: openai/whisper-base}]",
@@ -597,6 +600,17 @@ def test_kind_values_are_small_cpu_whisper_tiny_behind_nginx() -> None:
     isvc = one(docs, "InferenceService")
     assert isvc["spec"]["predictor"]["containers"][0]["resources"]["requests"]["cpu"] == "250m"
     assert (CHART / "ci" / "kind-values.yaml").read_text() == KIND_VALUES.read_text()
+
+
+def test_a_model_moved_to_the_cpu_runs_on_the_cpu() -> None:
+    """With the GPU defaults, `gpu: 0` on one model is enough: device auto becomes cpu there, no GPU asked."""
+    extra = "models: [{key: whisper-small, type: whisper, model_id: openai/whisper-small, gpu: 0}]"
+    (container,) = one(render(extra=extra), "InferenceService")["spec"]["predictor"]["containers"]
+    assert env_of(container)["AUDIO_SCORE_DEVICE"] == "cpu" and _gpu_limit(container) is None
+    job = one(render(sets=("cacheJob.gpu=0",)), "Job")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(job)["AUDIO_SCORE_DEVICE"] == "cpu" and _gpu_limit(job) is None
+    pinned = one(render(sets=("cacheJob.device=cuda", "cacheJob.gpu=0")), "Job")["spec"]["template"]["spec"]
+    assert env_of(pinned["containers"][0])["AUDIO_SCORE_DEVICE"] == "cuda"  # an explicit device passes through
 
 
 def test_default_models_are_the_repo_config_models() -> None:

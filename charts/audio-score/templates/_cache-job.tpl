@@ -98,7 +98,7 @@ identical values must keep the finished Job.
           env:
             {{- include "audio-score.commonEnv" . | nindent 12 }}
             - name: AUDIO_SCORE_DEVICE
-              value: {{ $j.device | quote }}
+              value: {{ include "audio-score.device" (dict "device" $j.device "gpu" $gpu) | quote }}
             {{- if $j.disableCacheFlush }}
             - name: AUDIO_SCORE_DISABLE_CACHE_FLUSH
               value: "1"

@@ -223,6 +223,15 @@ Volumes of a model-running pod (Job, predictors): config, cache, clips, /tmp, HF
 {{- toYaml $res }}
 {{- end }}
 
+{{/*
+AUDIO_SCORE_DEVICE of a pod, from (dict "device" D "gpu" N): "auto" becomes cuda when the pod gets a GPU and cpu
+when it does not, so a GPU pod that cannot see its GPU fails at start instead of silently running on the CPU,
+and a model moved to gpu 0 runs on the CPU without also changing its device. cpu / cuda pass through.
+*/}}
+{{- define "audio-score.device" -}}
+{{- if eq (toString .device) "auto" }}{{ gt (int .gpu) 0 | ternary "cuda" "cpu" }}{{ else }}{{ .device }}{{ end }}
+{{- end }}
+
 {{/* The static hostPath PV of the clips (cluster-scoped, so the namespace is part of the name). */}}
 {{- define "audio-score.clipsPvName" -}}
 {{- printf "%s-%s-clips" .Release.Namespace (include "audio-score.fullname" .) | trunc 63 | trimSuffix "-" }}
