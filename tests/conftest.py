@@ -12,7 +12,6 @@ from audio_score.devtools.tiny_models import TinyModelSet, build_tiny_model_set
 from audio_score.devtools.workspace import Workspace, build_workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,9 @@ from audio_score.errors import ModelLoadError
 from audio_score.settings import ModelSpec, Settings
 
 TOWER_PREFIX = "audio_tower."
+#: A published Higgs-Audio v2 checkpoint that ships the audio tower (bosonai/higgs-audio-v2-generation-3B-base
+#: is saved with skip_audio_tower: true and has none).
+TOWER_CHECKPOINT = "bosonai/higgs-audio-v2-understanding-3B"
 _NOT_ENCODER_KEYS = {"model_type", "architectures", "transformers_version"}
 
 
@@ -65,6 +68,13 @@ class HiggsAudioBackend(Backend):
         if config_path is None:
             raise ModelLoadError(f"model {spec.key!r}: {spec.model_id} has no config.json")
         config = json.loads(config_path.read_text())
+        if config.get("skip_audio_tower") is True:
+            # Higgs' own loader builds no tower for such a config (the generation checkpoints are saved so),
+            # so it is refused before any shard is opened, with the flag named.
+            raise ModelLoadError(
+                f"model {spec.key!r}: {spec.model_id} sets skip_audio_tower: true in its config.json, so it has no "
+                f"audio tower to take features from; use a checkpoint that includes it (e.g. {TOWER_CHECKPOINT})"
+            )
         encoder_cfg = config.get("audio_encoder_config")
         if not isinstance(encoder_cfg, dict):
             raise ModelLoadError(
@@ -74,8 +84,8 @@ class HiggsAudioBackend(Backend):
         state = load_tower_state(ref, spec.revision)
         if not state:
             raise ModelLoadError(
-                f"model {spec.key!r}: {spec.model_id} holds no '{TOWER_PREFIX}*' weights (a checkpoint saved "
-                "with skip_audio_tower has no audio tower); use a Higgs-Audio v2 checkpoint that includes it"
+                f"model {spec.key!r}: {spec.model_id} holds no '{TOWER_PREFIX}*' weights, so it has no audio tower; "
+                f"use a Higgs-Audio v2 checkpoint that includes it (e.g. {TOWER_CHECKPOINT})"
             )
         tower_config = Qwen2AudioEncoderConfig(**{k: v for k, v in encoder_cfg.items() if k not in _NOT_ENCODER_KEYS})
         with torch.device("meta"):
