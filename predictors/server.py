@@ -13,6 +13,7 @@ import struct
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from audio_score.settings import Settings
 from predictors.model import AudioScoreModel
@@ -24,11 +25,30 @@ class NoModelLoaded(SystemExit):
     """Start-up failed: no selected model loaded. Its message is the one line printed before exiting."""
 
 
-def _safe_dataplane_class() -> type:
-    """KServe's DataPlane, except that a malformed binary-extension body is a 400, not a 500.
+def _decode_binary(body: bytes, headers: dict[str, str], model_name: str) -> Any:
+    """A binary-extension body through :func:`predictors.v2_decode.decode_binary_request` (numpy views, no
+    per-sample lists), the header length checked first."""
+    from kserve.errors import InvalidInput
 
-    ``InferRequest.from_bytes`` indexes the JSON header without checks, so a header missing ``inputs`` or a
-    tensor's ``shape`` raised KeyError (500), and a non-numeric ``inference-header-content-length`` ValueError.
+    from predictors.v2_decode import INFERENCE_HEADER, decode_binary_request
+
+    raw_length = headers.get(INFERENCE_HEADER)
+    if raw_length is None:
+        raise InvalidInput(f"received byte inputs, but the '{INFERENCE_HEADER}' header is missing")
+    try:
+        json_length = int(raw_length)
+    except ValueError:
+        raise InvalidInput(f"{INFERENCE_HEADER}: {raw_length!r} is not a byte count") from None
+    return decode_binary_request(body, json_length, model_name)
+
+
+def _safe_dataplane_class() -> type:
+    """KServe's DataPlane, with binary bodies read straight into numpy and malformed ones a 400, not a 500.
+
+    ``InferRequest.from_bytes`` turns each binary tensor into a Python list (see :mod:`predictors.v2_decode`)
+    and indexes the JSON header without checks, so a header missing ``inputs`` or a tensor's ``shape`` raised
+    KeyError (500), and a non-numeric ``inference-header-content-length`` ValueError. Binary bodies go through
+    :func:`predictors.v2_decode.decode_binary_request` instead; JSON bodies keep kserve's decoder.
     """
     from kserve.errors import InvalidInput
     from kserve.protocol.dataplane import DataPlane
@@ -36,6 +56,8 @@ def _safe_dataplane_class() -> type:
     class SafeDataPlane(DataPlane):  # type: ignore[misc]
         def decode_inference_request(self, body, headers, model_name):  # type: ignore[no-untyped-def]
             try:
+                if isinstance(body, bytes | bytearray):
+                    return _decode_binary(body, headers, model_name)
                 return super().decode_inference_request(body, headers, model_name)
             except InvalidInput:
                 raise
