@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import write_results  # noqa: E402
+from bench.common import write_results
 
 RATE = 16000
 SECONDS = (5, 10, 30)
@@ -45,11 +45,11 @@ class InstantBackend:
 
     sampling_rate = RATE
     device = "cpu"
-    fingerprint: dict[str, Any] = {}
     embedding_dim = 8
 
     def __init__(self, spec: Any) -> None:
         self.spec = spec
+        self.fingerprint: dict[str, Any] = {}
 
     @property
     def key(self) -> str:
@@ -76,9 +76,7 @@ def make_model(root: Path) -> Any:
     # No batch wait: a lone request starts at once, so what is timed is overhead, not the batching window.
     settings = load_settings(config, env={"AUDIO_SCORE_MAX_BATCH_WAIT_MS": "0"})
     spec = settings.models[0]
-    return AudioScoreModel(
-        spec, settings, backend=InstantBackend(spec), executor=ThreadPoolExecutor(1)
-    )  # type: ignore[arg-type]
+    return AudioScoreModel(spec, settings, backend=InstantBackend(spec), executor=ThreadPoolExecutor(1))  # type: ignore[arg-type]
 
 
 def timed(fn: Callable[[], Any], reps: int) -> dict[str, float]:

@@ -47,6 +47,10 @@ def _shape(tensor: dict[str, Any], index: int) -> list[int]:
     return shape
 
 
+def _named(output: object) -> bool:
+    return isinstance(output, dict) and isinstance(output.get("name"), str)
+
+
 def _binary_size(name: str, parameters: dict[str, Any]) -> int:
     size = parameters.get("binary_data_size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -119,7 +123,8 @@ def decode_binary_request(body: bytes, json_length: int, model_name: str) -> Inf
     outputs = header.get("outputs")
     requested = None
     if outputs is not None:
-        if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+        named = isinstance(outputs, list) and all(_named(o) for o in outputs)
+        if not named:
             raise InvalidInput("malformed V2 request: 'outputs' must be a list of objects with a 'name'")
         requested = [RequestedOutput(name=o["name"], parameters=o.get("parameters")) for o in outputs]
     parameters = header.get("parameters")
