@@ -127,13 +127,21 @@ def check_socket_path(path: Path) -> None:
 class Child:
     """A subcommand in its own process group, its output pumped to a log file (and, once ready, to stderr)."""
 
-    def __init__(self, name: str, argv: list[str], log_dir: Path, *, progress_bars: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_dir: Path,
+        *,
+        progress_bars: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self.stdout_path = log_dir / f"{name}.out"
         self.tail: collections.deque[str] = collections.deque(maxlen=300)
         self.forward = False
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", _PARENT_ENV: str(os.getpid())}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", _PARENT_ENV: str(os.getpid()), **(env or {})}
         # A bar-drawing child keeps stdout (its JSON summary) apart; the servers' stdout and stderr are one log.
         self._stdout_file: IO[bytes] | None = self.stdout_path.open("wb") if progress_bars else None
         self.proc = subprocess.Popen(
@@ -258,8 +266,10 @@ class Up:
         if self.stop_event.wait(seconds):
             raise Stopped
 
-    def start_child(self, name: str, argv: list[str], *, progress_bars: bool = False) -> Child:
-        child = Child(name, argv, self.log_dir, progress_bars=progress_bars)
+    def start_child(
+        self, name: str, argv: list[str], *, progress_bars: bool = False, env: dict[str, str] | None = None
+    ) -> Child:
+        child = Child(name, argv, self.log_dir, progress_bars=progress_bars, env=env)
         self.children.append(child)
         return child
 
@@ -337,7 +347,11 @@ class Up:
             "--log-level",
             args.log_level,
         ]
-        child = self.start_child("predictor", argv)
+        # The machine's cores divided between the predictor processes (one here), unless set explicitly.
+        from audio_score.threads import threads_per_predictor
+
+        env = {} if settings.torch_threads else {"AUDIO_SCORE_TORCH_THREADS": str(threads_per_predictor(settings, 1))}
+        child = self.start_child("predictor", argv, env=env)
         base = f"http://127.0.0.1:{http_port}"
 
         def probe() -> list[str]:

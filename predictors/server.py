@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from audio_score.settings import Settings
-from predictors.model import AudioScoreModel
+from predictors.model import AudioScoreModel, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,26 @@ def _safe_dataplane_class() -> type:
     return SafeDataPlane
 
 
+async def _unavailable_handler(_request: Any, exc: Exception) -> Any:
+    """REST answer of :class:`ModelUnavailable`: 503 ``{"error": ...}`` as kserve's, plus ``Retry-After`` when the
+    batcher estimated one, and without kserve's traceback log line per refusal (metrics count them)."""
+    import math
+
+    from fastapi.responses import JSONResponse
+
+    retry_after = getattr(exc, "retry_after_s", None)
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return JSONResponse(status_code=503, content={"error": str(exc)}, headers=headers)
+
+
+def quiet_request_logs(debug: bool) -> None:
+    """Per-request log lines off the hot path: kserve's timing trace (``kserve.trace``, one line per request) and
+    uvicorn's access log, unless ``debug`` (``AUDIO_SCORE_DEBUG_REQUEST_LOGS=1``). Metrics keep the counts."""
+    level = logging.INFO if debug else logging.WARNING
+    for name in ("kserve.trace", "uvicorn.access"):
+        logging.getLogger(name).setLevel(level)
+
+
 def build_models(settings: Settings) -> list[AudioScoreModel]:
     """Load every selected model; failures come back as models that are not ready, with ``load_error`` set."""
     from audio_score.backends import load_backends
@@ -100,7 +120,10 @@ def check_loaded(models: list[AudioScoreModel]) -> list[AudioScoreModel]:
 
 def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, enable_grpc: bool = True) -> int:
     """Load the models and serve them until SIGTERM/SIGINT. Returns the exit status."""
+    from audio_score.threads import apply_torch_threads
+
     started = time.perf_counter()
+    threads = apply_torch_threads(settings)
     models = build_models(settings)
     try:
         ready = check_loaded(models)
@@ -116,6 +139,10 @@ def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, e
     for name in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
         if getattr(model_server.args, name, 0) < needed:
             setattr(model_server.args, name, needed)
+
+    quiet_request_logs(settings.debug_request_logs)
+    # The REST app kserve serves (``kserve.model_server:app``): 503s of ours get Retry-After.
+    model_server.app.add_exception_handler(ModelUnavailable, _unavailable_handler)
 
     server = kserve.ModelServer(
         http_port=http_port,
@@ -139,6 +166,7 @@ def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, e
             "max_batch_size": settings.max_batch_size,
             "max_batch_wait_ms": settings.max_batch_wait_ms,
             "max_queue_size": settings.max_queue_size,
+            "torch_threads": threads,
             "load_seconds": round(time.perf_counter() - started, 2),
         },
     )
