@@ -68,12 +68,9 @@ def seed_media() -> dict[str, bytes]:
 _EXTREMES = st.sampled_from([0, 1, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF])
 
 
-@st.composite
-def mutated_media(draw: st.DrawFn) -> tuple[str, bytes]:
-    """``(format, bytes)``: a seed file with one to four mutations applied in turn."""
-    seeds = seed_media()
-    fmt = draw(st.sampled_from(SEED_FORMATS))
-    data = bytearray(seeds[fmt])
+def mutate(draw: st.DrawFn, original: bytes) -> bytes:
+    """``original`` with one to four mutations applied in turn."""
+    data = bytearray(original)
     for _ in range(draw(st.integers(1, 4))):
         size = len(data)
         position = draw(st.integers(0, max(0, size - 1)))
@@ -92,7 +89,20 @@ def mutated_media(draw: st.DrawFn) -> tuple[str, bytes]:
             at = draw(st.integers(0, min(size, 128)))
             value = draw(_EXTREMES | st.integers(0, 2**32 - 1)) & ((1 << (8 * width)) - 1)
             data[at : at + width] = value.to_bytes(width, draw(st.sampled_from(["little", "big"])))
-    return fmt, bytes(data)
+    return bytes(data)
+
+
+@st.composite
+def mutated_media(draw: st.DrawFn) -> tuple[str, bytes]:
+    """``(format, bytes)``: a seed file of a drawn format, mutated."""
+    fmt = draw(st.sampled_from(SEED_FORMATS))
+    return fmt, mutate(draw, seed_media()[fmt])
+
+
+@st.composite
+def mutated_bytes(draw: st.DrawFn, original: bytes) -> bytes:
+    """``original`` (e.g. a whole multipart body), mutated."""
+    return mutate(draw, original)
 
 
 def check_samples(samples: np.ndarray, max_seconds: float) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fuzzing import examples, mutated_media
+from fuzzing import examples, mutated_bytes, mutated_media, seed_media
 from hypothesis import example, given
 from test_router_edges import StandIn
 
@@ -64,3 +64,27 @@ def test_every_mutated_upload_is_scored_or_refused_with_a_4xx(client, case: tupl
         assert 0 <= body["sim_score"] <= 1
     else:
         assert list(body) == ["detail"] and body["detail"].startswith("audio: "), body
+
+
+BOUNDARY = "fuzzb0undary"
+
+
+def multipart_body() -> bytes:
+    """A valid /score form (uid, cid, a short WAV) as the bytes a client sends."""
+    fields = "".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+        for k, v in (("uid", "video1"), ("cid", "clip1"))
+    )
+    head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n\r\n'
+    return fields.encode() + head.encode() + seed_media()[".wav"][:4000] + f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+@given(body=mutated_bytes(multipart_body()))
+@examples(ci=100)
+def test_every_mutated_form_is_answered_without_a_5xx(client, body: bytes) -> None:
+    """The form itself mutated (boundaries, part headers, field values): parse errors are 4xx as well."""
+    _, http = client
+    headers = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+    response = http.post("/score", content=body, headers=headers)
+    assert response.status_code in (200, 400, 413, 422), (response.status_code, response.text)
+    assert response.status_code == 200 or isinstance(response.json()["detail"], str)
