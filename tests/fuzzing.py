@@ -39,7 +39,7 @@ _COMMON = {
 settings.register_profile(
     "ci", max_examples=80, deadline=timedelta(seconds=20), derandomize=True, database=None, **_COMMON
 )
-settings.register_profile("fuzz", max_examples=5000, deadline=timedelta(seconds=20), **_COMMON)
+settings.register_profile("fuzz", max_examples=3500, deadline=timedelta(seconds=20), **_COMMON)
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 settings.load_profile(PROFILE)
 

@@ -31,14 +31,14 @@ def decode_or_refuse(data: bytes, backend: str) -> None:
 @example(case=("crafted", wav_bytes(bits=0)))  # no decoder, no codec context: AttributeError
 @example(case=("crafted", wav_bytes(format_tag=0x1234)))
 @given(case=mutated_media())
-@examples(ci=600)
+@examples(ci=1200)
 def test_pyav_decodes_or_refuses_every_mutation(case: tuple[str, bytes]) -> None:
     decode_or_refuse(case[1], "pyav")
 
 
 @example(case=("crafted", wav_bytes(rate=2**31 - 1)))
 @given(case=mutated_media())
-@examples(ci=120)
+@examples(ci=250)
 @pytest.mark.timeout(600)
 def test_pydub_decodes_or_refuses_every_mutation(case: tuple[str, bytes]) -> None:
     decode_or_refuse(case[1], "pydub")

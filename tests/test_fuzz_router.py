@@ -52,7 +52,7 @@ def client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 @example(case=("crafted", wav_bytes(rate=2**31 - 1)))
 @example(case=("crafted", wav_bytes(bits=0)))
 @given(case=mutated_media())
-@examples(ci=250)
+@examples(ci=300)
 def test_every_mutated_upload_is_scored_or_refused_with_a_4xx(client, case: tuple[str, bytes]) -> None:
     _, http = client
     fmt, data = case
@@ -80,7 +80,7 @@ def multipart_body() -> bytes:
 
 
 @given(body=mutated_bytes(multipart_body()))
-@examples(ci=100)
+@examples(ci=150)
 def test_every_mutated_form_is_answered_without_a_5xx(client, body: bytes) -> None:
     """The form itself mutated (boundaries, part headers, field values): parse errors are 4xx as well."""
     _, http = client
