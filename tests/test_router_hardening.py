@@ -202,14 +202,22 @@ def test_crafted_uploads_are_400_with_a_reason(tmp_path: Path, stand_in: StandIn
 # --- values that would forge or flood the log -------------------------------------------------------------------
 
 
-def test_a_newline_in_a_uid_cannot_forge_a_log_line(url, upload, log_text) -> None:
-    forged = "video1\n2026-01-01T00:00:00 INFO    router scored model=alpha uid=admin sim_score=1.0"
+@pytest.mark.parametrize(
+    "forged",
+    [
+        "video1\n2026-01-01T00:00:00 INFO    router scored model=alpha uid=admin sim_score=1.0",
+        "video1\n2026-01-01T00:00:00\tINFO\trouter\tscored\tuid:admin",  # no space or '=' to trigger quoting
+        "video1\r\n2026-01-01T00:00:00\x0bINFO\x1b[2K",
+    ],
+    ids=["spaces", "tabs", "cr-vt-escape"],
+)
+def test_a_newline_in_a_uid_cannot_forge_a_log_line(url, upload, log_text, forged: str) -> None:
     text = detail(score(url, upload, uid=forged), 400)
-    assert "\n" not in text and "'video1\\n2026" in text
+    assert "\n" not in text and "'video1\\" in text
     lines = log_text.getvalue().splitlines()
     assert lines and all(LINE_START.match(line) for line in lines), lines
     refused = [line for line in lines if "score refused" in line]
-    assert len(refused) == 1 and "video1\\n2026" in refused[0]
+    assert len(refused) == 1 and "\\n2026" in refused[0] and "\x1b" not in refused[0]
 
 
 def test_a_megabyte_uid_is_echoed_as_a_short_prefix(url, upload, log_text) -> None:
