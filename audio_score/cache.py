@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from audio_score.errors import InvalidIdentifier
+from audio_score.errors import InvalidIdentifier, quote_user_value
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,11 @@ def validate_id(value: str, what: str = "id") -> str:
     """Refuse anything that could leave its folder: letters, digits, '.', '_', '-' only, and not '.'/'..'."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or set(value) == {"."}:
         raise InvalidIdentifier(
-            f"invalid {what} {value!r}: use 1-128 letters, digits, '.', '_' or '-' (no path separators, not '..')"
+            f"invalid {what} {quote_user_value(value)}: use 1-128 letters, digits, '.', '_' or '-' "
+            "(no path separators, not '..')"
         )
     if value.startswith("."):
-        raise InvalidIdentifier(f"invalid {what} {value!r}: must not start with '.'")
+        raise InvalidIdentifier(f"invalid {what} {quote_user_value(value)}: must not start with '.'")
     return value
 
 

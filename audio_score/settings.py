@@ -100,6 +100,8 @@ class Settings(BaseModel):
     #: Per-model predictor URLs that win over the template (AUDIO_SCORE_PREDICTOR_URLS="key=url,key=url").
     predictor_urls: dict[str, str] = {}
     predictor_timeout_s: float = 30.0
+    #: Longest wait for the next piece of a request body before the router answers 408.
+    body_timeout_s: float = 30.0
     api_keys: tuple[str, ...] = ()
     decoder: Literal["pyav", "pydub"] = "pyav"
 
@@ -261,6 +263,7 @@ def load_settings(
         predictor_url=env.get("AUDIO_SCORE_PREDICTOR_URL") or default_predictor_url(env),
         predictor_urls=_env_map(env, "AUDIO_SCORE_PREDICTOR_URLS"),
         predictor_timeout_s=_env_float(env, "AUDIO_SCORE_PREDICTOR_TIMEOUT_S", 30.0, 0.1),
+        body_timeout_s=_env_float(env, "AUDIO_SCORE_BODY_TIMEOUT_S", 30.0, 0.1),
         api_keys=tuple(_env_list(env, "AUDIO_SCORE_API_KEYS")),
         decoder=decoder,  # type: ignore[arg-type]
     )

@@ -37,7 +37,7 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotR
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from audio_score.cache import validate_id
-from audio_score.errors import InvalidIdentifier, ModelLoadError, UnknownClip
+from audio_score.errors import InvalidIdentifier, ModelLoadError, UnknownClip, quote_user_value
 from audio_score.settings import ModelSpec, Settings
 from audio_score.similarity import score
 from predictors.batcher import DynamicBatcher, QueueFull
@@ -61,8 +61,8 @@ class ClipNotFound(ModelNotFound):
         self.uid = uid
         self.cid = cid
         self.reason = (
-            f"no reference clip for uid={uid!r} cid={cid!r} (model {model!r}): no cache entry and no clip "
-            "<uid>/<cid>.<ext> or <uid>_<cid>.<ext> under video_clip_dir"
+            f"no reference clip for uid={quote_user_value(uid)} cid={quote_user_value(cid)} (model {model!r}): "
+            "no cache entry and no clip <uid>/<cid>.<ext> or <uid>_<cid>.<ext> under video_clip_dir"
         )
 
 
@@ -216,9 +216,9 @@ class AudioScoreModel(Model):
             names = {o.name for o in outputs}
             unknown = [o.name for o in payload.request_outputs if o.name not in names]
             if unknown:
+                shown = ", ".join(map(quote_user_value, unknown[:8])) + (" …" if len(unknown) > 8 else "")
                 raise InvalidInput(
-                    f"unknown output(s) {', '.join(map(repr, unknown))} requested; this request can return "
-                    f"{', '.join(sorted(names))}"
+                    f"unknown output(s) {shown} requested; this request can return {', '.join(sorted(names))}"
                 )
         return InferResponse(
             response_id=payload.id or str(uuid.uuid4()),
@@ -233,11 +233,11 @@ class AudioScoreModel(Model):
         for tensor in req.inputs:
             if tensor.name not in KNOWN_INPUTS:
                 raise InvalidInput(
-                    f"unknown input {tensor.name!r}; expected 'audio' (FP32 [1, N]) and optionally 'uid' and "
-                    "'cid' (BYTES [1])"
+                    f"unknown input {quote_user_value(tensor.name)}; expected 'audio' (FP32 [1, N]) and optionally "
+                    "'uid' and 'cid' (BYTES [1])"
                 )
             if tensor.name in by_name:
-                raise InvalidInput(f"input {tensor.name!r} is given twice")
+                raise InvalidInput(f"input {quote_user_value(tensor.name)} is given twice")
             by_name[tensor.name] = tensor
         if "audio" not in by_name:
             raise InvalidInput("missing input 'audio' (FP32 [1, N] mono PCM)")
@@ -254,10 +254,10 @@ class AudioScoreModel(Model):
     def _parse_audio(self, tensor: InferInput) -> np.ndarray:
         rate = self.settings.target_sampling_rate
         if tensor.datatype != "FP32":
-            raise InvalidInput(f"input 'audio' must be FP32, got {tensor.datatype}")
+            raise InvalidInput(f"input 'audio' must be FP32, got {quote_user_value(tensor.datatype)}")
         shape = list(tensor.shape or [])
         if len(shape) != 2 or shape[0] != 1:
-            raise InvalidInput(f"input 'audio' must have shape [1, N] (one mono clip), got {shape}")
+            raise InvalidInput(f"input 'audio' must have shape [1, N] (one mono clip), got {quote_user_value(shape)}")
         if shape[1] <= 0:
             raise InvalidInput("input 'audio' is empty: send at least one sample")
         seconds = shape[1] / rate
@@ -269,7 +269,10 @@ class AudioScoreModel(Model):
         try:
             samples = tensor.as_numpy()
         except Exception as exc:  # data length that does not fit the shape, non-numbers in JSON data
-            raise InvalidInput(f"input 'audio' does not match its shape {shape} and datatype FP32: {exc}") from None
+            raise InvalidInput(
+                f"input 'audio' does not match its shape {quote_user_value(shape)} and datatype FP32: "
+                f"{quote_user_value(str(exc), 200)}"
+            ) from None
         samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
         if samples.size != shape[1]:
             raise InvalidInput(f"input 'audio' holds {samples.size} values but its shape says {shape[1]}")
@@ -281,13 +284,15 @@ class AudioScoreModel(Model):
 def _parse_id(tensor: InferInput) -> str:
     name = tensor.name
     if tensor.datatype != "BYTES":
-        raise InvalidInput(f"input {name!r} must be BYTES, got {tensor.datatype}")
+        raise InvalidInput(f"input {name!r} must be BYTES, got {quote_user_value(tensor.datatype)}")
     if list(tensor.shape or []) != [1]:
-        raise InvalidInput(f"input {name!r} must have shape [1], got {list(tensor.shape or [])}")
+        raise InvalidInput(f"input {name!r} must have shape [1], got {quote_user_value(list(tensor.shape or []))}")
     try:
         values = tensor.as_numpy().reshape(-1)
     except Exception as exc:
-        raise InvalidInput(f"input {name!r} is not a BYTES tensor of shape [1]: {exc}") from None
+        raise InvalidInput(
+            f"input {name!r} is not a BYTES tensor of shape [1]: {quote_user_value(str(exc), 200)}"
+        ) from None
     if values.size != 1:
         raise InvalidInput(f"input {name!r} must hold exactly one string, got {values.size}")
     value = values[0]

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from audio_score import __version__
 from audio_score.audio import decode_audio
 from audio_score.cache import ID_PATTERN, validate_id
-from audio_score.errors import AudioError, InvalidIdentifier
+from audio_score.errors import AudioError, InvalidIdentifier, quote_user_value
 from audio_score.settings import Settings, load_settings
 from router.auth import APIKeyMiddleware
 from router.errors import SCORE_ERRORS, APIError, ErrorBody, install_error_handlers
@@ -99,7 +99,9 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes, body_timeout_s=settings.body_timeout_s
+    )
     if settings.api_keys:
         app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
 
@@ -107,7 +109,7 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         tracker: ReadinessTracker = request.app.state.tracker
         if model:
             if model not in tracker.states:
-                raise APIError(404, f"unknown model {model!r}; known: {', '.join(keys)}")
+                raise APIError(404, f"unknown model {quote_user_value(model)}; known: {', '.join(keys)}")
             state = tracker.states[model]
             if not state.ready:
                 state = await tracker.check(model)  # the poll may be a moment behind

@@ -54,6 +54,11 @@ SCORE_ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "no reference clip for uid/cid, or an unknown model key",
         "content": _example("no reference clip for uid='video1' cid='clip9'"),
     },
+    408: {
+        "model": ErrorBody,
+        "description": "the request body stopped arriving for AUDIO_SCORE_BODY_TIMEOUT_S before it was complete",
+        "content": _example("the request body stopped arriving: nothing for 30 s after 1024 bytes (...)"),
+    },
     413: {
         "model": ErrorBody,
         "description": "the upload is over the byte limit (checked while it streams in) or the duration limit",

@@ -14,6 +14,7 @@ from audio_score.backends import load_backend
 from audio_score.cache import ReferenceCache
 from audio_score.cachebuild import parse_shard
 from audio_score.cli import main
+from audio_score.devtools.crafted import matroska_pcm_bytes, tone_pcm16, wav_bytes, with_unknown_codec_id
 from audio_score.devtools.media import synth_speechlike, write_clip_mov
 from audio_score.devtools.workspace import Workspace
 from audio_score.errors import ConfigError
@@ -110,6 +111,25 @@ def test_a_corrupt_clip_is_reported_and_the_rest_built(workspace: Workspace, cap
     code, summary = build(workspace, capsys, "--models", "whisper-tiny")
     assert code == 1
     assert summary["failed_clips"] == ["video3/broken"]
+    assert summary["models"][0]["built"] == 3
+    assert entries(workspace, "whisper-tiny") == ALL
+
+
+def test_clips_with_impossible_headers_are_reported_and_skipped(workspace: Workspace, capsys, tmp_path) -> None:
+    """Each crafted clip fails decoding with its own reason (no traceback, no lost run); the good ones build."""
+    mkv = matroska_pcm_bytes(tmp_path / "a.mkv", synth_speechlike(0.5, 16000, seed=4))
+    crafted = {
+        "video4_rate.wav": wav_bytes(rate=2**31 - 1),
+        "video4_nobits.wav": wav_bytes(bits=0),
+        "video4_tag.wav": wav_bytes(format_tag=0x1234),
+        "video4_tiny.wav": wav_bytes(tone_pcm16(1), rate=768000),
+        "video4_codec.mkv": with_unknown_codec_id(mkv, b"A_PCM/INT/LIT"),
+    }
+    for name, data in crafted.items():
+        (workspace.clip_dir / name).write_bytes(data)
+    code, summary = build(workspace, capsys, "--models", "whisper-tiny")
+    assert code == 1
+    assert sorted(summary["failed_clips"]) == sorted(f"video4/{n.split('_')[1].split('.')[0]}" for n in crafted)
     assert summary["models"][0]["built"] == 3
     assert entries(workspace, "whisper-tiny") == ALL
 

@@ -365,6 +365,11 @@ BAD_JSON = {
     "path in uid": ([_audio(), _id("uid", "../etc"), _id("cid", "clip1")], "invalid uid"),
     "uid not bytes": ([_audio(), _id("uid", 3, "INT32"), _id("cid", "clip1")], "must be BYTES"),
     "unknown input": ([_audio(), _id("speaker", "x")], "unknown input 'speaker'"),
+    # A caller's value is echoed as a short quoted prefix: never whole, never with its newlines.
+    "1 MB uid": ([_audio(), _id("uid", "u\n" * 500_000), _id("cid", "clip1")], "invalid uid 'u\\nu\\n"),
+    "long input name": ([_audio(), _id("s" * 100_000, "x")], "(100000 chars)"),
+    "long shape": ([{**_audio(), "shape": [1] * 50_000}], "shape [1, N] (one mono clip), got [1, 1,"),
+    "long datatype": ([{**_audio(), "datatype": "F" * 50_000}], "must be FP32, got 'FFF"),
 }
 
 
@@ -373,7 +378,8 @@ def test_bad_tensors_are_400_with_a_reason(server, case: str) -> None:  # type: 
     inputs, reason = BAD_JSON[case]
     response = httpx.post(f"{server.http_url}/v2/models/{MODEL}/infer", json={"inputs": inputs}, timeout=TIMEOUT)
     assert response.status_code == 400, (case, response.status_code, response.text)
-    assert reason in v2.error_message(response.content)
+    message = v2.error_message(response.content)
+    assert reason in message and len(message) < 600, (case, message[:1000])
 
 
 def test_bad_binary_bodies_are_4xx_never_500(server) -> None:  # type: ignore[no-untyped-def]
