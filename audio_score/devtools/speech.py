@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SPEECH_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "speech"
-MODEL_KEY = "whisper-tiny.en"
+MODEL_KEY = "whisper-tiny-en"
 SAMPLING_RATE = 16000
 
 
