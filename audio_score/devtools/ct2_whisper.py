@@ -19,6 +19,10 @@ backwards: self-attention q/k/v are fused into one ``linear_0``, cross-attention
 part of a fused bias is zeros, since Whisper's ``k_proj`` has no bias), the output projection aliases the token
 embedding, layer norms are ``gamma``/``beta``.
 
+Quantized models (int8 weights with ``weight_scale``) are refused: their scales are left unplaced and named in the
+error. Multilingual checkpoints get ``lang_to_id``/``task_to_id`` from CTranslate2's ``lang_ids``; only the
+English-only tiny.en is checked against real weights.
+
 A test (``tests/test_ct2_whisper.py``) checks the converted model against ``ctranslate2`` itself: encoder
 outputs within float tolerance and identical greedy tokens on real speech.
 """
@@ -47,7 +51,7 @@ SUPPORTED_BINARY_VERSIONS = (6,)
 #: Order of CTranslate2's ``DataType`` enum (include/ctranslate2/types.h); bfloat16 is read as raw uint16.
 _DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
 _GELU = 3  # ctranslate2.specs.common_spec.Activation.GELU
-_TIMESTAMP_FREE_VOCAB = 51865  # transformers: a Whisper vocabulary this large or larger is multilingual
+_MULTILINGUAL_VOCAB = 51865  # transformers: a Whisper vocabulary this large or larger is multilingual
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +219,7 @@ def _whisper_config(model: Ct2Model, ct2_config: dict, tokenizer):
     ids = tokenizer.convert_tokens_to_ids
     eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
     vocab_size, d_model = v["decoder/embeddings/weight"].shape
-    multilingual = vocab_size >= _TIMESTAMP_FREE_VOCAB
+    multilingual = vocab_size >= _MULTILINGUAL_VOCAB
     suppress = list(ct2_config.get("suppress_ids") or [])
     begin_suppress = list(ct2_config.get("suppress_ids_begin") or [])
     config = WhisperConfig(
