@@ -48,9 +48,9 @@ SENTENCES: dict[str, tuple[str, str, str]] = {
         "We walked slowly along the river after dinner.",
     ),
     "s4": (
-        "Could you tell me where the library is?",
-        "Could you tell me where the library?",
-        "Could you please tell me where the library is?",
+        "Can you tell me where the library is?",
+        "Can you tell me where the library?",
+        "Can you please tell me where the library is?",
     ),
     "s5": (
         "The children are playing football in the park.",
