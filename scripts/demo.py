@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO))
 NOTE = """\
 NOTE: the demo's models have RANDOM weights (tiny Whisper and Higgs-Audio-style checkpoints built on the spot,
 so that nothing is downloaded). Their transcripts are gibberish and their scores mean nothing about speech; the
-demo shows the plumbing: cache build, one predictor server, the router, the client. A clip scored against
-itself still gives sim_score 1.0, because uploads and references go through the same code."""
+demo shows the plumbing: cache build, one predictor server per model, the router, the client. A clip scored
+against itself still gives sim_score 1.0, because uploads and references go through the same code."""
 
 
 def free_port() -> int:
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port, predictor_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    step("starting everything with `audio-score up` (cache build, one predictor for both models, the router)")
+    step("starting everything with `audio-score up` (cache build, one predictor per model, the router)")
     proc, lines = start_up(ws.config_path, port, predictor_port, root / "logs")
     # ^C/SIGTERM to the demo: stop `up` (it stops its children) before leaving.
     signal.signal(signal.SIGTERM, _interrupt)

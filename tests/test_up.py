@@ -296,3 +296,14 @@ def test_check_port_and_socket(tmp_path: Path) -> None:
     assert path.exists()
     check_socket_path(path)  # nobody listens now: a stale file, removed
     assert not path.exists()
+
+
+def test_restart_backoff_doubles_up_to_a_minute() -> None:
+    from audio_score.up import BACKOFF_MAX_S, Supervised
+
+    unit = Supervised.__new__(Supervised)  # the backoff only reads the failure count
+    delays = []
+    for failures in range(1, 10):
+        unit.failures = failures
+        delays.append(unit.backoff_s())
+    assert delays == [1, 2, 4, 8, 16, 32, BACKOFF_MAX_S, BACKOFF_MAX_S, BACKOFF_MAX_S]
