@@ -239,6 +239,16 @@ class Child:
         self.wait_threads()
 
 
+def _exit_how(code: int) -> str:
+    """``exit 1`` or ``signal SIGKILL`` from a Popen return code."""
+    if code >= 0:
+        return f"exit {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
+
+
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -330,7 +340,7 @@ class Up:
                 unit.restart_at = now + delay
                 unit.awaiting_ready = False
                 code = child.proc.returncode
-                how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
+                how = _exit_how(code)
                 self.status(
                     "exited",
                     f"{unit.name} exited ({how}) after {ran_s:.0f} s: {child.reason()}; restart {unit.restarts + 1} "
