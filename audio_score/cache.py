@@ -5,17 +5,22 @@ Layout: ``<cache_dir>/<model key>/<uid>/<cid>/`` holding ``meta.json``, ``transc
 temporary name in the same folder and renamed into place, so a crash never leaves half an entry and readers
 never see one. Clips are found as ``<uid>/<cid>.<ext>`` or ``<uid>_<cid>.<ext>`` under the clip folder; uid and
 cid are validated before any path is built from them.
+
+A temporary folder's name records its writer (host+boot tag, pid, process start time), so the next build removes
+a crashed writer's leftovers at once and never a live concurrent writer's (two shard processes share a cache).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -56,6 +61,8 @@ EMBEDDING = "embedding.npy"
 FRAMES = "frames.npy"
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
+#: Separates the writer fields in a temporary folder's name: never in an id (ID_PATTERN) nor in the tag.
+_WRITER_SEP = "+"
 
 
 def validate_id(value: str, what: str = "id") -> str:
@@ -286,7 +293,7 @@ class ReferenceCache:
             embedding=np.asarray(embedding, dtype=np.float32),
             frames=np.asarray(frames, dtype=np.float16),
         )
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{clip.cid}-", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(_TMP_PREFIX, clip.cid), dir=final.parent))
         try:
             _write_file(tmp / TRANSCRIPT, transcript.encode("utf-8"))
             _save_npy(tmp / EMBEDDING, entry.embedding)
@@ -304,7 +311,7 @@ class ReferenceCache:
         """Remove an entry the same way it is replaced: rename aside, then delete."""
         folder = self.entry_dir(uid, cid)
         if folder.exists():
-            trash = folder.parent / f"{_OLD_PREFIX}{folder.name}-{os.getpid()}-{time.monotonic_ns()}"
+            trash = folder.parent / f"{_temp_prefix(_OLD_PREFIX, folder.name)}{time.monotonic_ns()}"
             os.rename(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
 
@@ -320,7 +327,13 @@ class ReferenceCache:
                     yield uid_dir.name, cid_dir.name
 
     def sweep_temporaries(self, older_than_s: float = 3600.0) -> int:
-        """Delete leftovers of writers that crashed (``.tmp-*``/``.old-*`` older than an hour)."""
+        """Delete leftovers of writers that crashed (``.tmp-*``/``.old-*``).
+
+        A leftover whose writer ran on this host (same boot) is removed as soon as that writer is gone, and kept
+        while it lives (two shard processes may share the cache). One written elsewhere (a shared volume) or
+        without writer fields (an older version) cannot be checked, so it is removed only once it is older than
+        ``older_than_s``.
+        """
         removed = 0
         if not self.root.is_dir():
             return 0
@@ -329,12 +342,64 @@ class ReferenceCache:
             if not uid_dir.is_dir():
                 continue
             for leftover in uid_dir.iterdir():
-                if leftover.name.startswith((_TMP_PREFIX, _OLD_PREFIX)):
-                    with contextlib.suppress(OSError):
-                        if leftover.stat().st_mtime < cutoff:
-                            shutil.rmtree(leftover, ignore_errors=True)
-                            removed += 1
+                if not leftover.name.startswith((_TMP_PREFIX, _OLD_PREFIX)):
+                    continue
+                alive = writer_alive(leftover.name)
+                with contextlib.suppress(OSError):
+                    if alive is False or (alive is None and leftover.stat().st_mtime < cutoff):
+                        shutil.rmtree(leftover, ignore_errors=True)
+                        removed += 1
+                        log.info(
+                            "removed a crashed writer's temporary folder",
+                            extra={"path": str(leftover), "writer_checked": alive is not None},
+                        )
         return removed
+
+
+@functools.lru_cache(maxsize=1)
+def host_tag() -> str:
+    """This host and boot, short: a pid and a start time mean something only within one boot of one host."""
+    boot = ""
+    with contextlib.suppress(OSError):
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return hashlib.sha256(f"{socket.gethostname()}/{boot}".encode()).hexdigest()[:12]
+
+
+def process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), "0" where it cannot be read.
+
+    With the pid it names one process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    # Field 22; the command name (field 2) may hold spaces, so count from its closing parenthesis.
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else "0"
+
+
+def _temp_prefix(kind: str, name: str) -> str:
+    """``.tmp-<name>+<host tag>+<pid>+<start>+`` (the caller appends a unique suffix)."""
+    pid = os.getpid()
+    return _WRITER_SEP.join((f"{kind}{name}", host_tag(), str(pid), process_start(pid), ""))
+
+
+def writer_alive(folder_name: str) -> bool | None:
+    """Whether the writer recorded in a temporary folder's name still runs: None when it cannot be told (no
+    writer fields, or another host or boot)."""
+    parts = folder_name.split(_WRITER_SEP)
+    if len(parts) != 5 or parts[1] != host_tag() or not parts[2].isdigit():
+        return None
+    pid, start = int(parts[2]), parts[3]
+    if start != "0":
+        return process_start(pid) == start  # "0" (no such process now) or another process's start: gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _install(tmp: Path, final: Path) -> None:
@@ -345,7 +410,7 @@ def _install(tmp: Path, final: Path) -> None:
     except OSError:
         if not final.exists():
             raise
-    trash = final.parent / f"{_OLD_PREFIX}{final.name}-{os.getpid()}-{time.monotonic_ns()}"
+    trash = final.parent / f"{_temp_prefix(_OLD_PREFIX, final.name)}{time.monotonic_ns()}"
     with contextlib.suppress(FileNotFoundError):  # another writer moved it away first
         os.rename(final, trash)
     try:

@@ -30,6 +30,7 @@ from audio_score.cache import ID_PATTERN, validate_id
 from audio_score.errors import AudioError, InvalidIdentifier, quote_user_value
 from audio_score.settings import Settings, load_settings
 from router.auth import APIKeyMiddleware
+from router.breaker import Breakers
 from router.errors import SCORE_ERRORS, APIError, ErrorBody, install_error_handlers
 from router.limits import UploadLimitMiddleware
 from router.metrics import RouterMetrics
@@ -77,7 +78,7 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
         app.state.decode_pool = pool
         async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-            predictor = PredictorClient(settings, client)
+            predictor = PredictorClient(settings, client, Breakers(keys, readiness_interval_s))
             tracker = ReadinessTracker(predictor, keys, readiness_interval_s)
             app.state.predictor, app.state.tracker = predictor, tracker
             await tracker.check_all()
@@ -105,11 +106,23 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
     if settings.api_keys:
         app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
 
+    def refuse_if_open(predictor: PredictorClient, model: str) -> None:
+        """Fail fast (503 + Retry-After) while the model's circuit breaker is open: no readiness check, no call."""
+        try:
+            predictor.raise_if_open(model)
+        except PredictorError as exc:
+            raise APIError(503, exc.detail, headers=retry_after(exc)) from None
+
+    def retry_after(exc: PredictorError) -> dict[str, str] | None:
+        return {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+
     async def choose_model(request: Request, model: str | None) -> str:
         tracker: ReadinessTracker = request.app.state.tracker
+        predictor: PredictorClient = request.app.state.predictor
         if model:
             if model not in tracker.states:
                 raise APIError(404, f"unknown model {quote_user_value(model)}; known: {', '.join(keys)}")
+            refuse_if_open(predictor, model)
             state = tracker.states[model]
             if not state.ready:
                 state = await tracker.check(model)  # the poll may be a moment behind
@@ -118,11 +131,12 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
             return model
         default = tracker.default_model()
         if default is None:
-            await tracker.check_all()
+            await tracker.check_all(skip_open=True)
             default = tracker.default_model()
         if default is None:
             reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
-            raise APIError(503, f"no model is ready ({reasons})")
+            retry = {"Retry-After": str(predictor.breakers.retry_after_s)}
+            raise APIError(503, f"no model is ready ({reasons})", headers=retry)
         return default
 
     @app.post(
@@ -185,9 +199,9 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
             try:
                 result = await predictor.score(key, samples, uid, cid)
             except PredictorError as exc:
-                if exc.unreachable:
+                if exc.unreachable or predictor.breakers.is_open(key):
                     request.app.state.tracker.mark_unready(key, exc.detail)
-                raise APIError(exc.status_code, exc.detail) from None
+                raise APIError(exc.status_code, exc.detail, headers=retry_after(exc)) from None
             finally:
                 metrics.predictor.labels(key).observe(time.perf_counter() - call_started)
             status = 200

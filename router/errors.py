@@ -23,10 +23,12 @@ log = logging.getLogger("router")
 class APIError(Exception):
     """An error answer of this API: a status and the reason to show the caller."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        #: Extra answer headers, e.g. ``Retry-After`` on a 503 from an open circuit breaker.
+        self.headers = headers
 
 
 class ErrorBody(BaseModel):
@@ -96,7 +98,7 @@ def validation_detail(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

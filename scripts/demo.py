@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port, predictor_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
-    step("starting everything with `audio-score up` (cache build of the reference clips, the predictor, the router)")
+    step("starting everything with `audio-score up` (cache build, one predictor per model, the router)")
     proc, lines = start_up(ws.config_path, port, predictor_port, root / "logs")
     # ^C/SIGTERM to the demo: stop `up` (it stops its children) before leaving.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -168,12 +168,13 @@ def start_predictor(tmp_path_factory: pytest.TempPathFactory):
     return _start
 
 
-# --- `audio-score up` (cache build, one predictor, the router) in a subprocess on free loopback ports ----------
+# --- `audio-score up` (cache build, a predictor per model, the router) in a subprocess on free loopback ports -
 
 
 class UpProcess:
-    """A running ``audio-score up``: ``url`` (router), ``predictor_url``, ``grpc_port``, ``proc``, ``stdout`` (lines
-    so far), ``stderr()``, ``log_dir``; ``workspace`` when started by the ``up_stack`` fixture."""
+    """A running ``audio-score up``: ``url`` (router), ``predictor_url`` and ``grpc_port`` (the first model's
+    predictor; the next model's ports are +1), ``proc``, ``stdout`` (lines so far), ``stderr()``, ``log_dir``;
+    ``workspace`` when started by the ``up_stack`` fixture."""
 
     def __init__(self, proc, port: int, predictor_port: int, grpc_port: int, log_dir: Path, stderr_path: Path):
         self.proc = proc
