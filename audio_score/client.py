@@ -19,6 +19,8 @@ import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 SCORE_FIELDS = ("sim_score", "audio_sim_score", "text_sim_score")
+#: How ``--table`` marks each word: right, said instead, missed, added.
+WORD_MARKS = {"match": "\u2713", "substitution": "\u2717", "deletion": "\u2212", "insertion": "+"}
 #: What ``--batch`` picks up: the audio and video formats people record or keep clips in.
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac", ".webm", ".weba", ".mov", ".mp4", ".m4v"}
@@ -82,6 +84,22 @@ def score_file(client: httpx.Client, path: Path, uid: str, cid: str, model: str 
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def format_word(mark: dict[str, Any]) -> str:
+    """``✓ word``, ``✗ word→said``, ``− word`` (missed) or ``+ said`` (added)."""
+    op, word, said = mark.get("op"), mark.get("word"), mark.get("said")
+    symbol = WORD_MARKS.get(str(op), "?")
+    if op == "substitution":
+        return f"{symbol} {word}\u2192{said}"
+    if op == "insertion":
+        return f"{symbol} {said}"
+    return f"{symbol} {word}"
+
+
+def format_words(marks: list[dict[str, Any]]) -> str:
+    """The word marks on one line, in reading order."""
+    return "  ".join(format_word(m) for m in marks) if marks else "(no words)"
 
 
 def render_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -202,7 +220,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"audio-score score: error: {exc}", file=sys.stderr)
         return 1
     if args.table:
-        rows = [[key, _fmt(value)] for key, value in result.items()]
+        rows = [
+            [key, format_words(value) if key == "words" and isinstance(value, list) else _fmt(value)]
+            for key, value in result.items()
+        ]
         print(render_table(["field", "value"], rows))
     else:
         print(json.dumps(result, indent=2, ensure_ascii=False))
