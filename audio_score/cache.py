@@ -196,12 +196,12 @@ def find_reference_text(clip: ClipRef) -> Path | None:
 
 
 def subtitle_text(raw: str) -> str:
-    """The spoken words of an SRT or WebVTT file: cue numbers, timing lines, headers, NOTE/STYLE blocks and tags
-    dropped, cues joined with spaces."""
+    """The spoken words of an SRT or WebVTT file: cue numbers and identifiers (the line before a timing line),
+    timing lines, the WEBVTT header, NOTE/STYLE/REGION blocks and tags dropped; cues joined with spaces."""
+    lines = [line.strip() for line in raw.splitlines()]
     words: list[str] = []
     skipping_block = False
-    for line in raw.splitlines():
-        text = line.strip()
+    for index, text in enumerate(lines):
         if not text:
             skipping_block = False
             continue
@@ -210,7 +210,8 @@ def subtitle_text(raw: str) -> str:
         if text.startswith("WEBVTT") or text.split(" ", 1)[0] in ("NOTE", "STYLE", "REGION"):
             skipping_block = True
             continue
-        if text.isdigit() or _SUBTITLE_TIMING.search(text):
+        next_line = lines[index + 1] if index + 1 < len(lines) else ""
+        if _SUBTITLE_TIMING.search(text) or _SUBTITLE_TIMING.search(next_line):
             continue
         words.append(_SUBTITLE_TAG.sub("", text))
     return " ".join(w for w in words if w)
