@@ -191,6 +191,8 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
     @app.post(
         "/score",
         response_model=ScoreResponse,
+        # A field the predictor did not send (an older release) is left out rather than sent as null.
+        response_model_exclude_unset=True,
         responses=SCORE_ERRORS,
         summary="Score a recording against a reference clip",
         description=(

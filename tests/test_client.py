@@ -31,6 +31,21 @@ def test_a_clip_scores_one_against_itself(up_stack) -> None:
     assert answer["audio_sim_score"] == pytest.approx(1.0, abs=1e-3)
     assert answer["text_sim_score"] == pytest.approx(1.0, abs=1e-3)
     assert answer["transcript"] == answer["reference_transcript"]
+    assert answer["audio_aligned_sim_score"] == 1.0 and answer["word_accuracy"] == 1.0
+    assert answer["words"] and all(w["op"] == "match" for w in answer["words"])
+
+
+def test_word_marks_for_the_table() -> None:
+    from audio_score.client import format_words
+
+    marks = [
+        {"op": "match", "word": "the", "said": "the"},
+        {"op": "substitution", "word": "cat", "said": "cap"},
+        {"op": "deletion", "word": "sat", "said": None},
+        {"op": "insertion", "word": None, "said": "um"},
+    ]
+    assert format_words(marks) == "\u2713 the  \u2717 cat\u2192cap  \u2212 sat  + um"
+    assert format_words([]) == "(no words)"
 
 
 def test_another_clip_and_model_and_table(up_stack) -> None:
@@ -48,6 +63,9 @@ def test_another_clip_and_model_and_table(up_stack) -> None:
     assert set(rows) >= SCORE_FIELDS
     assert rows["model"] == ["whisper-tiny"]
     assert 0.0 <= float(rows["sim_score"][0]) <= 1.0
+    assert {"audio_aligned_sim_score", "audio_pooled_sim_score", "word_accuracy", "words"} <= set(rows)
+    marks = rows["words"][0::2] if rows["words"] != ["(no", "words)"] else []
+    assert set(marks) <= {"\u2713", "\u2717", "\u2212", "+"}
 
 
 @pytest.mark.parametrize(
