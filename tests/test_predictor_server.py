@@ -520,3 +520,16 @@ def test_a_reference_text_file_is_the_reference_for_words(server, ws) -> None:  
     assert result["words"] == alignment.as_list()
     assert result["word_accuracy"] == pytest.approx(alignment.word_accuracy, abs=1e-6)
     assert [w["word"] for w in result["words"] if w["op"] != "insertion"] == ["the", "cat", "sat", "on", "the", "mat"]
+
+
+def test_config_can_feed_the_pooled_similarity_into_the_scores(ws, start_predictor) -> None:  # type: ignore[no-untyped-def]
+    config = json.loads(ws.config_path.read_text())
+    pooled_config = ws.config_path.with_name("config-pooled.json")
+    pooled_config.write_text(json.dumps({**config, "audio_similarity": "pooled"}))
+    with start_predictor(pooled_config, ready_models=[MODEL], args=["--model", MODEL]) as proc:
+        response = post_binary(proc, decoded(ws, ON_DEMAND), *OWN)
+    assert response.status_code == 200, response.text
+    result = v2.parse_score_response(response.content, response.headers)
+    assert result["audio_similarity"] == "pooled"
+    assert result["audio_sim_score"] == result["audio_pooled_sim_score"] != result["audio_aligned_sim_score"]
+    assert result["sim_score"] == pytest.approx((result["audio_pooled_sim_score"] + result["text_sim_score"]) / 2)
