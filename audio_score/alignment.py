@@ -4,8 +4,8 @@ Why not only the pooled cosine: the mean of a clip's encoder frames is dominated
 (speaker, channel, the direction all speech frames of an encoder point in), so a different sentence in the same
 voice scores ~0.95. Here the order of sounds counts:
 
-1. **Pool in pairs** (20 ms Whisper frames -> 40 ms): phones last 50-100 ms, so alignment loses nothing, and the
-   cost of steps 3-4 drops four-fold.
+1. **Pool to ~40 ms frames** (pairs of Whisper's 20 ms frames; Higgs's are 40 ms already): phones last 50-100 ms,
+   so alignment loses nothing, and the cost of steps 3-4 drops four-fold for Whisper.
 2. **Centre each sequence on its own mean** (utterance mean normalisation, as cepstral mean normalisation does for
    MFCCs), then L2-normalise every frame. What all frames of a clip share (voice, microphone, the common
    direction) cancels; what is left is how the sound changes over time. Unrelated content then has cosine ~0
@@ -34,8 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Adjacent frames averaged before alignment (Whisper: 20 ms -> 40 ms).
+#: Adjacent frames averaged before alignment (Whisper: 20 ms -> 40 ms); see :func:`pool_for`.
 POOL = 2
+#: The frame length alignment works at: phones last 50-100 ms, so 40 ms keeps every one.
+TARGET_FRAME_MS = 40.0
 #: Locally, one sequence may run at most this many times faster than the other.
 MAX_STEP = 2
 #: A mean aligned cosine this close to 1 is 1 (float32 rounding of a sequence compared with itself).
@@ -66,11 +68,16 @@ class PreparedFrames:
         return int(self.units.nbytes + self.mean.nbytes)
 
 
-def prepare_frames(frames: np.ndarray) -> PreparedFrames:
-    """Pool pairs of frames, centre them on their mean and scale each to unit length.
+def pool_for(frame_ms: float) -> int:
+    """How many frames of ``frame_ms`` to average so that alignment works at about ``TARGET_FRAME_MS``."""
+    return max(1, round(TARGET_FRAME_MS / frame_ms))
+
+
+def prepare_frames(frames: np.ndarray, pool: int = POOL) -> PreparedFrames:
+    """Average groups of ``pool`` frames, centre them on their mean and scale each to unit length.
 
     ``frames`` is a ``[T, D]`` array of any float dtype (e.g. the cache's float16). ``ValueError`` when it is not
-    2-D.
+    2-D. Both sides of a comparison must use the same ``pool``.
     """
     x = np.asarray(frames)
     if x.ndim != 2:
@@ -78,21 +85,24 @@ def prepare_frames(frames: np.ndarray) -> PreparedFrames:
     if x.shape[0] == 0:
         empty = np.zeros((0, x.shape[1]), dtype=np.float32)
         return PreparedFrames(units=empty, mean=np.zeros(x.shape[1], dtype=np.float32))
-    pooled = _pool(x)
+    pooled = _pool(x, pool)
     mean = pooled.mean(axis=0)
     return PreparedFrames(units=_normalise(pooled - mean), mean=mean)
 
 
-def aligned_similarity(frames: np.ndarray | PreparedFrames, reference: np.ndarray | PreparedFrames) -> float:
+def aligned_similarity(
+    frames: np.ndarray | PreparedFrames, reference: np.ndarray | PreparedFrames, pool: int = POOL
+) -> float:
     """Mean cosine of the DTW-aligned, mean-centred frames of two clips, clipped to [0, 1].
 
     ``frames`` and ``reference`` are ``[T, D]`` arrays (any float dtype) with the same ``D``, or their
-    :func:`prepare_frames`. An empty sequence scores 0.0; identical sequences 1.0. With fewer than two (pooled)
-    frames on a side there is no time structure to align, and the score is the cosine of the two mean frames.
+    :func:`prepare_frames` (made with the same ``pool``, which raw arrays are prepared with). An empty sequence
+    scores 0.0; identical sequences 1.0. With fewer than two (pooled) frames on a side there is no time structure
+    to align, and the score is the cosine of the two mean frames.
     Raises ``ValueError`` when an array is not 2-D or the feature sizes differ.
     """
-    a = frames if isinstance(frames, PreparedFrames) else prepare_frames(frames)
-    b = reference if isinstance(reference, PreparedFrames) else prepare_frames(reference)
+    a = frames if isinstance(frames, PreparedFrames) else prepare_frames(frames, pool)
+    b = reference if isinstance(reference, PreparedFrames) else prepare_frames(reference, pool)
     if a.dim != b.dim:
         raise ValueError(f"frame sizes differ: {a.dim} vs {b.dim} (different models?)")
     if a.frames == 0 or b.frames == 0:
@@ -106,14 +116,20 @@ def aligned_similarity(frames: np.ndarray | PreparedFrames, reference: np.ndarra
     return _snap(1.0 - 0.5 * (forward + backward))
 
 
-def _pool(x: np.ndarray) -> np.ndarray:
-    """float32 means of ``POOL`` adjacent frames; a trailing odd frame stays alone."""
+def _pool(x: np.ndarray, pool: int) -> np.ndarray:
+    """float32 means of ``pool`` adjacent frames; a shorter group at the end is averaged on its own."""
+    if pool < 1:
+        raise ValueError(f"pool must be at least 1, got {pool}")
     x = np.asarray(x, dtype=np.float32)
-    full = (x.shape[0] // POOL) * POOL
-    pooled = x[0:full:2] + x[1:full:2]
-    pooled *= np.float32(0.5)
+    if pool == 1:
+        return x
+    full = (x.shape[0] // pool) * pool
+    pooled = x[0:full:pool].copy()
+    for offset in range(1, pool):
+        pooled += x[offset:full:pool]
+    pooled *= np.float32(1.0 / pool)
     if full < x.shape[0]:
-        pooled = np.concatenate([pooled, x[full:]])
+        pooled = np.concatenate([pooled, x[full:].mean(axis=0, keepdims=True)])
     return pooled
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from audio_score.alignment import PreparedFrames, aligned_similarity
+from audio_score.alignment import POOL, PreparedFrames, aligned_similarity
 from audio_score.similarity import audio_similarity, text_similarity
 from audio_score.words import WordAlignment, align_words
 
@@ -71,14 +71,16 @@ def compare(
     reference_frames: np.ndarray | PreparedFrames,
     reference_text: str,
     audio_similarity_kind: AudioSimilarity = DEFAULT_AUDIO_SIMILARITY,
+    pool: int = POOL,
 ) -> Comparison:
     """Compare an upload (pooled ``embedding``, ``frames``, ``transcript``) with a reference; ``reference_text``
-    is the clip's text file when it has one, else its transcript."""
+    is the clip's text file when it has one, else its transcript. ``pool``: frames averaged before alignment
+    (:func:`audio_score.alignment.pool_for` of the backend's frame length)."""
     if audio_similarity_kind not in AUDIO_SIMILARITIES:
         raise ValueError(f"audio_similarity {audio_similarity_kind!r}: use 'aligned' or 'pooled'")
     return Comparison(
         audio_pooled_sim_score=audio_similarity(embedding, reference_embedding),
-        audio_aligned_sim_score=aligned_similarity(frames, reference_frames),
+        audio_aligned_sim_score=aligned_similarity(frames, reference_frames, pool),
         text_sim_score=text_similarity(transcript, reference_text),
         audio_similarity=audio_similarity_kind,
         words=align_words(transcript, reference_text),

@@ -237,6 +237,7 @@ class AudioScoreModel(Model):
                     reference_frames=reference.frames,
                     reference_text=entry.text,
                     audio_similarity_kind=self.settings.audio_similarity,
+                    pool=self.references.pool,
                 )
             )
             outputs = [_float_output(name, value) for name, value in result.scores().items()]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from audio_score.alignment import PreparedFrames, prepare_frames
+from audio_score.alignment import PreparedFrames, pool_for, prepare_frames
 from audio_score.cache import CacheEntry, ClipRef, ReferenceCache, find_clip, validate_id
 from audio_score.errors import AudioScoreError, UnknownClip
 from audio_score.settings import Settings
@@ -71,9 +71,9 @@ class Cached:
         return dataclasses.replace(self, clip=clip)
 
     @classmethod
-    def of(cls, entry: CacheEntry, clip: ClipRef | None) -> Cached:
+    def of(cls, entry: CacheEntry, clip: ClipRef | None, pool: int) -> Cached:
         """Prepare the entry's frames for alignment and drop the raw ones (CPU work: call it off the loop)."""
-        return cls(_slim(entry), prepare_frames(entry.frames), clip)
+        return cls(_slim(entry), prepare_frames(entry.frames, pool), clip)
 
 
 class LRUBytes(Generic[S]):
@@ -141,6 +141,8 @@ class ReferenceStore:
         self.key = backend.key
         self.cache = ReferenceCache(settings.cache_dir, backend.key)
         self.fingerprint = backend.fingerprint
+        #: Frames averaged before alignment; uploads must be prepared with the same (:attr:`pool`).
+        self.pool = pool_for(backend.frame_ms)
         self.memory: LRUBytes[Cached] = LRUBytes(settings.cache_memory_bytes, backend.key)
         self._run_on_model_thread = run_on_model_thread
         self._builds: dict[tuple[str, str], asyncio.Future[Cached]] = {}
@@ -186,7 +188,7 @@ class ReferenceStore:
         if not self.cache.is_fresh(meta, self.fingerprint, clip):
             return None
         entry = self.cache.read(uid, cid)
-        return None if entry is None else Cached.of(entry, clip)
+        return None if entry is None else Cached.of(entry, clip, self.pool)
 
     async def _build_once(self, key: tuple[str, str], clip: ClipRef) -> Cached:
         running = self._builds.get(key)
@@ -222,6 +224,6 @@ class ReferenceStore:
         metrics.REFERENCE_LOOKUPS.labels(self.key, "built").inc()
         if not entries:
             raise ReferenceUnavailable(f"reference clip {clip.name} ({clip.path.name}) gave no entry")
-        built = await asyncio.to_thread(Cached.of, entries[0], clip)
+        built = await asyncio.to_thread(Cached.of, entries[0], clip, self.pool)
         self.memory.put((clip.uid, clip.cid), built)
         return built

@@ -124,3 +124,17 @@ def test_any_pair_scores_in_the_unit_interval(n: int, m: int, seed: int) -> None
     b = rng.standard_normal((m, 8)).astype(np.float16)
     value = aligned_similarity(a, b)
     assert 0.0 <= value <= 1.0
+
+
+def test_pooling_follows_the_frame_length() -> None:
+    from audio_score.alignment import pool_for
+
+    assert (pool_for(20.0), pool_for(40.0), pool_for(10.0)) == (2, 1, 4)
+    a = sentence(101, 1)  # an odd count: the last group is shorter
+    for pool in (1, 2, 3):
+        prepared = prepare_frames(a, pool)
+        assert prepared.frames == -(-101 // pool)
+        assert aligned_similarity(a, a, pool) == 1.0
+        assert aligned_similarity(stretch(a, 1.3), a, pool) > aligned_similarity(sentence(100, 5), a, pool) + 0.5
+    with pytest.raises(ValueError, match="pool"):
+        prepare_frames(a, 0)

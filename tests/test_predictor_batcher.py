@@ -195,3 +195,20 @@ def test_v2_codec_round_trip_of_binary_request_and_response() -> None:
     assert v2.error_message(b'{"error": "no reference clip"}') == "no reference clip"
     with pytest.raises(ValueError):
         v2.build_infer_request(audio, "video1", None)
+
+
+def test_a_reference_in_memory_counts_its_prepared_frames() -> None:
+    from predictors.references import Cached
+
+    frames = np.ones((500, 64), dtype=np.float16)
+    entry = CacheEntry(
+        meta={}, transcript="hi", embedding=np.zeros(64, np.float32), frames=frames, reference_text="hello"
+    )
+    cached = Cached.of(entry, None, pool=2)
+    assert cached.entry.frames.shape == (0, 64)  # the raw frames are not kept twice
+    assert cached.frames.units.shape == (250, 64)
+    assert cached.nbytes == cached.entry.nbytes + cached.frames.nbytes >= frames.nbytes
+    lru = LRUBytes(max_bytes=cached.nbytes * 2 - 1, model="m")
+    lru.put(("u", "a"), cached)
+    lru.put(("u", "b"), cached)
+    assert len(lru) == 1 and lru.nbytes == cached.nbytes  # the frames' bytes made the second one evict the first
