@@ -164,10 +164,11 @@ def run_batch(args: argparse.Namespace) -> int:
         for o in outcomes:
             r = o.result or {}
             if o.error:
-                rows.append([o.file, r.get("model", ""), "", "", "", o.error])
+                rows.append([o.file, r.get("model", ""), "", "", "", "", o.error])
             else:
-                rows.append([o.file, str(r.get("model", "")), *(_fmt(r.get(f)) for f in SCORE_FIELDS), ""])
-        print(render_table(["file", "model", "sim_score", "audio", "text", "error"], rows))
+                accuracy = _fmt(r["word_accuracy"]) if "word_accuracy" in r else ""
+                rows.append([o.file, str(r.get("model", "")), *(_fmt(r.get(f)) for f in SCORE_FIELDS), accuracy, ""])
+        print(render_table(["file", "model", "sim_score", "audio", "text", "words", "error"], rows))
     failed = sum(1 for o in outcomes if o.error)
     print(f"{len(outcomes) - failed} scored, {failed} failed", file=sys.stderr)
     return 1 if failed else 0

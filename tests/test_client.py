@@ -119,12 +119,13 @@ def test_batch_scores_a_folder(up_stack, tmp_path: Path) -> None:
     done = score("--batch", str(folder), "--url", up_stack.url)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].split() == ["file", "model", "sim_score", "audio", "text", "error"]
+    assert lines[0].split() == ["file", "model", "sim_score", "audio", "text", "words", "error"]
     body = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(body) == {"video1_clip1.mov", "video1_clip2.mov", "video2_clip1.mov"}
     for row in body.values():
         assert row[1] == "whisper-tiny"
         assert float(row[2]) == pytest.approx(1.0, abs=1e-3)  # each file is its own reference clip
+        assert float(row[5]) == 1.0  # word accuracy
     assert "3 scored, 0 failed" in done.stderr
 
     # An unknown clip and a name without '_' fail; the rest still score; the exit is non-zero.
