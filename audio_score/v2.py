@@ -222,19 +222,32 @@ def parse_score_response(body: bytes, headers: Mapping[str, str] | None = None) 
             result[name] = _word_list(_text(value.reshape(-1)[0]))
         elif value.dtype == np.object_:
             result[name] = _text(value.reshape(-1)[0])
+            if name == "audio_similarity" and result[name] not in ("aligned", "pooled"):
+                raise V2ProtocolError(f"output 'audio_similarity' is {result[name]!r}, not 'aligned' or 'pooled'")
         else:
             result[name] = float(value.reshape(-1)[0])
     return result
 
 
+WORD_OPS = frozenset({"match", "substitution", "deletion", "insertion"})
+
+
 def _word_list(text: str) -> list[dict[str, Any]]:
+    """``words`` checked item by item, so that a malformed one is a protocol error here, not a bad answer later."""
     try:
         words = json.loads(text)
     except ValueError as exc:
         raise V2ProtocolError(f"output 'words' is not JSON: {exc}") from None
-    if not isinstance(words, list) or not all(isinstance(w, dict) for w in words):
-        raise V2ProtocolError("output 'words' is not a JSON list of objects")
-    return words
+    if not isinstance(words, list):
+        raise V2ProtocolError("output 'words' is not a JSON list")
+    for item in words:
+        if (
+            not isinstance(item, dict)
+            or item.get("op") not in WORD_OPS
+            or not all(isinstance(item.get(k), str | None) for k in ("word", "said"))
+        ):
+            raise V2ProtocolError(f"output 'words' holds an invalid item: {json.dumps(item)[:200]}")
+    return [{"op": w["op"], "word": w.get("word"), "said": w.get("said")} for w in words]
 
 
 def error_message(body: bytes) -> str:
