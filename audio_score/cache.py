@@ -343,7 +343,10 @@ class ReferenceCache:
         text_path = find_reference_text(clip)
         if text_path is None or recorded_text is None:
             return text_path is None and recorded_text is None
-        return str(text_path) == recorded_text.get("path") and _same_file(text_path, recorded_text)
+        # The file name, not the full path: the Job and the predictors may mount the clip folder at different
+        # paths; a .txt replacing an .srt (or the reverse) still counts as a change.
+        recorded_name = Path(str(recorded_text.get("path", ""))).name
+        return text_path.name == recorded_name and _same_file(text_path, recorded_text)
 
     def write(
         self,

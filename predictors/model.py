@@ -226,7 +226,7 @@ class AudioScoreModel(Model):
                 _output("embedding", np.asarray(features.embedding, dtype=np.float32).reshape(1, -1), "FP32"),
             ]
         else:
-            entry = reference.entry
+            entry, pool = reference.entry, self.references.pool
             # DTW is a few ms of CPU: off the event loop, so other requests keep flowing meanwhile.
             result = await asyncio.to_thread(
                 lambda: compare(
@@ -237,7 +237,7 @@ class AudioScoreModel(Model):
                     reference_frames=reference.frames,
                     reference_text=entry.text,
                     audio_similarity_kind=self.settings.audio_similarity,
-                    pool=self.references.pool,
+                    pool=pool,
                 )
             )
             outputs = [_float_output(name, value) for name, value in result.scores().items()]

@@ -10,8 +10,9 @@ used. Concurrent requests for the same missing entry share one build. An entry w
 fingerprint matches is still served (the clip folder need not stay mounted); no entry and no clip is a 404.
 
 Memory: what scoring needs is kept: meta, transcript, reference text, pooled embedding, and the frame-level
-features already prepared for time alignment (:func:`audio_score.alignment.prepare_frames`: pooled in pairs,
-centred, unit length, float32; as many bytes as the float16 frames on disk). The LRU counts all of them.
+features already prepared for time alignment (:func:`audio_score.alignment.prepare_frames`: pooled to ~40 ms,
+centred, unit length, float32: as many bytes as Whisper's float16 frames on disk, twice Higgs's, whose 40 ms frames
+are not pooled further). The LRU counts all of them.
 """
 
 from __future__ import annotations

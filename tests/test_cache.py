@@ -266,6 +266,11 @@ def test_reference_text_is_stored_and_part_of_the_source_identity(tmp_path: Path
     assert cache.is_fresh(meta, FP, clip)
     (clip_dir / "vid1" / "c1.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
     assert not cache.is_fresh(meta, FP, clip)
+    write_entry(cache, clip)  # now with the .srt; a .txt of the same bytes beside it takes over: stale
+    meta = cache.read_meta("vid1", "c1")
+    assert cache.is_fresh(meta, FP, clip)
+    (clip_dir / "vid1" / "c1.txt").write_bytes((clip_dir / "vid1" / "c1.srt").read_bytes())
+    assert not cache.is_fresh(meta, FP, clip)
     assert entry.nbytes > entry.embedding.nbytes + entry.frames.nbytes + len("the cat sad")
 
 
