@@ -4,8 +4,12 @@ Contract (``../shared/design.md``), model name = config key:
 
 - inputs: ``audio`` FP32 ``[1, N]`` mono PCM at ``target_sampling_rate``; ``uid`` and ``cid`` BYTES ``[1]``.
 - outputs: ``sim_score``, ``audio_sim_score``, ``text_sim_score`` FP32 ``[1]``; ``transcript``,
-  ``reference_transcript`` BYTES ``[1]``. Without ``uid``/``cid`` the request only embeds: ``transcript`` BYTES
-  ``[1]`` and ``embedding`` FP32 ``[1, D]``.
+  ``reference_transcript`` BYTES ``[1]``. Added since (additive): ``audio_pooled_sim_score``,
+  ``audio_aligned_sim_score``, ``word_accuracy`` FP32 ``[1]``; ``audio_similarity`` BYTES ``[1]`` (which of the
+  two feeds ``audio_sim_score``: ``aligned`` or ``pooled``); ``words`` BYTES ``[1]``, a JSON list of
+  ``{"op": "match"|"substitution"|"deletion"|"insertion", "word": ..., "said": ...}``; ``reference_text`` BYTES
+  ``[1]``, the clip's reference text file (empty when it has none: text scores then use its transcript).
+  Without ``uid``/``cid`` the request only embeds: ``transcript`` BYTES ``[1]`` and ``embedding`` FP32 ``[1, D]``.
 
 Status codes (KServe 0.21 maps exceptions by type; the same exception serves REST and gRPC):
 
@@ -38,8 +42,8 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 
 from audio_score.cache import validate_id
 from audio_score.errors import InvalidIdentifier, ModelLoadError, UnknownClip, quote_user_value
+from audio_score.scoring import compare
 from audio_score.settings import ModelSpec, Settings
-from audio_score.similarity import score
 from predictors.batcher import DynamicBatcher, QueueFull
 from predictors.references import ReferenceStore, ReferenceUnavailable
 
@@ -48,7 +52,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCORE_OUTPUTS = ("sim_score", "audio_sim_score", "text_sim_score", "transcript", "reference_transcript")
+SCORE_OUTPUTS = (
+    "sim_score",
+    "audio_sim_score",
+    "text_sim_score",
+    "transcript",
+    "reference_transcript",
+    "audio_pooled_sim_score",
+    "audio_aligned_sim_score",
+    "audio_similarity",
+    "word_accuracy",
+    "words",
+    "reference_text",
+)
 EMBED_OUTPUTS = ("transcript", "embedding")
 KNOWN_INPUTS = ("audio", "uid", "cid")
 
@@ -165,6 +181,12 @@ class AudioScoreModel(Model):
             {"name": "text_sim_score", "datatype": "FP32", "shape": [1]},
             {"name": "transcript", "datatype": "BYTES", "shape": [1]},
             {"name": "reference_transcript", "datatype": "BYTES", "shape": [1]},
+            {"name": "audio_pooled_sim_score", "datatype": "FP32", "shape": [1]},
+            {"name": "audio_aligned_sim_score", "datatype": "FP32", "shape": [1]},
+            {"name": "audio_similarity", "datatype": "BYTES", "shape": [1]},
+            {"name": "word_accuracy", "datatype": "FP32", "shape": [1]},
+            {"name": "words", "datatype": "BYTES", "shape": [1]},
+            {"name": "reference_text", "datatype": "BYTES", "shape": [1]},
             # Only in embed-only requests (no uid/cid).
             {"name": "embedding", "datatype": "FP32", "shape": [1, dim]},
         ]
@@ -204,13 +226,27 @@ class AudioScoreModel(Model):
                 _output("embedding", np.asarray(features.embedding, dtype=np.float32).reshape(1, -1), "FP32"),
             ]
         else:
-            scores = score(features.embedding, features.transcript, reference.embedding, reference.transcript)
-            outputs = [
-                _output("sim_score", np.array([scores.sim_score], dtype=np.float32), "FP32"),
-                _output("audio_sim_score", np.array([scores.audio_sim_score], dtype=np.float32), "FP32"),
-                _output("text_sim_score", np.array([scores.text_sim_score], dtype=np.float32), "FP32"),
+            entry, pool = reference.entry, self.references.pool
+            # DTW is a few ms of CPU: off the event loop, so other requests keep flowing meanwhile.
+            result = await asyncio.to_thread(
+                lambda: compare(
+                    embedding=features.embedding,
+                    frames=features.frames,
+                    transcript=features.transcript,
+                    reference_embedding=entry.embedding,
+                    reference_frames=reference.frames,
+                    reference_text=entry.text,
+                    audio_similarity_kind=self.settings.audio_similarity,
+                    pool=pool,
+                )
+            )
+            outputs = [_float_output(name, value) for name, value in result.scores().items()]
+            outputs += [
                 _bytes_output("transcript", features.transcript),
-                _bytes_output("reference_transcript", reference.transcript),
+                _bytes_output("reference_transcript", entry.transcript),
+                _bytes_output("audio_similarity", result.audio_similarity),
+                _bytes_output("words", result.words.to_json()),
+                _bytes_output("reference_text", entry.reference_text or ""),
             ]
         if payload.request_outputs:
             names = {o.name for o in outputs}
@@ -311,6 +347,10 @@ def _parse_id(tensor: InferInput) -> str:
 
 def _output(name: str, data: np.ndarray, datatype: str) -> InferOutput:
     return InferOutput(name=name, shape=list(data.shape), datatype=datatype, data=data)
+
+
+def _float_output(name: str, value: float) -> InferOutput:
+    return _output(name, np.array([value], dtype=np.float32), "FP32")
 
 
 def _bytes_output(name: str, text: str) -> InferOutput:

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import FastAPI, File, Form, Request, UploadFile
@@ -40,13 +40,78 @@ from router.readiness import ReadinessTracker
 log = logging.getLogger("router")
 
 
+class WordMark(BaseModel):
+    """One step of the word alignment, in reading order."""
+
+    op: Literal["match", "substitution", "deletion", "insertion"] = Field(
+        description="match: said right; substitution: `said` instead of `word`; deletion: `word` missed; "
+        "insertion: `said` added"
+    )
+    word: str | None = Field(description="the reference word (null for an insertion)")
+    said: str | None = Field(description="what the learner said there (null for a deletion)")
+
+
 class ScoreResponse(BaseModel):
     model: str = Field(description="the model key that scored the upload")
     sim_score: float = Field(description="mean of audio_sim_score and text_sim_score, in [0, 1]")
-    audio_sim_score: float = Field(description="cosine similarity of pooled encoder features, clipped to [0, 1]")
-    text_sim_score: float = Field(description="rapidfuzz ratio / 100 of the normalised transcripts")
+    audio_sim_score: float = Field(
+        description="the audio similarity named by `audio_similarity` (config.json): audio_aligned_sim_score or "
+        "audio_pooled_sim_score, in [0, 1]"
+    )
+    text_sim_score: float = Field(
+        description="rapidfuzz ratio / 100 of the normalised upload transcript and the reference text (the "
+        "clip's text file when it has one, else its transcript)"
+    )
     transcript: str = Field(description="the upload's transcript")
     reference_transcript: str = Field(description="the reference clip's transcript")
+    audio_pooled_sim_score: float | None = Field(
+        default=None, description="cosine of the pooled (mean) encoder features, clipped to [0, 1]"
+    )
+    audio_aligned_sim_score: float | None = Field(
+        default=None,
+        description="mean cosine of the mean-centred encoder frames aligned in time (DTW), clipped to [0, 1]: "
+        "the order of the sounds counts, so a different sentence in the same voice scores low",
+    )
+    audio_similarity: Literal["aligned", "pooled"] | None = Field(
+        default=None, description="which audio similarity feeds audio_sim_score and sim_score"
+    )
+    word_accuracy: float | None = Field(
+        default=None, description="max(0, 1 - word error rate) of the transcript against the reference text"
+    )
+    words: list[WordMark] | None = Field(default=None, description="the reference words aligned to the learner's words")
+    reference_text: str | None = Field(
+        default=None,
+        description="the words spoken in the reference clip, from its text file; null when it has none (text "
+        "scores then use reference_transcript)",
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "model": "whisper-small",
+                    "sim_score": 0.81,
+                    "audio_sim_score": 0.74,
+                    "text_sim_score": 0.88,
+                    "transcript": "the cat sat on a mat",
+                    "reference_transcript": "The cat sat on the mat.",
+                    "audio_pooled_sim_score": 0.97,
+                    "audio_aligned_sim_score": 0.74,
+                    "audio_similarity": "aligned",
+                    "word_accuracy": 0.83,
+                    "words": [
+                        {"op": "match", "word": "the", "said": "the"},
+                        {"op": "match", "word": "cat", "said": "cat"},
+                        {"op": "match", "word": "sat", "said": "sat"},
+                        {"op": "match", "word": "on", "said": "on"},
+                        {"op": "substitution", "word": "the", "said": "a"},
+                        {"op": "match", "word": "mat", "said": "mat"},
+                    ],
+                    "reference_text": "The cat sat on the mat.",
+                }
+            ]
+        }
+    }
 
 
 class ModelInfo(BaseModel):
@@ -142,6 +207,8 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
     @app.post(
         "/score",
         response_model=ScoreResponse,
+        # A field the predictor did not send (an older release) is left out rather than sent as null.
+        response_model_exclude_unset=True,
         responses=SCORE_ERRORS,
         summary="Score a recording against a reference clip",
         description=(
@@ -209,6 +276,8 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
                 "scored",
                 extra={"model": key, "uid": uid, "cid": cid, "sim_score": round(result["sim_score"], 4)},
             )
+            if "reference_text" in result:
+                result["reference_text"] = result["reference_text"] or None  # "" on the wire: the clip has none
             return {"model": key, **result}
         except APIError as exc:
             status = exc.status_code

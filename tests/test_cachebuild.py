@@ -106,6 +106,25 @@ def test_a_changed_clip_is_rebuilt_and_only_it(workspace: Workspace, capsys) -> 
     assert after.meta["duration_s"] == pytest.approx(1.0, abs=0.05)
 
 
+def test_a_clip_text_file_is_stored_and_editing_it_rebuilds_only_that_entry(workspace: Workspace, capsys) -> None:
+    text_file = workspace.clips[("video1", "clip2")].with_suffix(".txt")
+    text_file.write_text("the cat sat on the mat\n")
+    assert build(workspace, capsys, "--models", "whisper-tiny")[0] == 0
+    cache = ReferenceCache(workspace.cache_dir, "whisper-tiny")
+    assert cache.read("video1", "clip2").reference_text == "the cat sat on the mat"
+    assert cache.read("video1", "clip1").reference_text is None
+    text_file.write_text("the dog sat on the mat\n")
+    code, summary = build(workspace, capsys, "--models", "whisper-tiny")
+    assert code == 0
+    assert (summary["models"][0]["built"], summary["models"][0]["fresh"]) == (1, 2)
+    assert cache.read("video1", "clip2").reference_text == "the dog sat on the mat"
+    # A text file for a flat-layout clip (<uid>_<cid>.txt) counts too.
+    workspace.clips[("video2", "clip1")].with_suffix(".txt").write_text("hello")
+    code, summary = build(workspace, capsys, "--models", "whisper-tiny")
+    assert (summary["models"][0]["built"], summary["models"][0]["fresh"]) == (1, 2)
+    assert cache.read("video2", "clip1").reference_text == "hello"
+
+
 def test_a_corrupt_clip_is_reported_and_the_rest_built(workspace: Workspace, capsys) -> None:
     (workspace.clip_dir / "video3_broken.mov").write_bytes(b"\x00\x00\x00\x18ftypqt  not really a movie")
     code, summary = build(workspace, capsys, "--models", "whisper-tiny")
