@@ -23,11 +23,11 @@ log = logging.getLogger("router")
 class APIError(Exception):
     """An error answer of this API: a status and the reason to show the caller."""
 
-    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status_code: int, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
-        #: Extra response headers, e.g. ``Retry-After`` on a 503 from an overloaded predictor.
+        #: Extra answer headers, e.g. ``Retry-After`` on a 503 from an open circuit breaker.
         self.headers = headers
 
 
@@ -55,6 +55,11 @@ SCORE_ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorBody,
         "description": "no reference clip for uid/cid, or an unknown model key",
         "content": _example("no reference clip for uid='video1' cid='clip9'"),
+    },
+    408: {
+        "model": ErrorBody,
+        "description": "the request body stopped arriving for AUDIO_SCORE_BODY_TIMEOUT_S before it was complete",
+        "content": _example("the request body stopped arriving: nothing for 30 s after 1024 bytes (...)"),
     },
     413: {
         "model": ErrorBody,

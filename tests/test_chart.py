@@ -63,7 +63,7 @@ router:
   apiKeysSecret: {name: keys}
   ingress: {host: a.example.com, tlsSecretName: tls}
   httpRoute: {enabled: true, parentRefs: [{name: gw, namespace: infra}], hostnames: [a.example.com]}
-config: {maxUploadBytes: 10000000, maxAudioSeconds: 20}
+config: {maxUploadBytes: 10000000, maxAudioSeconds: 20, audioSimilarity: pooled}
 """
 RENDERINGS = {**{k: dict(values=v) for k, v in VALUE_SETS.items()}, "everything": dict(extra=EVERYTHING)}
 #: Kinds kubernetes-validate has no schema for, checked separately.
@@ -240,6 +240,8 @@ def expected_config(values: dict[str, Any]) -> dict[str, Any]:
         cfg["max_upload_bytes"] = values["config"]["maxUploadBytes"]
     if values["config"].get("maxAudioSeconds"):
         cfg["max_audio_seconds"] = values["config"]["maxAudioSeconds"]
+    if values["config"].get("audioSimilarity"):
+        cfg["audio_similarity"] = values["config"]["audioSimilarity"]
     return cfg
 
 

@@ -38,6 +38,8 @@ class Backend(ABC):
     spec: ModelSpec
     sampling_rate: int
     device: str
+    #: Milliseconds of audio per row of ``Features.frames`` (Whisper's encoder: 20 ms; Higgs pools pairs: 40 ms).
+    frame_ms: float = 20.0
 
     @property
     def key(self) -> str:

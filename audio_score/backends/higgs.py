@@ -53,6 +53,7 @@ def load_tower_state(ref: str, revision: str | None) -> dict[str, torch.Tensor]:
 
 
 class HiggsAudioBackend(Backend):
+    frame_ms = 40.0  # Whisper-style encoder frames pooled in pairs
     """``type: higgs_audio`` in config.json."""
 
     def __init__(self, spec: ModelSpec, settings: Settings, device: str) -> None:

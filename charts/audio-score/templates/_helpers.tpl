@@ -106,6 +106,9 @@ replicas, storageUri, ...) stay out of it; a model with storageUri gets model_id
 {{- with .Values.config.maxAudioSeconds }}
 {{- $_ := set $cfg "max_audio_seconds" . }}
 {{- end }}
+{{- with .Values.config.audioSimilarity }}
+{{- $_ := set $cfg "audio_similarity" . }}
+{{- end }}
 {{- toPrettyJson $cfg }}
 {{- end }}
 
