@@ -370,7 +370,10 @@ def _parse_id(tensor: InferInput) -> str:
 
 
 def _output(name: str, data: np.ndarray, datatype: str) -> InferOutput:
-    return InferOutput(name=name, shape=list(data.shape), datatype=datatype, data=data)
+    # kserve 0.21's InferResponse.to_grpc tests ``if infer_output.data`` for raw outputs, which raises on a numpy
+    # array of more than one element (the embedding): those go in as a flat list, which it converts itself.
+    values: np.ndarray | list[Any] = data if data.size <= 1 else data.reshape(-1).tolist()
+    return InferOutput(name=name, shape=list(data.shape), datatype=datatype, data=values)
 
 
 def _float_output(name: str, value: float) -> InferOutput:

@@ -134,3 +134,37 @@ def test_request_logs_are_off_by_default(saturated) -> None:  # type: ignore[no-
     assert "POST /v2/models" not in log  # uvicorn's access line
     assert "kserve.io" not in log  # kserve's per-request timing trace
     assert os.environ.get("AUDIO_SCORE_DEBUG_REQUEST_LOGS") is None
+
+
+def test_grpc_carries_the_deadline_as_metadata(saturated) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import grpc
+    from kserve import InferenceGRPCClient, InferInput, InferRequest
+
+    audio = np.full((1, 1600), 0.05, np.float32)
+
+    def request() -> InferRequest:
+        tensor = InferInput("audio", list(audio.shape), "FP32")
+        tensor.set_data_from_numpy(audio)  # raw_input_contents
+        return InferRequest(model_name=MODEL, infer_inputs=[tensor])
+
+    async def calls() -> tuple[list[str], grpc.aio.AioRpcError, grpc.aio.AioRpcError]:
+        client = InferenceGRPCClient(url=saturated.grpc_address, timeout=60)
+        try:
+            ok = await client.infer(request(), headers=[(DEADLINE_HEADER, "30000")])
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await client.infer(request(), headers=[(DEADLINE_HEADER, "soon")])
+            # Far shorter than one batch (~1 s, learnt by now): refused at once, never computed.
+            with pytest.raises(grpc.aio.AioRpcError) as short:
+                await client.infer(request(), headers=[(DEADLINE_HEADER, "50")])
+        finally:
+            await client.close()
+        return [o.name for o in ok.outputs], bad.value, short.value
+
+    before = computed(saturated)
+    names, bad, short = asyncio.run(calls())
+    assert "embedding" in names
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT and DEADLINE_HEADER in bad.details()
+    assert short.code() == grpc.StatusCode.UNAVAILABLE and "deadline" in short.details()
+    assert computed(saturated) - before == 1
