@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo run bench images kind-e2e clean helm
+.PHONY: venv test lint demo run bench images kind-e2e clean helm fuzz
 
 $(STAMP): pyproject.toml constraints/cpu.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(STAMP) helm
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q
+
+# The fuzz tests with hypothesis' "fuzz" profile: about ten minutes of mutated uploads through both decoders
+# and the router (make test runs the same tests for about a minute). Failures are kept in .hypothesis/.
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q --timeout 3600 tests/test_fuzz_decoder.py tests/test_fuzz_router.py
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

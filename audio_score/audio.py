@@ -6,12 +6,20 @@ file, no subprocess per upload, and ``max_seconds`` stops it after the first fra
 backend (the seed's choice) runs the ffmpeg binary that imageio-ffmpeg ships, so it needs no system FFmpeg.
 Both hand their native-rate mono samples to the same soxr resampler, so they differ only in how FFmpeg is
 driven and in pydub's 16-bit intermediate.
+
+Uploads are untrusted: a header may declare any sample rate, sample size, format tag or codec id. Every way
+decoding can fail therefore ends as one of the decode errors (:class:`UndecodableAudio`, :class:`EmptyAudio`,
+:class:`AudioTooLarge`), which services answer with a 4xx; the known causes are checked where they arise (no
+codec context, a sample rate outside :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE`, nothing left after
+resampling, NaN samples), and :func:`decode_audio` turns anything else a C library raises into
+:class:`UndecodableAudio` at its boundary, logging it, so that an unforeseen corrupt file is still a 400.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -21,7 +29,9 @@ import av
 import numpy as np
 import soxr
 
-from audio_score.errors import AudioTooLarge, EmptyAudio, UndecodableAudio
+from audio_score.errors import AudioError, AudioTooLarge, EmptyAudio, UndecodableAudio
+
+log = logging.getLogger(__name__)
 
 Source = bytes | bytearray | memoryview | str | os.PathLike[str] | BinaryIO
 Backend = Literal["pyav", "pydub"]
@@ -30,6 +40,10 @@ Backend = Literal["pyav", "pydub"]
 SILENCE_PEAK = 1e-4
 #: pydub is asked for this much more than ``max_seconds``, so that "over the limit" can be told from "at it".
 _PYDUB_MARGIN_S = 0.25
+#: Native sample rates a real recording can have: telephone-grade 1 kHz up to studio 768 kHz. A header outside
+#: this range is corrupt or crafted (and would resample to nothing, or to an enormous array).
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768_000
 _INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
 
 
@@ -57,18 +71,51 @@ def decode_audio(
     if backend not in ("pyav", "pydub"):
         raise ValueError(f"unknown decoder backend {backend!r}; use 'pyav' or 'pydub'")
     data = _read_source(source, max_bytes)
-    if backend == "pyav":
-        samples, native_rate = _decode_pyav(data, max_seconds)
-    else:
-        samples, native_rate = _decode_pydub(data, max_seconds)
-    if samples.size == 0:
-        raise EmptyAudio("the audio decoded to no samples; send a recording with sound in it")
-    if native_rate != sampling_rate:
-        samples = soxr.resample(samples, native_rate, sampling_rate, quality="HQ")
-    samples = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+    try:
+        if backend == "pyav":
+            samples, native_rate = _decode_pyav(data, max_seconds)
+        else:
+            samples, native_rate = _decode_pydub(data, max_seconds)
+        samples = _to_rate(samples, native_rate, sampling_rate)
+    except AudioError:
+        raise
+    except MemoryError:
+        raise AudioTooLarge("the audio needs more memory to decode than this server has; send a shorter file") from None
+    except Exception as exc:
+        # A corrupt or crafted file can make FFmpeg, PyAV, pydub or soxr fail in ways no one listed; the caller
+        # still gets a decode error (a 4xx), and the log keeps the traceback to turn into a specific check.
+        log.warning("decoder failed unexpectedly", exc_info=True, extra={"backend": backend})
+        raise UndecodableAudio(f"the audio cannot be decoded ({type(exc).__name__}); re-encode the file") from None
     if reject_silence and float(np.max(np.abs(samples))) < SILENCE_PEAK:
         raise EmptyAudio("the audio is silent (peak below -80 dBFS); check the microphone and record again")
     return samples
+
+
+def _to_rate(samples: np.ndarray, native_rate: int, sampling_rate: int) -> np.ndarray:
+    """Finite float32 in [-1, 1] at ``sampling_rate``; a rate no recording has, or nothing left, is refused."""
+    if samples.size == 0:
+        raise EmptyAudio("the audio decoded to no samples; send a recording with sound in it")
+    _check_rate(native_rate)
+    # A float WAV may hold NaN or infinities; the resampler would smear them over the whole clip.
+    samples = np.nan_to_num(np.asarray(samples, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+    if native_rate != sampling_rate:
+        try:
+            samples = soxr.resample(samples, native_rate, sampling_rate, quality="HQ")
+        except (ValueError, RuntimeError) as exc:
+            raise UndecodableAudio(f"the audio cannot be resampled from {native_rate} Hz ({exc})") from None
+    if samples.size == 0:
+        raise EmptyAudio("the audio is too short to resample (no samples left); send a longer recording")
+    return np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+
+
+def _check_rate(rate: int) -> int:
+    """``rate`` if a recording can have it; checked as soon as a decoder knows it, before any duration limit."""
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise UndecodableAudio(
+            f"the file declares a sample rate of {rate} Hz, outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; "
+            "the header is corrupt, re-encode the file"
+        )
+    return rate
 
 
 def _read_source(source: Source, max_bytes: int | None) -> bytes | Path:
@@ -141,10 +188,17 @@ def _decode_pyav(data: bytes | Path, max_seconds: float | None) -> tuple[np.ndar
         if not container.streams.audio:
             raise UndecodableAudio("the file has no audio stream; send a recording that contains sound")
         stream = container.streams.audio[0]
+        if stream.codec_context is None:  # FFmpeg has no decoder for the codec id the container declares
+            raise UndecodableAudio(
+                "the file's audio codec is unknown or not one FFmpeg can decode; send WAV, MP3, M4A, ..."
+            )
         rate = stream.codec_context.sample_rate or stream.rate
+        if rate:
+            _check_rate(rate)
         try:
             for frame in container.decode(stream):
-                rate = frame.sample_rate or rate
+                if frame.sample_rate and frame.sample_rate != rate:
+                    rate = _check_rate(frame.sample_rate)
                 mono = _frame_to_mono(frame)
                 chunks.append(mono)
                 total += mono.size
@@ -208,6 +262,7 @@ def _decode_pydub(data: bytes | Path, max_seconds: float | None) -> tuple[np.nda
     samples = np.frombuffer(segment.raw_data, dtype=f"<i{width}").astype(np.float32)
     samples /= float(1 << (8 * width - 1))
     samples = samples.reshape(-1, segment.channels or 1).mean(axis=1)
+    _check_rate(segment.frame_rate)
     if max_seconds is not None and samples.size > max_seconds * segment.frame_rate:
         raise _too_long(max_seconds)
     return samples.astype(np.float32, copy=False), int(segment.frame_rate)

@@ -1,21 +1,31 @@
 """The reference cache: one folder per model/video/clip, written whole or not at all.
 
 Layout: ``<cache_dir>/<model key>/<uid>/<cid>/`` holding ``meta.json``, ``transcript.txt``, ``embedding.npy``
-(float32, pooled) and ``frames.npy`` (float16, the frames that hold audio). An entry is written under a
+(float32, pooled), ``frames.npy`` (float16, the frames that hold audio) and, when the clip comes with the words
+actually spoken, ``reference.txt``. An entry is written under a
 temporary name in the same folder and renamed into place, so a crash never leaves half an entry and readers
 never see one. Clips are found as ``<uid>/<cid>.<ext>`` or ``<uid>_<cid>.<ext>`` under the clip folder; uid and
 cid are validated before any path is built from them.
+
+A temporary folder's name records its writer (host+boot tag, pid, process start time), so the next build removes
+a crashed writer's leftovers at once and never a live concurrent writer's (two shard processes share a cache).
+
+Reference text: ``<cid>.txt`` beside ``<uid>/<cid>.<ext>``, or ``<uid>_<cid>.txt`` beside ``<uid>_<cid>.<ext>``
+(else the same name with ``.srt`` or ``.vtt``, whose cue numbers, timings and tags are dropped). Its size, mtime
+and sha256 are part of the entry's source identity: editing, adding or removing it makes the entry stale.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from audio_score.errors import InvalidIdentifier
+from audio_score.errors import InvalidIdentifier, quote_user_value
 
 log = logging.getLogger(__name__)
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 #: Bump when the way features are computed or stored changes: every entry then becomes stale.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2: reference text (reference.txt, source["text"])
 #: Extensions walked as clips: the seed's .mov plus whatever else FFmpeg reads that people keep clips in.
 CLIP_EXTENSIONS = frozenset(
     {
@@ -54,18 +64,26 @@ META = "meta.json"
 TRANSCRIPT = "transcript.txt"
 EMBEDDING = "embedding.npy"
 FRAMES = "frames.npy"
+REFERENCE_TEXT = "reference.txt"
+#: Text beside a clip, in order of preference: plain words, then subtitles.
+TEXT_EXTENSIONS = (".txt", ".srt", ".vtt")
+#: A reference text is a line or a few; anything larger is not one (and is not read into memory).
+MAX_TEXT_BYTES = 256 * 1024
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
+#: Separates the writer fields in a temporary folder's name: never in an id (ID_PATTERN) nor in the tag.
+_WRITER_SEP = "+"
 
 
 def validate_id(value: str, what: str = "id") -> str:
     """Refuse anything that could leave its folder: letters, digits, '.', '_', '-' only, and not '.'/'..'."""
     if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or set(value) == {"."}:
         raise InvalidIdentifier(
-            f"invalid {what} {value!r}: use 1-128 letters, digits, '.', '_' or '-' (no path separators, not '..')"
+            f"invalid {what} {quote_user_value(value)}: use 1-128 letters, digits, '.', '_' or '-' "
+            "(no path separators, not '..')"
         )
     if value.startswith("."):
-        raise InvalidIdentifier(f"invalid {what} {value!r}: must not start with '.'")
+        raise InvalidIdentifier(f"invalid {what} {quote_user_value(value)}: must not start with '.'")
     return value
 
 
@@ -168,6 +186,85 @@ def source_info(path: Path) -> dict[str, Any]:
     }
 
 
+_SUBTITLE_TIMING = re.compile(r"-->")
+_SUBTITLE_TAG = re.compile(r"<[^>]*>")
+
+
+def find_reference_text(clip: ClipRef) -> Path | None:
+    """The text file beside a clip (same folder and name stem, ``.txt``/``.srt``/``.vtt``), or None.
+
+    The name comes from the clip's own path, whose uid/cid were validated, so it cannot leave the clip folder;
+    only regular files count (not folders, not dangling links).
+    """
+    for ext in TEXT_EXTENSIONS:
+        candidate = clip.path.with_suffix(ext)
+        if candidate != clip.path and candidate.is_file():
+            return candidate
+    return None
+
+
+def subtitle_text(raw: str) -> str:
+    """The spoken words of an SRT or WebVTT file: cue numbers and identifiers (the line before a timing line),
+    timing lines, the WEBVTT header, NOTE/STYLE/REGION blocks and tags dropped; cues joined with spaces."""
+    lines = [line.strip() for line in raw.splitlines()]
+    words: list[str] = []
+    skipping_block = False
+    for index, text in enumerate(lines):
+        if not text:
+            skipping_block = False
+            continue
+        if skipping_block:
+            continue
+        if text.startswith("WEBVTT") or text.split(" ", 1)[0] in ("NOTE", "STYLE", "REGION"):
+            skipping_block = True
+            continue
+        next_line = lines[index + 1] if index + 1 < len(lines) else ""
+        if _SUBTITLE_TIMING.search(text) or _SUBTITLE_TIMING.search(next_line):
+            continue
+        words.append(_SUBTITLE_TAG.sub("", text))
+    return " ".join(w for w in words if w)
+
+
+def read_reference_text(clip: ClipRef) -> tuple[str | None, dict[str, Any] | None]:
+    """(text, source identity) of the clip's reference text file, or (None, None) when it has none.
+
+    Raises ``OSError``/``ValueError`` for a file that cannot be used (too large, not UTF-8): a clip whose words
+    file is broken must fail loudly, not fall back to its transcript unnoticed.
+    """
+    path = find_reference_text(clip)
+    if path is None:
+        return None, None
+    stat = path.stat()
+    if stat.st_size > MAX_TEXT_BYTES:
+        raise ValueError(f"reference text {path.name} is {stat.st_size} bytes; the limit is {MAX_TEXT_BYTES}")
+    data = path.read_bytes()
+    try:
+        raw = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"reference text {path.name} is not UTF-8: {exc}") from None
+    text = raw if path.suffix.lower() == ".txt" else subtitle_text(raw)
+    info = {
+        "path": str(path),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    return " ".join(text.split()), info
+
+
+def _same_file(path: Path, recorded: dict[str, Any]) -> bool:
+    """Size and mtime equal: unchanged without hashing; size equal and mtime moved: compare the hash."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    if stat.st_size != recorded.get("size"):
+        return False
+    if stat.st_mtime_ns == recorded.get("mtime_ns"):
+        return True
+    return file_sha256(path) == recorded.get("sha256")
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     """A cached reference: what the predictor compares an upload with."""
@@ -176,10 +273,18 @@ class CacheEntry:
     transcript: str
     embedding: np.ndarray
     frames: np.ndarray
+    #: The words actually spoken in the clip (from its text file), or None: then the transcript stands in.
+    reference_text: str | None = None
 
     @property
     def nbytes(self) -> int:
-        return int(self.embedding.nbytes + self.frames.nbytes + len(self.transcript.encode()))
+        text = len(self.transcript.encode()) + len((self.reference_text or "").encode())
+        return int(self.embedding.nbytes + self.frames.nbytes + text)
+
+    @property
+    def text(self) -> str:
+        """What the upload's words are compared with: the reference text when there is one, else the transcript."""
+        return self.reference_text if self.reference_text is not None else self.transcript
 
 
 class ReferenceCache:
@@ -213,6 +318,7 @@ class ReferenceCache:
             return None
         try:
             transcript = (folder / TRANSCRIPT).read_text(encoding="utf-8")
+            reference_text = (folder / REFERENCE_TEXT).read_text(encoding="utf-8") if meta.get("has_text") else None
             embedding = np.load(folder / EMBEDDING, allow_pickle=False)
             if with_frames:
                 frames = np.load(folder / FRAMES, allow_pickle=False)
@@ -221,10 +327,13 @@ class ReferenceCache:
         except (OSError, ValueError) as exc:
             log.warning("unreadable cache entry", extra={"entry": f"{uid}/{cid}", "error": str(exc)})
             return None
-        return CacheEntry(meta=meta, transcript=transcript, embedding=embedding, frames=frames)
+        return CacheEntry(
+            meta=meta, transcript=transcript, embedding=embedding, frames=frames, reference_text=reference_text
+        )
 
     def is_fresh(self, meta: dict[str, Any] | None, fingerprint: dict[str, Any], clip: ClipRef | None) -> bool:
-        """An entry is fresh when its model fingerprint matches and its source clip has not changed.
+        """An entry is fresh when its model fingerprint matches and neither its source clip nor the clip's
+        reference text has changed (a text file added, removed or edited makes it stale).
 
         Size and mtime equal: unchanged without hashing. Size equal but mtime moved (a copy, a touch): hash and
         compare, so a touched but identical clip is not rebuilt.
@@ -236,15 +345,16 @@ class ReferenceCache:
         if clip is None:
             return True
         source = meta.get("source") or {}
-        try:
-            stat = clip.path.stat()
-        except OSError:
+        if not _same_file(clip.path, source):
             return False
-        if stat.st_size != source.get("size"):
-            return False
-        if stat.st_mtime_ns == source.get("mtime_ns"):
-            return True
-        return file_sha256(clip.path) == source.get("sha256")
+        recorded_text = source.get("text")
+        text_path = find_reference_text(clip)
+        if text_path is None or recorded_text is None:
+            return text_path is None and recorded_text is None
+        # The file name, not the full path: the Job and the predictors may mount the clip folder at different
+        # paths; a .txt replacing an .srt (or the reverse) still counts as a change.
+        recorded_name = Path(str(recorded_text.get("path", ""))).name
+        return text_path.name == recorded_name and _same_file(text_path, recorded_text)
 
     def write(
         self,
@@ -257,22 +367,30 @@ class ReferenceCache:
         sampling_rate: int,
         duration_s: float,
         source: dict[str, Any] | None = None,
+        reference_text: str | None = None,
     ) -> CacheEntry:
         """Write an entry atomically, replacing a stale one.
 
         The files go to a temporary folder beside the final one (same filesystem), are fsynced, then the folder
-        is renamed into place. Replacing an existing entry renames the old one aside first; a reader in that
+        is renamed into place. ``source`` (:func:`source_info` plus ``"text"``, the text
+        file's identity from :func:`read_reference_text`) names the clip and text as they were read; without it
+        both are read now. Replacing an existing entry renames the old one aside first; a reader in that
         instant sees no entry and takes the missing-entry path, never a half-written one.
         """
         final = self.entry_dir(clip.uid, clip.cid)
         final.parent.mkdir(parents=True, exist_ok=True)
+        if source is None:
+            text, text_info = read_reference_text(clip)
+            source = {**source_info(clip.path), "text": text_info}
+            reference_text = text if reference_text is None else reference_text
         meta = {
             "format_version": CACHE_FORMAT_VERSION,
             "model_key": self.root.name,
             "uid": clip.uid,
             "cid": clip.cid,
             "fingerprint": fingerprint,
-            "source": source or source_info(clip.path),
+            "source": source,
+            "has_text": reference_text is not None,
             "sampling_rate": sampling_rate,
             "duration_s": duration_s,
             "embedding_dim": int(np.asarray(embedding).shape[-1]),
@@ -284,12 +402,15 @@ class ReferenceCache:
             transcript=transcript,
             embedding=np.asarray(embedding, dtype=np.float32),
             frames=np.asarray(frames, dtype=np.float16),
+            reference_text=reference_text,
         )
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{clip.cid}-", dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(_TMP_PREFIX, clip.cid), dir=final.parent))
         try:
             _write_file(tmp / TRANSCRIPT, transcript.encode("utf-8"))
             _save_npy(tmp / EMBEDDING, entry.embedding)
             _save_npy(tmp / FRAMES, entry.frames)
+            if reference_text is not None:
+                _write_file(tmp / REFERENCE_TEXT, reference_text.encode("utf-8"))
             # meta.json last: its presence is what marks an entry as complete.
             _write_file(tmp / META, json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"))
             _install(tmp, final)
@@ -303,7 +424,7 @@ class ReferenceCache:
         """Remove an entry the same way it is replaced: rename aside, then delete."""
         folder = self.entry_dir(uid, cid)
         if folder.exists():
-            trash = folder.parent / f"{_OLD_PREFIX}{folder.name}-{os.getpid()}-{time.monotonic_ns()}"
+            trash = folder.parent / f"{_temp_prefix(_OLD_PREFIX, folder.name)}{time.monotonic_ns()}"
             os.rename(folder, trash)
             shutil.rmtree(trash, ignore_errors=True)
 
@@ -319,7 +440,13 @@ class ReferenceCache:
                     yield uid_dir.name, cid_dir.name
 
     def sweep_temporaries(self, older_than_s: float = 3600.0) -> int:
-        """Delete leftovers of writers that crashed (``.tmp-*``/``.old-*`` older than an hour)."""
+        """Delete leftovers of writers that crashed (``.tmp-*``/``.old-*``).
+
+        A leftover whose writer ran on this host (same boot) is removed as soon as that writer is gone, and kept
+        while it lives (two shard processes may share the cache). One written elsewhere (a shared volume) or
+        without writer fields (an older version) cannot be checked, so it is removed only once it is older than
+        ``older_than_s``.
+        """
         removed = 0
         if not self.root.is_dir():
             return 0
@@ -328,12 +455,64 @@ class ReferenceCache:
             if not uid_dir.is_dir():
                 continue
             for leftover in uid_dir.iterdir():
-                if leftover.name.startswith((_TMP_PREFIX, _OLD_PREFIX)):
-                    with contextlib.suppress(OSError):
-                        if leftover.stat().st_mtime < cutoff:
-                            shutil.rmtree(leftover, ignore_errors=True)
-                            removed += 1
+                if not leftover.name.startswith((_TMP_PREFIX, _OLD_PREFIX)):
+                    continue
+                alive = writer_alive(leftover.name)
+                with contextlib.suppress(OSError):
+                    if alive is False or (alive is None and leftover.stat().st_mtime < cutoff):
+                        shutil.rmtree(leftover, ignore_errors=True)
+                        removed += 1
+                        log.info(
+                            "removed a crashed writer's temporary folder",
+                            extra={"path": str(leftover), "writer_checked": alive is not None},
+                        )
         return removed
+
+
+@functools.lru_cache(maxsize=1)
+def host_tag() -> str:
+    """This host and boot, short: a pid and a start time mean something only within one boot of one host."""
+    boot = ""
+    with contextlib.suppress(OSError):
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return hashlib.sha256(f"{socket.gethostname()}/{boot}".encode()).hexdigest()[:12]
+
+
+def process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux ``/proc``), "0" where it cannot be read.
+
+    With the pid it names one process even after the pid is reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "0"
+    # Field 22; the command name (field 2) may hold spaces, so count from its closing parenthesis.
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else "0"
+
+
+def _temp_prefix(kind: str, name: str) -> str:
+    """``.tmp-<name>+<host tag>+<pid>+<start>+`` (the caller appends a unique suffix)."""
+    pid = os.getpid()
+    return _WRITER_SEP.join((f"{kind}{name}", host_tag(), str(pid), process_start(pid), ""))
+
+
+def writer_alive(folder_name: str) -> bool | None:
+    """Whether the writer recorded in a temporary folder's name still runs: None when it cannot be told (no
+    writer fields, or another host or boot)."""
+    parts = folder_name.split(_WRITER_SEP)
+    if len(parts) != 5 or parts[1] != host_tag() or not parts[2].isdigit():
+        return None
+    pid, start = int(parts[2]), parts[3]
+    if start != "0":
+        return process_start(pid) == start  # "0" (no such process now) or another process's start: gone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _install(tmp: Path, final: Path) -> None:
@@ -344,7 +523,7 @@ def _install(tmp: Path, final: Path) -> None:
     except OSError:
         if not final.exists():
             raise
-    trash = final.parent / f"{_OLD_PREFIX}{final.name}-{os.getpid()}-{time.monotonic_ns()}"
+    trash = final.parent / f"{_temp_prefix(_OLD_PREFIX, final.name)}{time.monotonic_ns()}"
     with contextlib.suppress(FileNotFoundError):  # another writer moved it away first
         os.rename(final, trash)
     try:

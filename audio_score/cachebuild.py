@@ -22,7 +22,15 @@ import numpy as np
 from tqdm import tqdm
 
 from audio_score.audio import audio_duration, decode_audio
-from audio_score.cache import CacheEntry, ClipRef, ReferenceCache, discover_clips, shard, source_info
+from audio_score.cache import (
+    CacheEntry,
+    ClipRef,
+    ReferenceCache,
+    discover_clips,
+    read_reference_text,
+    shard,
+    source_info,
+)
 from audio_score.errors import AudioError, ConfigError
 from audio_score.settings import Settings, load_settings
 
@@ -63,14 +71,22 @@ class Decoded:
     samples: np.ndarray | None
     source: dict[str, object] | None
     error: str | None
+    #: The words spoken in the clip, from its text file (None: there is none).
+    reference_text: str | None = None
 
 
 def decode_clip(clip: ClipRef, settings: Settings) -> Decoded:
-    """Decode a clip with the same decoder that uploads go through; a failure is returned, not raised."""
+    """Decode a clip with the same decoder that uploads go through, and read its reference text if it has one;
+    a failure is returned, not raised."""
     try:
         # Hash the file before decoding it: if it changes while we work, the entry records the older content
         # and the next run sees it as stale, never the other way round.
         source = source_info(clip.path)
+        try:
+            reference_text, text_info = read_reference_text(clip)
+        except ValueError as exc:  # too large, not UTF-8
+            return Decoded(clip, None, None, f"reference text: {exc}")
+        source["text"] = text_info
         samples = decode_audio(
             clip.path,
             sampling_rate=settings.target_sampling_rate,
@@ -79,7 +95,7 @@ def decode_clip(clip: ClipRef, settings: Settings) -> Decoded:
         )
     except (AudioError, OSError) as exc:
         return Decoded(clip, None, None, f"{type(exc).__name__}: {exc}")
-    return Decoded(clip, samples, source, None)
+    return Decoded(clip, samples, source, None, reference_text)
 
 
 def compute_entries(
@@ -105,6 +121,7 @@ def compute_entries(
                 sampling_rate=settings.target_sampling_rate,
                 duration_s=audio_duration(item.samples, settings.target_sampling_rate),
                 source=item.source,
+                reference_text=item.reference_text,
             )
         )
     return entries

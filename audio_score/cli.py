@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "cache-build": ("audio_score.cachebuild", "fill the reference cache for every clip and model"),
     "predictor": ("predictors.cli", "serve models over the V2 (Open Inference) protocol with KServe"),
     "router": ("router.cli", "serve POST /score and dispatch to the model's predictor"),
-    "up": ("audio_score.up", "everything on this machine: cache build, one predictor, the router"),
+    "up": ("audio_score.up", "everything on this machine: cache build, one predictor per model, the router"),
     "score": ("audio_score.client", "score an audio file (or a folder) through a running router"),
 }
 

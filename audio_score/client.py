@@ -19,6 +19,8 @@ import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 SCORE_FIELDS = ("sim_score", "audio_sim_score", "text_sim_score")
+#: How ``--table`` marks each word: right, said instead, missed, added.
+WORD_MARKS = {"match": "\u2713", "substitution": "\u2717", "deletion": "\u2212", "insertion": "+"}
 #: What ``--batch`` picks up: the audio and video formats people record or keep clips in.
 AUDIO_EXTENSIONS = frozenset(
     {".wav", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac", ".webm", ".weba", ".mov", ".mp4", ".m4v"}
@@ -84,6 +86,22 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def format_word(mark: dict[str, Any]) -> str:
+    """``✓ word``, ``✗ word→said``, ``− word`` (missed) or ``+ said`` (added)."""
+    op, word, said = mark.get("op"), mark.get("word"), mark.get("said")
+    symbol = WORD_MARKS.get(str(op), "?")
+    if op == "substitution":
+        return f"{symbol} {word}\u2192{said}"
+    if op == "insertion":
+        return f"{symbol} {said}"
+    return f"{symbol} {word}"
+
+
+def format_words(marks: list[dict[str, Any]]) -> str:
+    """The word marks on one line, in reading order."""
+    return "  ".join(format_word(m) for m in marks) if marks else "(no words)"
+
+
 def render_table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
@@ -146,10 +164,11 @@ def run_batch(args: argparse.Namespace) -> int:
         for o in outcomes:
             r = o.result or {}
             if o.error:
-                rows.append([o.file, r.get("model", ""), "", "", "", o.error])
+                rows.append([o.file, r.get("model", ""), "", "", "", "", o.error])
             else:
-                rows.append([o.file, str(r.get("model", "")), *(_fmt(r.get(f)) for f in SCORE_FIELDS), ""])
-        print(render_table(["file", "model", "sim_score", "audio", "text", "error"], rows))
+                accuracy = _fmt(r["word_accuracy"]) if "word_accuracy" in r else ""
+                rows.append([o.file, str(r.get("model", "")), *(_fmt(r.get(f)) for f in SCORE_FIELDS), accuracy, ""])
+        print(render_table(["file", "model", "sim_score", "audio", "text", "words", "error"], rows))
     failed = sum(1 for o in outcomes if o.error)
     print(f"{len(outcomes) - failed} scored, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
@@ -202,7 +221,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"audio-score score: error: {exc}", file=sys.stderr)
         return 1
     if args.table:
-        rows = [[key, _fmt(value)] for key, value in result.items()]
+        rows = [
+            [key, format_words(value) if key == "words" and isinstance(value, list) else _fmt(value)]
+            for key, value in result.items()
+        ]
         print(render_table(["field", "value"], rows))
     else:
         print(json.dumps(result, indent=2, ensure_ascii=False))

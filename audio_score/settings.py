@@ -59,6 +59,8 @@ class FileConfig(BaseModel):
     target_sampling_rate: Annotated[int, Field(ge=8000, le=48000)] = 16000
     max_upload_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     max_audio_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
+    #: Which audio similarity feeds audio_sim_score and sim_score: frames aligned in time, or pooled embeddings.
+    audio_similarity: Literal["aligned", "pooled"] = "aligned"
 
     @field_validator("models")
     @classmethod
@@ -83,6 +85,7 @@ class Settings(BaseModel):
     target_sampling_rate: int
     max_upload_bytes: int
     max_audio_seconds: float
+    audio_similarity: Literal["aligned", "pooled"] = "aligned"
     # predictor
     max_batch_size: int = 8
     max_batch_wait_ms: float = 10.0
@@ -100,6 +103,8 @@ class Settings(BaseModel):
     #: Per-model predictor URLs that win over the template (AUDIO_SCORE_PREDICTOR_URLS="key=url,key=url").
     predictor_urls: dict[str, str] = {}
     predictor_timeout_s: float = 30.0
+    #: Longest wait for the next piece of a request body before the router answers 408.
+    body_timeout_s: float = 30.0
     api_keys: tuple[str, ...] = ()
     decoder: Literal["pyav", "pydub"] = "pyav"
 
@@ -247,6 +252,7 @@ def load_settings(
         target_sampling_rate=cfg.target_sampling_rate,
         max_upload_bytes=_env_int(env, "AUDIO_SCORE_MAX_UPLOAD_BYTES", cfg.max_upload_bytes, 1024),
         max_audio_seconds=_env_float(env, "AUDIO_SCORE_MAX_AUDIO_SECONDS", cfg.max_audio_seconds, 0.1),
+        audio_similarity=cfg.audio_similarity,
         max_batch_size=_env_int(env, "AUDIO_SCORE_MAX_BATCH_SIZE", 8, 1),
         max_batch_wait_ms=_env_float(env, "AUDIO_SCORE_MAX_BATCH_WAIT_MS", 10.0, 0.0),
         max_queue_size=_env_int(env, "AUDIO_SCORE_MAX_QUEUE_SIZE", 64, 1),
@@ -261,6 +267,7 @@ def load_settings(
         predictor_url=env.get("AUDIO_SCORE_PREDICTOR_URL") or default_predictor_url(env),
         predictor_urls=_env_map(env, "AUDIO_SCORE_PREDICTOR_URLS"),
         predictor_timeout_s=_env_float(env, "AUDIO_SCORE_PREDICTOR_TIMEOUT_S", 30.0, 0.1),
+        body_timeout_s=_env_float(env, "AUDIO_SCORE_BODY_TIMEOUT_S", 30.0, 0.1),
         api_keys=tuple(_env_list(env, "AUDIO_SCORE_API_KEYS")),
         decoder=decoder,  # type: ignore[arg-type]
     )

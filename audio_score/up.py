@@ -1,14 +1,18 @@
-"""Everything on this machine, no cluster: build the reference cache, start ONE predictor server hosting every
-configured model and the router pointing at it, print the URLs, and stop every process it started on Ctrl+C or
-SIGTERM.
+"""Everything on this machine, no cluster, shaped like the cluster: build the reference cache, start one predictor
+server per model (as one InferenceService per model would) and the router pointing at each, print the URLs, keep
+them running, and stop every process it started on Ctrl+C or SIGTERM.
 
-The seed ran several workers behind a local Nginx gateway. Here the router scales with ``--workers`` (uvicorn
-worker processes) or binds a Unix socket (``--socket``) behind your own proxy, while the models stay in the one
-predictor process, so the GPU holds each model once, not once per worker.
+One predictor per model means one broken model costs only its own share: a predictor that dies is restarted with
+exponential backoff (1 s, 2 s, 4 s ... up to a minute, like a Deployment's pod in CrashLoopBackOff; the count is
+shown in a status line and in ``up.log``), while the router keeps serving the other models and answers 503 for
+the missing one. ``--shared-predictor`` puts every model in one process instead, which holds shared weights (the
+Higgs transcriber) once and saves memory, at the price of one crash taking every model down until it restarts.
+The router scales with ``--workers`` (uvicorn worker processes) or binds a Unix socket (``--socket``) behind your
+own proxy; it is supervised the same way.
 
-A port in use, a config error, or no model loading ends it with one line on stderr and a non-zero exit. Each
-child's output goes to a log file (printed at start); once everything is ready it is also shown here, prefixed
-with the child's name.
+A port in use, a config error, or no model loading at start-up ends it with one line on stderr and a non-zero exit.
+Each child's output goes to a log file (printed at start); once everything is ready it is also shown here,
+prefixed with the child's name. Children die with ``up`` even when it is SIGKILLed (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -127,13 +132,24 @@ def check_socket_path(path: Path) -> None:
 class Child:
     """A subcommand in its own process group, its output pumped to a log file (and, once ready, to stderr)."""
 
-    def __init__(self, name: str, argv: list[str], log_dir: Path, *, progress_bars: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        log_dir: Path,
+        *,
+        progress_bars: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
+        self.argv = argv
+        self.extra_env = env or {}
+        self.started_at = time.monotonic()
         self.log_path = log_dir / f"{name}.log"
         self.stdout_path = log_dir / f"{name}.out"
         self.tail: collections.deque[str] = collections.deque(maxlen=300)
         self.forward = False
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", _PARENT_ENV: str(os.getpid())}
+        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1", _PARENT_ENV: str(os.getpid())}
         # A bar-drawing child keeps stdout (its JSON summary) apart; the servers' stdout and stderr are one log.
         self._stdout_file: IO[bytes] | None = self.stdout_path.open("wb") if progress_bars else None
         self.proc = subprocess.Popen(
@@ -223,6 +239,16 @@ class Child:
         self.wait_threads()
 
 
+def _exit_how(code: int) -> str:
+    """``exit 1`` or ``signal SIGKILL`` from a Popen return code."""
+    if code >= 0:
+        return f"exit {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
+
+
 def _killpg(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -234,6 +260,34 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     return True
+
+
+# --- restarts ------------------------------------------------------------------------------------------------
+
+#: Backoff before restart n (1-based): BACKOFF_BASE_S * 2**(n-1), at most BACKOFF_MAX_S.
+BACKOFF_BASE_S = 1.0
+BACKOFF_MAX_S = 60.0
+#: A child that ran this long before dying starts its backoff again from the base (as kubelet does).
+STABLE_AFTER_S = 120.0
+
+
+class Supervised:
+    """One long-running child and its restart state: like a Deployment's pod, restarted with exponential backoff.
+
+    ``probe`` (optional) says when a restarted child is serving again, for the status line.
+    """
+
+    def __init__(self, child: Child, *, probe: Callable[[], bool] | None = None) -> None:
+        self.child = child
+        self.name = child.name
+        self.probe = probe
+        self.restarts = 0
+        self.failures = 0  # consecutive, for the backoff
+        self.restart_at: float | None = None
+        self.awaiting_ready = False
+
+    def backoff_s(self) -> float:
+        return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, self.failures - 1))
 
 
 # --- readiness -----------------------------------------------------------------------------------------------
@@ -248,6 +302,7 @@ class Up:
         self.args = args
         self.stop_event = threading.Event()
         self.children: list[Child] = []
+        self.supervised: list[Supervised] = []
         self.signal_received: int | None = None
 
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -258,10 +313,70 @@ class Up:
         if self.stop_event.wait(seconds):
             raise Stopped
 
-    def start_child(self, name: str, argv: list[str], *, progress_bars: bool = False) -> Child:
-        child = Child(name, argv, self.log_dir, progress_bars=progress_bars)
+    def start_child(
+        self, name: str, argv: list[str], *, progress_bars: bool = False, env: dict[str, str] | None = None
+    ) -> Child:
+        child = Child(name, argv, self.log_dir, progress_bars=progress_bars, env=env)
         self.children.append(child)
         return child
+
+    def status(self, event: str, message: str, **fields: object) -> None:
+        """A status line here and a JSON line in ``<log dir>/up.log`` (restarts, exits, recoveries)."""
+        say(f"audio-score up: {message}")
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "event": event, **fields}
+        with contextlib.suppress(OSError), (self.log_dir / "up.log").open("a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+
+    def supervise(self) -> None:
+        """One pass: note children that died, restart those whose backoff is over, report recoveries."""
+        now = time.monotonic()
+        for unit in self.supervised:
+            child = unit.child
+            if unit.restart_at is None and child.proc.poll() is not None:
+                child.wait_threads()
+                ran_s = now - child.started_at
+                unit.failures = 1 if ran_s >= STABLE_AFTER_S else unit.failures + 1
+                delay = unit.backoff_s()
+                unit.restart_at = now + delay
+                unit.awaiting_ready = False
+                code = child.proc.returncode
+                how = _exit_how(code)
+                self.status(
+                    "exited",
+                    f"{unit.name} exited ({how}) after {ran_s:.0f} s: {child.reason()}; restart {unit.restarts + 1} "
+                    f"in {delay:.0f} s (log: {child.log_path})",
+                    child=unit.name,
+                    returncode=code,
+                    ran_s=round(ran_s, 1),
+                    restarts=unit.restarts,
+                    backoff_s=delay,
+                )
+            elif unit.restart_at is not None and now >= unit.restart_at:
+                # Whatever the dead leader left in its group (forked workers) would hold its port.
+                if _group_alive(child.proc.pid):
+                    _killpg(child.proc.pid, signal.SIGKILL)
+                self.children.remove(child)
+                fresh = Child(unit.name, child.argv, self.log_dir, env=child.extra_env)
+                fresh.forward = True
+                self.children.append(fresh)
+                unit.child, unit.restart_at = fresh, None
+                unit.restarts += 1
+                unit.awaiting_ready = unit.probe is not None
+                self.status(
+                    "restarted",
+                    f"{unit.name} restarted (restarts: {unit.restarts})",
+                    child=unit.name,
+                    restarts=unit.restarts,
+                    pid=fresh.pid,
+                )
+            elif unit.awaiting_ready and unit.probe is not None and unit.probe():
+                unit.awaiting_ready = False
+                self.status(
+                    "ready",
+                    f"{unit.name} ready again (restarts: {unit.restarts})",
+                    child=unit.name,
+                    restarts=unit.restarts,
+                )
 
     def died(self, child: Child, when: str) -> UpError:
         return UpError(
@@ -321,42 +436,68 @@ class Up:
                 f"details: {child.log_path})\n"
             )
 
-    def start_predictor(self, settings, http_port: int, grpc_port: int) -> list[str]:
-        import httpx
+    def start_predictors(self, settings, groups: list[PredictorGroup]) -> list[str]:
+        """Start every predictor group at once and wait until each is ready or has died.
 
+        All of them dead is a start-up failure (one line, the first one's reason); some dead is a warning, and
+        those are restarted with backoff like any crashed child."""
         args = self.args
-        say(f"audio-score up: starting the predictor ({', '.join(settings.model_keys)}) on port {http_port} ...")
-        argv = [
-            "predictor",
-            "--config",
-            str(settings.config_path),
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-            "--log-level",
-            args.log_level,
-        ]
-        child = self.start_child("predictor", argv)
-        base = f"http://127.0.0.1:{http_port}"
-
-        def probe() -> list[str]:
-            ready = []
-            for key in settings.model_keys:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{base}/v2/models/{key}/ready", timeout=5).status_code == 200:
-                        ready.append(key)
-            return ready
+        for group in groups:
+            say(f"audio-score up: starting {group.name} ({', '.join(group.keys)}) on port {group.http_port} ...")
+            argv = [
+                "predictor",
+                "--config",
+                str(settings.config_path),
+                "--http-port",
+                str(group.http_port),
+                "--grpc-port",
+                str(group.grpc_port),
+                "--log-level",
+                args.log_level,
+            ]
+            if not args.shared_predictor:
+                argv += [arg for key in group.keys for arg in ("--model", key)]
+            child = self.start_child(group.name, argv)
+            self.supervised.append(Supervised(child, probe=lambda g=group: bool(g.ready_keys())))
 
         started = time.monotonic()
-        ready = self.wait_ready(child, probe, "predictor", args.start_timeout)
-        assert isinstance(ready, list)
-        not_ready = [k for k in settings.model_keys if k not in ready]
-        note = f"; not ready: {', '.join(not_ready)} (see {child.log_path})" if not_ready else ""
-        say(f"audio-score up: predictor ready in {time.monotonic() - started:.1f} s: {', '.join(ready)}{note}")
-        return ready
+        deadline = started + args.start_timeout
+        pending = {unit.name: (unit, group) for unit, group in zip(self.supervised, groups, strict=True)}
+        ready: list[str] = []
+        dead: list[Supervised] = []
+        while pending:
+            for name, (unit, group) in list(pending.items()):
+                if unit.child.proc.poll() is not None:
+                    unit.child.wait_threads()
+                    dead.append(unit)
+                    del pending[name]
+                    continue
+                keys = group.ready_keys()
+                if keys:
+                    ready += keys
+                    not_ready = [k for k in group.keys if k not in keys]
+                    note = f"; not ready: {', '.join(not_ready)} (see {unit.child.log_path})" if not_ready else ""
+                    say(f"audio-score up: {name} ready in {time.monotonic() - started:.1f} s: {', '.join(keys)}{note}")
+                    del pending[name]
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                unit, _ = next(iter(pending.values()))
+                raise UpError(
+                    f"the {unit.name} was not ready after {args.start_timeout:.0f} s (raise --start-timeout on a "
+                    f"slow machine or for a first download of the weights; full log: {unit.child.log_path})"
+                )
+            self.sleep(0.25)
+        if not ready:
+            raise self.died(dead[0].child, "during start-up")
+        for unit in dead:
+            _write_err(
+                f"audio-score up: warning: the {unit.name} exited during start-up (exit {unit.child.proc.returncode}): "
+                f"{unit.child.reason()}; it is restarted with backoff (full log: {unit.child.log_path})\n"
+            )
+        return [k for k in settings.model_keys if k in ready]
 
-    def start_router(self, settings, predictor_port: int) -> dict:
+    def start_router(self, settings, groups: list[PredictorGroup]) -> dict:
         import httpx
 
         args = self.args
@@ -371,9 +512,11 @@ class Up:
             transport = None
             base = f"http://{_connect_host(args.host)}:{args.port}"
             where = f"{args.host}:{args.port}"
-        argv += ["--predictor-url", f"http://127.0.0.1:{predictor_port}", "--workers", str(args.workers)]
+        # Each model's own predictor, as AUDIO_SCORE_PREDICTOR_URLS (the router's per-model map).
+        urls = ",".join(f"{key}={group.url}" for group in groups for key in group.keys)
+        argv += ["--workers", str(args.workers)]
         say(f"audio-score up: starting the router on {where} ({args.workers} worker(s)) ...")
-        child = self.start_child("router", argv)
+        child = self.start_child("router", argv, env={"AUDIO_SCORE_PREDICTOR_URLS": urls})
 
         def probe() -> dict | None:
             try:
@@ -386,6 +529,7 @@ class Up:
                 return None
 
         result = self.wait_ready(child, probe, "router", args.start_timeout)
+        self.supervised.append(Supervised(child, probe=lambda: probe() is not None))
         return result if isinstance(result, dict) else {}
 
     # --- the whole run ------------------------------------------------------------------------------------------
@@ -415,9 +559,10 @@ class Up:
             check_socket_path(args.socket)
         else:
             check_port(args.host, args.port, "router", "--port")
-        check_port("0.0.0.0", args.predictor_port, "predictor REST", "--predictor-port")
-        grpc_port = args.grpc_port or _free_port_except(args.predictor_port, args.port)
-        check_port("0.0.0.0", grpc_port, "predictor gRPC", "--grpc-port")
+        groups = plan_predictors(settings.model_keys, args)
+        for group in groups:
+            check_port("0.0.0.0", group.http_port, f"{group.name} REST", "--predictor-port")
+            check_port("0.0.0.0", group.grpc_port, f"{group.name} gRPC", "--grpc-port")
 
         self.log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="audio-score-up-")).resolve()
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -427,25 +572,23 @@ class Up:
         try:
             if not args.no_cache_build:
                 self.build_cache(settings)
-            ready = self.start_predictor(settings, args.predictor_port, grpc_port)
-            models = self.start_router(settings, args.predictor_port)
+            ready = self.start_predictors(settings, groups)
+            models = self.start_router(settings, groups)
             ready_at_all = True
-            self.banner(settings, ready, models, args.predictor_port, grpc_port)
+            self.banner(settings, ready, models, groups)
             for child in self.children:
                 child.forward = True
             while True:
-                for child in self.children:
-                    if child.proc.poll() is not None:
-                        child.wait_threads()
-                        raise self.died(child, "unexpectedly")
+                self.supervise()
                 self.sleep(0.5)
         except Stopped:
             name = signal.Signals(self.signal_received or signal.SIGTERM).name
             say(f"audio-score up: {name} received, stopping ...")
             return 0 if ready_at_all else 128 + int(self.signal_received or signal.SIGTERM)
         finally:
-            # Router first (no new requests), then the predictor.
-            for child in reversed(self.children):
+            # Router first (no new requests), then the predictors.
+            router_first = sorted(self.children, key=lambda c: c.name != "router")
+            for child in router_first:
                 child.forward = False
                 child.stop(args.grace)
             self.children.clear()
@@ -454,7 +597,7 @@ class Up:
             if ready_at_all:
                 say("audio-score up: stopped")
 
-    def banner(self, settings, ready: list[str], models: dict, predictor_port: int, grpc_port: int) -> None:
+    def banner(self, settings, ready: list[str], models: dict, groups: list[PredictorGroup]) -> None:
         args = self.args
         default = models.get("default") if isinstance(models, dict) else None
         if args.socket:
@@ -468,9 +611,14 @@ class Up:
             f"  score:    POST {base}/score   (multipart: uid, cid, audio, optional model)",
             f"  docs:     {base}/docs",
             f"  models:   {base}/models",
-            f"  V2 REST:  http://127.0.0.1:{predictor_port}/v2/models/<model>/infer",
-            f"  V2 gRPC:  127.0.0.1:{grpc_port}",
-            f"  logs:     {self.log_dir}",
+        ]
+        for group in groups:
+            model = group.keys[0] if len(group.keys) == 1 else "<model>"
+            lines.append(
+                f"  V2:       {group.url}/v2/models/{model}/infer   gRPC 127.0.0.1:{group.grpc_port}   ({group.name})"
+            )
+        lines += [
+            f"  logs:     {self.log_dir}   (restarts: {self.log_dir / 'up.log'})",
         ]
         if how:
             lines.insert(1, how)
@@ -490,6 +638,41 @@ def _free_port_except(*taken: int) -> int:
         port = free_port()
         if port not in taken:
             return port
+
+
+class PredictorGroup:
+    """One predictor process: its name, the models it hosts and its ports."""
+
+    def __init__(self, name: str, keys: list[str], http_port: int, grpc_port: int) -> None:
+        self.name, self.keys, self.http_port, self.grpc_port = name, keys, http_port, grpc_port
+        self.url = f"http://127.0.0.1:{http_port}"
+
+    def ready_keys(self) -> list[str]:
+        """The models this process reports ready (V2 per-model readiness)."""
+        import httpx
+
+        ready = []
+        for key in self.keys:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/v2/models/{key}/ready", timeout=2).status_code == 200:
+                    ready.append(key)
+        return ready
+
+
+def plan_predictors(keys: list[str], args: argparse.Namespace) -> list[PredictorGroup]:
+    """One predictor per model on consecutive ports from ``--predictor-port`` (gRPC from ``--grpc-port``, else
+    free ports), or one shared predictor with ``--shared-predictor``."""
+    if args.shared_predictor:
+        grpc = args.grpc_port or _free_port_except(args.predictor_port, args.port or 0)
+        return [PredictorGroup("predictor", list(keys), args.predictor_port, grpc)]
+    http_ports = [args.predictor_port + i for i in range(len(keys))]
+    taken = {*http_ports, args.port or 0}
+    groups = []
+    for i, key in enumerate(keys):
+        grpc = args.grpc_port + i if args.grpc_port else _free_port_except(*taken)
+        taken.add(grpc)
+        groups.append(PredictorGroup(f"predictor-{key}", [key], http_ports[i], grpc))
+    return groups
 
 
 def quiet_http_client_logs() -> None:
@@ -514,8 +697,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: $AUDIO_SCORE_SERVER_SOCKET)",
     )
     parser.add_argument("--workers", type=int, default=1, help="router worker processes (default 1)")
-    parser.add_argument("--predictor-port", type=int, default=8080, help="predictor's V2 REST port (default 8080)")
-    parser.add_argument("--grpc-port", type=int, default=0, help="predictor's V2 gRPC port (default: a free one)")
+    parser.add_argument(
+        "--predictor-port",
+        type=int,
+        default=8080,
+        help="first predictor's V2 REST port; one predictor per model takes consecutive ports (default 8080)",
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=int,
+        default=0,
+        help="first predictor's V2 gRPC port, consecutive per model (default: free ones)",
+    )
+    parser.add_argument(
+        "--shared-predictor",
+        action="store_true",
+        help="run every model in ONE predictor process (less memory; one crash takes every model down until "
+        "it restarts) instead of one process per model",
+    )
     parser.add_argument("--no-cache-build", action="store_true", help="skip the cache build (entries build on demand)")
     parser.add_argument(
         "--start-timeout",

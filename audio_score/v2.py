@@ -16,7 +16,9 @@ Typical use (the router)::
 
 The contract (``design.md``): inputs ``audio`` FP32 ``[1, N]`` mono PCM at the configured rate, ``uid`` and
 ``cid`` BYTES ``[1]``; outputs ``sim_score``, ``audio_sim_score``, ``text_sim_score`` FP32 ``[1]``,
-``transcript`` and ``reference_transcript`` BYTES ``[1]``; without uid/cid, ``transcript`` and ``embedding``
+``transcript`` and ``reference_transcript`` BYTES ``[1]``, and (added later, optional when parsing)
+``audio_pooled_sim_score``, ``audio_aligned_sim_score``, ``word_accuracy`` FP32 ``[1]``, ``audio_similarity``,
+``reference_text`` and ``words`` (a JSON list) BYTES ``[1]``; without uid/cid, ``transcript`` and ``embedding``
 FP32 ``[1, D]``. Errors come back as JSON ``{"error": "..."}`` with 400 (bad tensors), 404 (unknown clip or
 model), 503 (model not ready or queue full).
 """
@@ -184,27 +186,68 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+#: Outputs every scoring response has.
+SCORE_REQUIRED = ("sim_score", "audio_sim_score", "text_sim_score", "transcript", "reference_transcript")
+#: Outputs added later: parsed when present (a predictor of an older release does not send them).
+SCORE_OPTIONAL = (
+    "audio_pooled_sim_score",
+    "audio_aligned_sim_score",
+    "audio_similarity",
+    "word_accuracy",
+    "words",
+    "reference_text",
+)
+
+
 def parse_score_response(body: bytes, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A scoring response as plain Python: ``sim_score``, ``audio_sim_score``, ``text_sim_score`` (float),
-    ``transcript``, ``reference_transcript`` (str). An embed-only response gives ``transcript`` (str) and
-    ``embedding`` (1-D float32 array). :class:`V2ProtocolError` when an expected output is missing."""
+    ``transcript``, ``reference_transcript`` (str), and when sent ``audio_pooled_sim_score``,
+    ``audio_aligned_sim_score``, ``word_accuracy`` (float), ``audio_similarity``, ``reference_text`` (str) and
+    ``words`` (list of dicts, decoded from its JSON). An embed-only response gives ``transcript`` (str) and
+    ``embedding`` (1-D float32 array). :class:`V2ProtocolError` when an expected output is missing or ``words``
+    is not a JSON list."""
     outputs = parse_infer_response(body, headers)
     result: dict[str, Any] = {}
     if "embedding" in outputs and "sim_score" not in outputs:
         names: tuple[str, ...] = ("transcript", "embedding")
     else:
-        names = ("sim_score", "audio_sim_score", "text_sim_score", "transcript", "reference_transcript")
+        names = SCORE_REQUIRED + tuple(n for n in SCORE_OPTIONAL if n in outputs)
     for name in names:
         if name not in outputs:
             raise V2ProtocolError(f"response has no output {name!r} (got {', '.join(outputs) or 'none'})")
         value = outputs[name]
         if name == "embedding":
             result[name] = np.asarray(value, dtype=np.float32).reshape(-1)
+        elif name == "words":
+            result[name] = _word_list(_text(value.reshape(-1)[0]))
         elif value.dtype == np.object_:
             result[name] = _text(value.reshape(-1)[0])
+            if name == "audio_similarity" and result[name] not in ("aligned", "pooled"):
+                raise V2ProtocolError(f"output 'audio_similarity' is {result[name]!r}, not 'aligned' or 'pooled'")
         else:
             result[name] = float(value.reshape(-1)[0])
     return result
+
+
+WORD_OPS = frozenset({"match", "substitution", "deletion", "insertion"})
+
+
+def _word_list(text: str) -> list[dict[str, Any]]:
+    """``words`` checked item by item, so that a malformed one is a protocol error here, not a bad answer later."""
+    try:
+        words = json.loads(text)
+    except ValueError as exc:
+        raise V2ProtocolError(f"output 'words' is not JSON: {exc}") from None
+    if not isinstance(words, list):
+        raise V2ProtocolError("output 'words' is not a JSON list")
+    for item in words:
+        if (
+            not isinstance(item, dict)
+            or item.get("op") not in WORD_OPS
+            or not all(isinstance(item.get(k), str | None) for k in ("word", "said"))
+        ):
+            raise V2ProtocolError(f"output 'words' holds an invalid item: {json.dumps(item)[:200]}")
+    return [{"op": w["op"], "word": w.get("word"), "said": w.get("said")} for w in words]
 
 
 def error_message(body: bytes) -> str:

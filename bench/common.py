@@ -67,10 +67,15 @@ def write_results(name: str, payload: dict[str, Any], table_rows: list[dict[str,
 
 
 async def closed_loop(
-    send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]], concurrency: int, total: int
+    send: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+    concurrency: int,
+    total: int,
+    *,
+    until: float | None = None,
 ) -> tuple[list[float], list[str]]:
     """``total`` requests from ``concurrency`` closed-loop clients sharing one pooled client: latencies in ms
-    and the error lines of non-200 answers."""
+    and the error lines of non-200 answers. ``until`` (a ``time.monotonic()`` deadline) ends it earlier: no
+    request starts after it (a soak run by duration passes a large ``total``)."""
     latencies: list[float] = []
     errors: list[str] = []
     counter = iter(range(total))
@@ -79,6 +84,8 @@ async def closed_loop(
 
         async def worker() -> None:
             for _ in counter:
+                if until is not None and time.monotonic() >= until:
+                    return
                 started = time.perf_counter()
                 response = await send(client)
                 latencies.append((time.perf_counter() - started) * 1000)

@@ -4,8 +4,12 @@ Contract (``../shared/design.md``), model name = config key:
 
 - inputs: ``audio`` FP32 ``[1, N]`` mono PCM at ``target_sampling_rate``; ``uid`` and ``cid`` BYTES ``[1]``.
 - outputs: ``sim_score``, ``audio_sim_score``, ``text_sim_score`` FP32 ``[1]``; ``transcript``,
-  ``reference_transcript`` BYTES ``[1]``. Without ``uid``/``cid`` the request only embeds: ``transcript`` BYTES
-  ``[1]`` and ``embedding`` FP32 ``[1, D]``.
+  ``reference_transcript`` BYTES ``[1]``. Added since (additive): ``audio_pooled_sim_score``,
+  ``audio_aligned_sim_score``, ``word_accuracy`` FP32 ``[1]``; ``audio_similarity`` BYTES ``[1]`` (which of the
+  two feeds ``audio_sim_score``: ``aligned`` or ``pooled``); ``words`` BYTES ``[1]``, a JSON list of
+  ``{"op": "match"|"substitution"|"deletion"|"insertion", "word": ..., "said": ...}``; ``reference_text`` BYTES
+  ``[1]``, the clip's reference text file (empty when it has none: text scores then use its transcript).
+  Without ``uid``/``cid`` the request only embeds: ``transcript`` BYTES ``[1]`` and ``embedding`` FP32 ``[1, D]``.
 
 Status codes (KServe 0.21 maps exceptions by type; the same exception serves REST and gRPC):
 
@@ -37,9 +41,9 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotR
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from audio_score.cache import validate_id
-from audio_score.errors import InvalidIdentifier, ModelLoadError, UnknownClip
+from audio_score.errors import InvalidIdentifier, ModelLoadError, UnknownClip, quote_user_value
+from audio_score.scoring import compare
 from audio_score.settings import ModelSpec, Settings
-from audio_score.similarity import score
 from predictors.batcher import DynamicBatcher, QueueFull
 from predictors.references import ReferenceStore, ReferenceUnavailable
 
@@ -48,7 +52,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCORE_OUTPUTS = ("sim_score", "audio_sim_score", "text_sim_score", "transcript", "reference_transcript")
+SCORE_OUTPUTS = (
+    "sim_score",
+    "audio_sim_score",
+    "text_sim_score",
+    "transcript",
+    "reference_transcript",
+    "audio_pooled_sim_score",
+    "audio_aligned_sim_score",
+    "audio_similarity",
+    "word_accuracy",
+    "words",
+    "reference_text",
+)
 EMBED_OUTPUTS = ("transcript", "embedding")
 KNOWN_INPUTS = ("audio", "uid", "cid")
 
@@ -61,8 +77,8 @@ class ClipNotFound(ModelNotFound):
         self.uid = uid
         self.cid = cid
         self.reason = (
-            f"no reference clip for uid={uid!r} cid={cid!r} (model {model!r}): no cache entry and no clip "
-            "<uid>/<cid>.<ext> or <uid>_<cid>.<ext> under video_clip_dir"
+            f"no reference clip for uid={quote_user_value(uid)} cid={quote_user_value(cid)} (model {model!r}): "
+            "no cache entry and no clip <uid>/<cid>.<ext> or <uid>_<cid>.<ext> under video_clip_dir"
         )
 
 
@@ -165,6 +181,12 @@ class AudioScoreModel(Model):
             {"name": "text_sim_score", "datatype": "FP32", "shape": [1]},
             {"name": "transcript", "datatype": "BYTES", "shape": [1]},
             {"name": "reference_transcript", "datatype": "BYTES", "shape": [1]},
+            {"name": "audio_pooled_sim_score", "datatype": "FP32", "shape": [1]},
+            {"name": "audio_aligned_sim_score", "datatype": "FP32", "shape": [1]},
+            {"name": "audio_similarity", "datatype": "BYTES", "shape": [1]},
+            {"name": "word_accuracy", "datatype": "FP32", "shape": [1]},
+            {"name": "words", "datatype": "BYTES", "shape": [1]},
+            {"name": "reference_text", "datatype": "BYTES", "shape": [1]},
             # Only in embed-only requests (no uid/cid).
             {"name": "embedding", "datatype": "FP32", "shape": [1, dim]},
         ]
@@ -204,21 +226,35 @@ class AudioScoreModel(Model):
                 _output("embedding", np.asarray(features.embedding, dtype=np.float32).reshape(1, -1), "FP32"),
             ]
         else:
-            scores = score(features.embedding, features.transcript, reference.embedding, reference.transcript)
-            outputs = [
-                _output("sim_score", np.array([scores.sim_score], dtype=np.float32), "FP32"),
-                _output("audio_sim_score", np.array([scores.audio_sim_score], dtype=np.float32), "FP32"),
-                _output("text_sim_score", np.array([scores.text_sim_score], dtype=np.float32), "FP32"),
+            entry, pool = reference.entry, self.references.pool
+            # DTW is a few ms of CPU: off the event loop, so other requests keep flowing meanwhile.
+            result = await asyncio.to_thread(
+                lambda: compare(
+                    embedding=features.embedding,
+                    frames=features.frames,
+                    transcript=features.transcript,
+                    reference_embedding=entry.embedding,
+                    reference_frames=reference.frames,
+                    reference_text=entry.text,
+                    audio_similarity_kind=self.settings.audio_similarity,
+                    pool=pool,
+                )
+            )
+            outputs = [_float_output(name, value) for name, value in result.scores().items()]
+            outputs += [
                 _bytes_output("transcript", features.transcript),
-                _bytes_output("reference_transcript", reference.transcript),
+                _bytes_output("reference_transcript", entry.transcript),
+                _bytes_output("audio_similarity", result.audio_similarity),
+                _bytes_output("words", result.words.to_json()),
+                _bytes_output("reference_text", entry.reference_text or ""),
             ]
         if payload.request_outputs:
             names = {o.name for o in outputs}
             unknown = [o.name for o in payload.request_outputs if o.name not in names]
             if unknown:
+                shown = ", ".join(map(quote_user_value, unknown[:8])) + (" …" if len(unknown) > 8 else "")
                 raise InvalidInput(
-                    f"unknown output(s) {', '.join(map(repr, unknown))} requested; this request can return "
-                    f"{', '.join(sorted(names))}"
+                    f"unknown output(s) {shown} requested; this request can return {', '.join(sorted(names))}"
                 )
         return InferResponse(
             response_id=payload.id or str(uuid.uuid4()),
@@ -233,11 +269,11 @@ class AudioScoreModel(Model):
         for tensor in req.inputs:
             if tensor.name not in KNOWN_INPUTS:
                 raise InvalidInput(
-                    f"unknown input {tensor.name!r}; expected 'audio' (FP32 [1, N]) and optionally 'uid' and "
-                    "'cid' (BYTES [1])"
+                    f"unknown input {quote_user_value(tensor.name)}; expected 'audio' (FP32 [1, N]) and optionally "
+                    "'uid' and 'cid' (BYTES [1])"
                 )
             if tensor.name in by_name:
-                raise InvalidInput(f"input {tensor.name!r} is given twice")
+                raise InvalidInput(f"input {quote_user_value(tensor.name)} is given twice")
             by_name[tensor.name] = tensor
         if "audio" not in by_name:
             raise InvalidInput("missing input 'audio' (FP32 [1, N] mono PCM)")
@@ -254,10 +290,10 @@ class AudioScoreModel(Model):
     def _parse_audio(self, tensor: InferInput) -> np.ndarray:
         rate = self.settings.target_sampling_rate
         if tensor.datatype != "FP32":
-            raise InvalidInput(f"input 'audio' must be FP32, got {tensor.datatype}")
+            raise InvalidInput(f"input 'audio' must be FP32, got {quote_user_value(tensor.datatype)}")
         shape = list(tensor.shape or [])
         if len(shape) != 2 or shape[0] != 1:
-            raise InvalidInput(f"input 'audio' must have shape [1, N] (one mono clip), got {shape}")
+            raise InvalidInput(f"input 'audio' must have shape [1, N] (one mono clip), got {quote_user_value(shape)}")
         if shape[1] <= 0:
             raise InvalidInput("input 'audio' is empty: send at least one sample")
         seconds = shape[1] / rate
@@ -269,7 +305,10 @@ class AudioScoreModel(Model):
         try:
             samples = tensor.as_numpy()
         except Exception as exc:  # data length that does not fit the shape, non-numbers in JSON data
-            raise InvalidInput(f"input 'audio' does not match its shape {shape} and datatype FP32: {exc}") from None
+            raise InvalidInput(
+                f"input 'audio' does not match its shape {quote_user_value(shape)} and datatype FP32: "
+                f"{quote_user_value(str(exc), 200)}"
+            ) from None
         samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
         if samples.size != shape[1]:
             raise InvalidInput(f"input 'audio' holds {samples.size} values but its shape says {shape[1]}")
@@ -281,13 +320,15 @@ class AudioScoreModel(Model):
 def _parse_id(tensor: InferInput) -> str:
     name = tensor.name
     if tensor.datatype != "BYTES":
-        raise InvalidInput(f"input {name!r} must be BYTES, got {tensor.datatype}")
+        raise InvalidInput(f"input {name!r} must be BYTES, got {quote_user_value(tensor.datatype)}")
     if list(tensor.shape or []) != [1]:
-        raise InvalidInput(f"input {name!r} must have shape [1], got {list(tensor.shape or [])}")
+        raise InvalidInput(f"input {name!r} must have shape [1], got {quote_user_value(list(tensor.shape or []))}")
     try:
         values = tensor.as_numpy().reshape(-1)
     except Exception as exc:
-        raise InvalidInput(f"input {name!r} is not a BYTES tensor of shape [1]: {exc}") from None
+        raise InvalidInput(
+            f"input {name!r} is not a BYTES tensor of shape [1]: {quote_user_value(str(exc), 200)}"
+        ) from None
     if values.size != 1:
         raise InvalidInput(f"input {name!r} must hold exactly one string, got {values.size}")
     value = values[0]
@@ -306,6 +347,10 @@ def _parse_id(tensor: InferInput) -> str:
 
 def _output(name: str, data: np.ndarray, datatype: str) -> InferOutput:
     return InferOutput(name=name, shape=list(data.shape), datatype=datatype, data=data)
+
+
+def _float_output(name: str, value: float) -> InferOutput:
+    return _output(name, np.array([value], dtype=np.float32), "FP32")
 
 
 def _bytes_output(name: str, text: str) -> InferOutput:

@@ -9,8 +9,10 @@ code path (:func:`audio_score.cachebuild.compute_entries`) on the model's worker
 used. Concurrent requests for the same missing entry share one build. An entry whose clip is gone but whose
 fingerprint matches is still served (the clip folder need not stay mounted); no entry and no clip is a 404.
 
-Memory: only what scoring needs is kept (meta, transcript, pooled embedding); the frame-level features stay on
-disk.
+Memory: what scoring needs is kept: meta, transcript, reference text, pooled embedding, and the frame-level
+features already prepared for time alignment (:func:`audio_score.alignment.prepare_frames`: pooled to ~40 ms,
+centred, unit length, float32: as many bytes as Whisper's float16 frames on disk, twice Higgs's, whose 40 ms frames
+are not pooled further). The LRU counts all of them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
+from audio_score.alignment import PreparedFrames, pool_for, prepare_frames
 from audio_score.cache import CacheEntry, ClipRef, ReferenceCache, find_clip, validate_id
 from audio_score.errors import AudioScoreError, UnknownClip
 from audio_score.settings import Settings
@@ -54,14 +57,24 @@ class ReferenceUnavailable(AudioScoreError):
 
 @dataclasses.dataclass(frozen=True)
 class Cached:
-    """An entry in memory and the clip it was checked against (None: served without its clip)."""
+    """An entry in memory (without its raw frames), its frames prepared for alignment, and the clip it was
+    checked against (None: served without its clip)."""
 
     entry: CacheEntry
+    frames: PreparedFrames
     clip: ClipRef | None
 
     @property
     def nbytes(self) -> int:
-        return self.entry.nbytes
+        return self.entry.nbytes + self.frames.nbytes
+
+    def with_clip(self, clip: ClipRef | None) -> Cached:
+        return dataclasses.replace(self, clip=clip)
+
+    @classmethod
+    def of(cls, entry: CacheEntry, clip: ClipRef | None, pool: int) -> Cached:
+        """Prepare the entry's frames for alignment and drop the raw ones (CPU work: call it off the loop)."""
+        return cls(_slim(entry), prepare_frames(entry.frames, pool), clip)
 
 
 class LRUBytes(Generic[S]):
@@ -115,7 +128,7 @@ class LRUBytes(Generic[S]):
 
 
 def _slim(entry: CacheEntry) -> CacheEntry:
-    """Keep what scoring reads; the frames stay on disk."""
+    """The entry without its raw frames (kept prepared in :class:`Cached` instead)."""
     frames = np.zeros((0, int(np.asarray(entry.embedding).shape[-1])), dtype=np.float16)
     return dataclasses.replace(entry, frames=frames)
 
@@ -129,13 +142,17 @@ class ReferenceStore:
         self.key = backend.key
         self.cache = ReferenceCache(settings.cache_dir, backend.key)
         self.fingerprint = backend.fingerprint
+        #: Frames averaged before alignment; uploads must be prepared with the same (:attr:`pool`).
+        self.pool = pool_for(backend.frame_ms)
         self.memory: LRUBytes[Cached] = LRUBytes(settings.cache_memory_bytes, backend.key)
         self._run_on_model_thread = run_on_model_thread
-        self._builds: dict[tuple[str, str], asyncio.Future[CacheEntry]] = {}
+        self._builds: dict[tuple[str, str], asyncio.Future[Cached]] = {}
         self.built = 0
 
-    async def get(self, uid: str, cid: str) -> CacheEntry:
-        """The fresh entry for uid/cid. Raises InvalidIdentifier (bad id), UnknownClip, ReferenceUnavailable."""
+    async def get(self, uid: str, cid: str) -> Cached:
+        """The fresh entry for uid/cid with its prepared frames.
+
+        Raises InvalidIdentifier (bad id), UnknownClip, ReferenceUnavailable."""
         validate_id(uid, "uid")
         validate_id(cid, "cid")
         key = (uid, cid)
@@ -148,35 +165,37 @@ class ReferenceStore:
             and await asyncio.to_thread(self.cache.is_fresh, cached.entry.meta, self.fingerprint, cached.clip)
         ):
             metrics.REFERENCE_LOOKUPS.labels(self.key, "hit").inc()
-            return cached.entry
+            return cached
         clip = await asyncio.to_thread(find_clip, self.settings.video_clip_dir, uid, cid)
         if cached is not None:
             if clip is None or await asyncio.to_thread(self.cache.is_fresh, cached.entry.meta, self.fingerprint, clip):
                 metrics.REFERENCE_LOOKUPS.labels(self.key, "hit").inc()
-                self.memory.put(key, Cached(cached.entry, clip))
-                return cached.entry
+                cached = cached.with_clip(clip)
+                self.memory.put(key, cached)
+                return cached
             self.memory.discard(key)
-        entry = await asyncio.to_thread(self._read_fresh, uid, cid, clip)
-        if entry is not None:
+        loaded = await asyncio.to_thread(self._read_fresh, uid, cid, clip)
+        if loaded is not None:
             metrics.REFERENCE_LOOKUPS.labels(self.key, "disk").inc()
-            self.memory.put(key, Cached(entry, clip))
-            return entry
+            self.memory.put(key, loaded)
+            return loaded
         if clip is None:
             metrics.REFERENCE_LOOKUPS.labels(self.key, "missing").inc()
             raise UnknownClip(uid, cid)
         return await self._build_once(key, clip)
 
-    def _read_fresh(self, uid: str, cid: str, clip: ClipRef | None) -> CacheEntry | None:
+    def _read_fresh(self, uid: str, cid: str, clip: ClipRef | None) -> Cached | None:
         meta = self.cache.read_meta(uid, cid)
         if not self.cache.is_fresh(meta, self.fingerprint, clip):
             return None
-        return self.cache.read(uid, cid, with_frames=False)
+        entry = self.cache.read(uid, cid)
+        return None if entry is None else Cached.of(entry, clip, self.pool)
 
-    async def _build_once(self, key: tuple[str, str], clip: ClipRef) -> CacheEntry:
+    async def _build_once(self, key: tuple[str, str], clip: ClipRef) -> Cached:
         running = self._builds.get(key)
         if running is not None:
             return await asyncio.shield(running)
-        future: asyncio.Future[CacheEntry] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Cached] = asyncio.get_running_loop().create_future()
         self._builds[key] = future
         try:
             entry = await self._build(clip)
@@ -191,7 +210,7 @@ class ReferenceStore:
         finally:
             self._builds.pop(key, None)
 
-    async def _build(self, clip: ClipRef) -> CacheEntry:
+    async def _build(self, clip: ClipRef) -> Cached:
         from audio_score.cachebuild import compute_entries, decode_clip
 
         # Decoding is CPU work with no model: a plain thread, not the model's worker.
@@ -204,6 +223,8 @@ class ReferenceStore:
         )
         self.built += 1
         metrics.REFERENCE_LOOKUPS.labels(self.key, "built").inc()
-        entry = _slim(entries[0])
-        self.memory.put((clip.uid, clip.cid), Cached(entry, clip))
-        return entry
+        if not entries:
+            raise ReferenceUnavailable(f"reference clip {clip.name} ({clip.path.name}) gave no entry")
+        built = await asyncio.to_thread(Cached.of, entries[0], clip, self.pool)
+        self.memory.put((clip.uid, clip.cid), built)
+        return built

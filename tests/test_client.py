@@ -31,6 +31,21 @@ def test_a_clip_scores_one_against_itself(up_stack) -> None:
     assert answer["audio_sim_score"] == pytest.approx(1.0, abs=1e-3)
     assert answer["text_sim_score"] == pytest.approx(1.0, abs=1e-3)
     assert answer["transcript"] == answer["reference_transcript"]
+    assert answer["audio_aligned_sim_score"] == 1.0 and answer["word_accuracy"] == 1.0
+    assert answer["words"] and all(w["op"] == "match" for w in answer["words"])
+
+
+def test_word_marks_for_the_table() -> None:
+    from audio_score.client import format_words
+
+    marks = [
+        {"op": "match", "word": "the", "said": "the"},
+        {"op": "substitution", "word": "cat", "said": "cap"},
+        {"op": "deletion", "word": "sat", "said": None},
+        {"op": "insertion", "word": None, "said": "um"},
+    ]
+    assert format_words(marks) == "\u2713 the  \u2717 cat\u2192cap  \u2212 sat  + um"
+    assert format_words([]) == "(no words)"
 
 
 def test_another_clip_and_model_and_table(up_stack) -> None:
@@ -48,6 +63,9 @@ def test_another_clip_and_model_and_table(up_stack) -> None:
     assert set(rows) >= SCORE_FIELDS
     assert rows["model"] == ["whisper-tiny"]
     assert 0.0 <= float(rows["sim_score"][0]) <= 1.0
+    assert {"audio_aligned_sim_score", "audio_pooled_sim_score", "word_accuracy", "words"} <= set(rows)
+    marks = rows["words"][0::2] if rows["words"] != ["(no", "words)"] else []
+    assert set(marks) <= {"\u2713", "\u2717", "\u2212", "+"}
 
 
 @pytest.mark.parametrize(
@@ -101,12 +119,13 @@ def test_batch_scores_a_folder(up_stack, tmp_path: Path) -> None:
     done = score("--batch", str(folder), "--url", up_stack.url)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].split() == ["file", "model", "sim_score", "audio", "text", "error"]
+    assert lines[0].split() == ["file", "model", "sim_score", "audio", "text", "words", "error"]
     body = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(body) == {"video1_clip1.mov", "video1_clip2.mov", "video2_clip1.mov"}
     for row in body.values():
         assert row[1] == "whisper-tiny"
         assert float(row[2]) == pytest.approx(1.0, abs=1e-3)  # each file is its own reference clip
+        assert float(row[5]) == 1.0  # word accuracy
     assert "3 scored, 0 failed" in done.stderr
 
     # An unknown clip and a name without '_' fail; the rest still score; the exit is non-zero.

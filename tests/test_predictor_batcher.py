@@ -195,3 +195,71 @@ def test_v2_codec_round_trip_of_binary_request_and_response() -> None:
     assert v2.error_message(b'{"error": "no reference clip"}') == "no reference clip"
     with pytest.raises(ValueError):
         v2.build_infer_request(audio, "video1", None)
+
+
+def test_a_reference_in_memory_counts_its_prepared_frames() -> None:
+    from predictors.references import Cached
+
+    frames = np.ones((500, 64), dtype=np.float16)
+    entry = CacheEntry(
+        meta={}, transcript="hi", embedding=np.zeros(64, np.float32), frames=frames, reference_text="hello"
+    )
+    cached = Cached.of(entry, None, pool=2)
+    assert cached.entry.frames.shape == (0, 64)  # the raw frames are not kept twice
+    assert cached.frames.units.shape == (250, 64)
+    assert cached.nbytes == cached.entry.nbytes + cached.frames.nbytes >= frames.nbytes
+    lru = LRUBytes(max_bytes=cached.nbytes * 2 - 1, model="m")
+    lru.put(("u", "a"), cached)
+    lru.put(("u", "b"), cached)
+    assert len(lru) == 1 and lru.nbytes == cached.nbytes  # the frames' bytes made the second one evict the first
+
+
+def _score_doc(**extra: object) -> bytes:
+    import json
+
+    outputs = [
+        {"name": n, "datatype": "FP32", "shape": [1], "data": [0.5]}
+        for n in ("sim_score", "audio_sim_score", "text_sim_score")
+    ]
+    outputs += [
+        {"name": n, "datatype": "BYTES", "shape": [1], "data": ["x"]} for n in ("transcript", "reference_transcript")
+    ]
+    for name, value in extra.items():
+        datatype = "FP32" if isinstance(value, float) else "BYTES"
+        outputs.append({"name": name, "datatype": datatype, "shape": [1], "data": [value]})
+    return json.dumps({"outputs": outputs}).encode()
+
+
+def test_v2_codec_parses_the_feedback_outputs_and_refuses_malformed_ones() -> None:
+    import json
+
+    words = [{"op": "substitution", "word": "cat", "said": "cap"}, {"op": "deletion", "word": "sat", "said": None}]
+    parsed = v2.parse_score_response(
+        _score_doc(
+            audio_pooled_sim_score=0.9,
+            audio_aligned_sim_score=0.25,
+            audio_similarity="aligned",
+            word_accuracy=0.0,
+            words=json.dumps(words),
+            reference_text="",
+        )
+    )
+    assert parsed["words"] == words
+    assert (parsed["audio_aligned_sim_score"], parsed["audio_similarity"], parsed["reference_text"]) == (
+        0.25,
+        "aligned",
+        "",
+    )
+    # An older predictor without the new outputs still parses: they are simply absent.
+    assert set(v2.parse_score_response(_score_doc())) == set(v2.SCORE_REQUIRED)
+    bad_words = (
+        "not json",
+        '{"op": "match"}',
+        '[{"op": "skip", "word": "a", "said": "a"}]',
+        '[{"op": "match", "word": 1}]',
+    )
+    for bad in bad_words:
+        with pytest.raises(v2.V2ProtocolError, match="words"):
+            v2.parse_score_response(_score_doc(words=bad))
+    with pytest.raises(v2.V2ProtocolError, match="audio_similarity"):
+        v2.parse_score_response(_score_doc(audio_similarity="dtw"))

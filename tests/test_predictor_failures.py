@@ -30,9 +30,9 @@ from audio_score.backends.whisper import WhisperBackend
 
 _embed = WhisperBackend.embed
 
-def _slow_embed(self, waveforms):
+def _slow_embed(self, waveforms, **kwargs):
     time.sleep(1.5)
-    return _embed(self, waveforms)
+    return _embed(self, waveforms, **kwargs)
 
 WhisperBackend.embed = _slow_embed
 """

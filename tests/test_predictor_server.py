@@ -21,12 +21,23 @@ import pytest
 from audio_score import v2
 from audio_score.cache import ReferenceCache
 from audio_score.devtools.workspace import Workspace
+from audio_score.similarity import text_similarity
+from audio_score.words import align_words
 
 MODEL = "whisper-tiny"
 OWN = ("video1", "clip1")
 OTHER = ("video2", "clip1")  # the flat layout: clips/video2_clip1.mov
 ON_DEMAND = ("video1", "clip2")  # its whisper-tiny entry is deleted after the cache build
 TIMEOUT = httpx.Timeout(120.0)
+FLOAT_OUTPUTS = (
+    "sim_score",
+    "audio_sim_score",
+    "text_sim_score",
+    "audio_pooled_sim_score",
+    "audio_aligned_sim_score",
+    "word_accuracy",
+)
+STRING_OUTPUTS = ("transcript", "reference_transcript", "audio_similarity", "words", "reference_text")
 
 
 @pytest.fixture(scope="module")
@@ -102,9 +113,11 @@ def test_metadata_and_readiness(server) -> None:  # type: ignore[no-untyped-def]
         ("cid", "BYTES", (1,)),
     }
     outputs = {o["name"]: (o["datatype"], o["shape"]) for o in meta["outputs"]}
-    for name in ("sim_score", "audio_sim_score", "text_sim_score"):
+    for name in FLOAT_OUTPUTS:
         assert outputs[name] == ("FP32", [1])
-    assert outputs["transcript"] == ("BYTES", [1]) and outputs["reference_transcript"] == ("BYTES", [1])
+    for name in ("transcript", "reference_transcript", "audio_similarity", "words", "reference_text"):
+        assert outputs[name] == ("BYTES", [1])
+    assert set(outputs) == {*FLOAT_OUTPUTS, *STRING_OUTPUTS, "embedding"}
     assert outputs["embedding"] == ("FP32", [1, 64])
     for key in (MODEL, "higgs-tiny"):
         ready = httpx.get(v2.ready_url(server.http_url, key), timeout=TIMEOUT)
@@ -148,6 +161,33 @@ def test_own_clip_scores_one_over_rest_binary_and_other_clip_less(server, ws) ->
     assert worse["audio_sim_score"] < 0.999
     assert worse["sim_score"] < result["sim_score"]
     assert 0.0 <= worse["audio_sim_score"] <= 1.0 and 0.0 <= worse["text_sim_score"] <= 1.0
+
+
+def test_feedback_fields_of_an_own_clip_and_another(server, ws) -> None:  # type: ignore[no-untyped-def]
+    own = post_binary(server, decoded(ws, OWN), *OWN)
+    assert own.status_code == 200, own.text
+    result = v2.parse_score_response(own.content, own.headers)
+    assert set(result) == {*FLOAT_OUTPUTS, *STRING_OUTPUTS}
+    assert result["audio_aligned_sim_score"] == 1.0  # the same frames: exactly one
+    assert result["audio_pooled_sim_score"] == pytest.approx(1.0, abs=1e-4)
+    assert result["audio_similarity"] == "aligned"  # the default: it feeds audio_sim_score
+    assert result["audio_sim_score"] == result["audio_aligned_sim_score"]
+    assert result["word_accuracy"] == 1.0
+    assert result["reference_text"] == ""  # no text file beside this clip: the transcript is the reference
+    assert result["words"] == align_words(result["transcript"], result["reference_transcript"]).as_list()
+    assert all(w["op"] == "match" for w in result["words"])
+
+    other = post_binary(server, decoded(ws, OTHER), *OWN)
+    worse = v2.parse_score_response(other.content, other.headers)
+    for name in FLOAT_OUTPUTS:
+        assert 0.0 <= worse[name] <= 1.0, name
+    assert worse["audio_aligned_sim_score"] < 1.0
+    assert worse["sim_score"] == pytest.approx(
+        (worse["audio_aligned_sim_score"] + worse["text_sim_score"]) / 2, abs=1e-6
+    )
+    expected = align_words(worse["transcript"], worse["reference_transcript"])
+    assert worse["words"] == expected.as_list()
+    assert worse["word_accuracy"] == pytest.approx(expected.word_accuracy, abs=1e-6)
 
 
 def test_higgs_model_scores_its_own_clip(server, ws) -> None:  # type: ignore[no-untyped-def]
@@ -365,6 +405,11 @@ BAD_JSON = {
     "path in uid": ([_audio(), _id("uid", "../etc"), _id("cid", "clip1")], "invalid uid"),
     "uid not bytes": ([_audio(), _id("uid", 3, "INT32"), _id("cid", "clip1")], "must be BYTES"),
     "unknown input": ([_audio(), _id("speaker", "x")], "unknown input 'speaker'"),
+    # A caller's value is echoed as a short quoted prefix: never whole, never with its newlines.
+    "1 MB uid": ([_audio(), _id("uid", "u\n" * 500_000), _id("cid", "clip1")], "invalid uid 'u\\nu\\n"),
+    "long input name": ([_audio(), _id("s" * 100_000, "x")], "(100000 chars)"),
+    "long shape": ([{**_audio(), "shape": [1] * 50_000}], "shape [1, N] (one mono clip), got [1, 1,"),
+    "long datatype": ([{**_audio(), "datatype": "F" * 50_000}], "must be FP32, got 'FFF"),
 }
 
 
@@ -373,7 +418,8 @@ def test_bad_tensors_are_400_with_a_reason(server, case: str) -> None:  # type: 
     inputs, reason = BAD_JSON[case]
     response = httpx.post(f"{server.http_url}/v2/models/{MODEL}/infer", json={"inputs": inputs}, timeout=TIMEOUT)
     assert response.status_code == 400, (case, response.status_code, response.text)
-    assert reason in v2.error_message(response.content)
+    message = v2.error_message(response.content)
+    assert reason in message and len(message) < 600, (case, message[:1000])
 
 
 def test_bad_binary_bodies_are_4xx_never_500(server) -> None:  # type: ignore[no-untyped-def]
@@ -463,3 +509,33 @@ def test_stale_entry_is_rebuilt_when_its_clip_changes(server, ws) -> None:  # ty
     result = v2.parse_score_response(response.content, response.headers)
     assert result["audio_sim_score"] == pytest.approx(1.0, abs=1e-4)
     assert result["reference_transcript"] == new.transcript
+
+
+def test_a_reference_text_file_is_the_reference_for_words(server, ws) -> None:  # type: ignore[no-untyped-def]
+    """Adding <uid>_<cid>.txt beside a flat-layout clip makes its entry stale; the rebuilt entry holds the text and
+    text similarity and word marks compare against it (not the reference's transcript)."""
+    ws.clips[OTHER].with_suffix(".txt").write_text("The cat sat on the mat.\n", encoding="utf-8")
+    response = post_binary(server, decoded(ws, OTHER), *OTHER)
+    assert response.status_code == 200, response.text
+    result = v2.parse_score_response(response.content, response.headers)
+    assert result["reference_text"] == "The cat sat on the mat."
+    assert ReferenceCache(ws.cache_dir, MODEL).read(*OTHER).reference_text == "The cat sat on the mat."
+    assert result["audio_aligned_sim_score"] == 1.0  # the same clip: the audio still matches exactly
+    assert result["text_sim_score"] == pytest.approx(text_similarity(result["transcript"], result["reference_text"]))
+    alignment = align_words(result["transcript"], "The cat sat on the mat.")
+    assert result["words"] == alignment.as_list()
+    assert result["word_accuracy"] == pytest.approx(alignment.word_accuracy, abs=1e-6)
+    assert [w["word"] for w in result["words"] if w["op"] != "insertion"] == ["the", "cat", "sat", "on", "the", "mat"]
+
+
+def test_config_can_feed_the_pooled_similarity_into_the_scores(ws, start_predictor) -> None:  # type: ignore[no-untyped-def]
+    config = json.loads(ws.config_path.read_text())
+    pooled_config = ws.config_path.with_name("config-pooled.json")
+    pooled_config.write_text(json.dumps({**config, "audio_similarity": "pooled"}))
+    with start_predictor(pooled_config, ready_models=[MODEL], args=["--model", MODEL]) as proc:
+        response = post_binary(proc, decoded(ws, ON_DEMAND), *OWN)
+    assert response.status_code == 200, response.text
+    result = v2.parse_score_response(response.content, response.headers)
+    assert result["audio_similarity"] == "pooled"
+    assert result["audio_sim_score"] == result["audio_pooled_sim_score"] != result["audio_aligned_sim_score"]
+    assert result["sim_score"] == pytest.approx((result["audio_pooled_sim_score"] + result["text_sim_score"]) / 2)

@@ -63,6 +63,10 @@ def test_a_reference_clip_uploaded_as_itself_scores_one(stack: Stack, model: str
     assert body["model"] == model
     assert (body["audio_sim_score"], body["text_sim_score"], body["sim_score"]) == (1.0, 1.0, 1.0)
     assert body["transcript"] == body["reference_transcript"] != ""
+    assert body["audio_aligned_sim_score"] == 1.0 and body["audio_similarity"] == "aligned"
+    assert body["audio_pooled_sim_score"] == pytest.approx(1.0, abs=1e-4)
+    assert body["word_accuracy"] == 1.0 and body["reference_text"] is None
+    assert body["words"] and all(w["op"] == "match" and w["word"] == w["said"] for w in body["words"])
 
 
 def test_another_clip_scores_less_and_the_default_model_is_the_first_ready(stack: Stack) -> None:
@@ -78,7 +82,17 @@ def test_another_clip_scores_less_and_the_default_model_is_the_first_ready(stack
         "text_sim_score",
         "transcript",
         "reference_transcript",
+        "audio_pooled_sim_score",
+        "audio_aligned_sim_score",
+        "audio_similarity",
+        "word_accuracy",
+        "words",
+        "reference_text",
     }
+    for name in ("sim_score", "audio_sim_score", "text_sim_score", "audio_pooled_sim_score", "word_accuracy"):
+        assert 0.0 <= body[name] <= 1.0, name
+    assert body["audio_sim_score"] == body["audio_aligned_sim_score"] < 1.0
+    assert {w["op"] for w in body["words"]} <= {"match", "substitution", "deletion", "insertion"}
 
 
 def test_any_ffmpeg_format_is_accepted(stack: Stack, tmp_path: Path) -> None:
@@ -86,6 +100,21 @@ def test_any_ffmpeg_format_is_accepted(stack: Stack, tmp_path: Path) -> None:
     response = stack.score(mp3, uid="video2", cid="clip1", model="higgs-tiny")
     assert response.status_code == 200, response.text
     assert 0.0 <= response.json()["sim_score"] <= 1.0
+
+
+def test_a_reference_text_file_drives_the_word_feedback(stack: Stack) -> None:
+    text = stack.ws.clips[("video1", "clip2")].with_suffix(".txt")
+    text.write_text("Good morning, everyone!", encoding="utf-8")
+    try:
+        response = stack.score(stack.ws.clips[("video1", "clip2")], uid="video1", cid="clip2", model="whisper-tiny")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["reference_text"] == "Good morning, everyone!"
+        assert [w["word"] for w in body["words"] if w["op"] != "insertion"] == ["good", "morning", "everyone"]
+        assert body["audio_aligned_sim_score"] == 1.0  # the clip itself: only the words differ
+        assert body["text_sim_score"] < 1.0 or body["transcript"].lower().startswith("good morning")
+    finally:
+        text.unlink()
 
 
 def test_models_health_readiness_docs_and_metrics(stack: Stack) -> None:
@@ -105,6 +134,11 @@ def test_models_health_readiness_docs_and_metrics(stack: Stack) -> None:
     assert set(props) == {"uid", "cid", "audio", "model"}
     assert props["uid"]["description"] and props["audio"]["description"]
     assert {"404", "413", "503", "504"} <= set(schema["paths"]["/score"]["post"]["responses"])
+    answer = schema["components"]["schemas"]["ScoreResponse"]
+    for name in ("audio_pooled_sim_score", "audio_aligned_sim_score", "audio_similarity", "word_accuracy", "words"):
+        assert answer["properties"][name]["description"], name
+    assert answer["examples"][0]["words"][4] == {"op": "substitution", "word": "the", "said": "a"}
+    assert set(schema["components"]["schemas"]["WordMark"]["properties"]) == {"op", "word", "said"}
     assert httpx.get(f"{stack.url}/docs").status_code == 200
     metrics = httpx.get(f"{stack.url}/metrics").text
     assert 'audio_score_router_requests_total{model="whisper-tiny",status="200"}' in metrics

@@ -137,3 +137,10 @@ def test_bad_environment_values(tmp_path: Path, name: str, value: str) -> None:
 def test_config_path_from_environment(tmp_path: Path) -> None:
     path = write(tmp_path, BASE)
     assert load_settings(None, env={"AUDIO_SCORE_CONFIG": str(path)}).config_path == path
+
+
+def test_audio_similarity_choice(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, BASE), env={}).audio_similarity == "aligned"
+    assert load_settings(write(tmp_path, {**BASE, "audio_similarity": "pooled"}), env={}).audio_similarity == "pooled"
+    with pytest.raises(ConfigError, match="audio_similarity"):
+        load_settings(write(tmp_path, {**BASE, "audio_similarity": "dtw"}), env={})

@@ -49,3 +49,30 @@ def test_empty_transcripts() -> None:
     assert text_similarity("...", "[music]") == 1.0  # both normalise to nothing
     assert text_similarity("", "hello") == 0.0
     assert text_similarity("hello wold", "hello world") == pytest.approx(0.952, abs=1e-3)
+
+
+def test_compare_feeds_the_chosen_audio_similarity_into_the_contract_scores() -> None:
+    from audio_score.scoring import compare
+
+    rng = np.random.default_rng(3)
+    frames = rng.standard_normal((40, 16)).astype(np.float16)
+    other = rng.standard_normal((40, 16)).astype(np.float16)
+    common = {
+        "embedding": frames.astype(np.float32).mean(axis=0),
+        "frames": frames,
+        "transcript": "the cat sat",
+        "reference_embedding": other.astype(np.float32).mean(axis=0),
+        "reference_frames": other,
+        "reference_text": "the cat sat on the mat",
+    }
+    aligned = compare(**common)
+    pooled = compare(**common, audio_similarity_kind="pooled")
+    assert aligned.audio_similarity == "aligned" and aligned.audio_sim_score == aligned.audio_aligned_sim_score
+    assert pooled.audio_sim_score == pooled.audio_pooled_sim_score
+    assert aligned.audio_pooled_sim_score == pooled.audio_pooled_sim_score
+    assert aligned.sim_score == (aligned.audio_aligned_sim_score + aligned.text_sim_score) / 2
+    assert aligned.word_accuracy == 0.5
+    assert [w["op"] for w in aligned.as_dict()["words"]] == ["match"] * 3 + ["deletion"] * 3
+    assert all(0.0 <= v <= 1.0 for v in aligned.scores().values())
+    with pytest.raises(ValueError, match="aligned"):
+        compare(**common, audio_similarity_kind="bogus")  # type: ignore[arg-type]

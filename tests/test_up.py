@@ -1,7 +1,7 @@
 """``audio-score up``: the real cache build, predictor and router as subprocesses on free ports with tiny models.
 
 The shared ``up_stack`` (conftest) serves the tests that only talk to it; the tests that stop or break ``up`` start
-their own, with one model and no cache build to keep start-up short.
+their own, with no cache build (and one model where two are not needed) to keep start-up short.
 """
 
 from __future__ import annotations
@@ -78,8 +78,9 @@ def test_banner_urls_answer(up_stack) -> None:
         f"{up_stack.url}/score",
         f"{up_stack.url}/docs",
         f"{up_stack.url}/models",
-        f"{up_stack.predictor_url}/v2/models/<model>/infer",
-        f"127.0.0.1:{up_stack.grpc_port}",
+        f"{up_stack.predictor_url}/v2/models/whisper-tiny/infer",
+        f"http://127.0.0.1:{up_stack.predictor_port + 1}/v2/models/higgs-tiny/infer",
+        f"gRPC 127.0.0.1:{up_stack.grpc_port} ",
     ):
         assert expected in out, out
     assert httpx.get(f"{up_stack.url}/docs", timeout=10).status_code == 200
@@ -88,17 +89,24 @@ def test_banner_urls_answer(up_stack) -> None:
     assert "whisper-tiny" in json.dumps(models) and "higgs-tiny" in json.dumps(models)
 
 
-def test_one_predictor_process_hosts_every_model(up_stack) -> None:
-    for key in ("whisper-tiny", "higgs-tiny"):
-        assert httpx.get(f"{up_stack.predictor_url}/v2/models/{key}/ready", timeout=10).status_code == 200
+def test_one_predictor_process_per_model(up_stack) -> None:
+    """As in the cluster: each model in its own predictor process on its own port, the router told each URL."""
     children = psutil.Process(up_stack.proc.pid).children()
-    commands = [" ".join(c.cmdline()) for c in children]
-    assert sum(" predictor " in c for c in commands) == 1, commands
-    assert sum(" router " in c for c in commands) == 1, commands
+    commands = {" ".join(c.cmdline()): c for c in children}
+    predictors = [c for c in commands if " predictor " in c]
+    assert len(predictors) == 2, list(commands)
+    for i, key in enumerate(("whisper-tiny", "higgs-tiny")):
+        port = up_stack.predictor_port + i
+        assert sum(f"--model {key}" in c and f"--http-port {port}" in c for c in predictors) == 1, predictors
+        assert httpx.get(f"http://127.0.0.1:{port}/v2/models/{key}/ready", timeout=10).status_code == 200
+        other = "higgs-tiny" if key == "whisper-tiny" else "whisper-tiny"
+        assert httpx.get(f"http://127.0.0.1:{port}/v2/models/{other}/ready", timeout=10).status_code != 200
+    assert sum(" router " in c for c in commands) == 1, list(commands)
     assert not any(" cache-build " in c for c in commands), "the cache build must be finished and reaped"
-    router = next(c for c in commands if " router " in c)
-    # The router reaches the one server that hosts every model: a URL without {model}.
-    assert f"--predictor-url http://127.0.0.1:{up_stack.predictor_port}" in router
+    router = next(p for c, p in commands.items() if " router " in c)
+    urls = router.environ()["AUDIO_SCORE_PREDICTOR_URLS"]
+    p = up_stack.predictor_port
+    assert urls == f"whisper-tiny=http://127.0.0.1:{p},higgs-tiny=http://127.0.0.1:{p + 1}"
 
 
 def test_cache_was_built_before_serving(up_stack) -> None:
@@ -184,18 +192,21 @@ def test_no_model_loading_gives_one_line(workspace, cache_build: bool) -> None:
 
 
 def test_sigterm_stops_every_process(workspace, start_up) -> None:
-    # Two router workers: uvicorn forks them, so stopping must reach the whole process group.
-    with start_up(workspace.config_path, args=["--no-cache-build", "--workers", "2"], env=ONE_MODEL) as up:
+    # Two router workers: uvicorn forks them, so stopping must reach the whole process group. One shared predictor
+    # process hosts both models here (--shared-predictor).
+    with start_up(workspace.config_path, args=["--no-cache-build", "--workers", "2", "--shared-predictor"]) as up:
         tree = descendants(up.proc.pid)
         pids = [p.pid for p in tree]
         assert len(pids) >= 3, [p.cmdline() for p in tree]  # predictor, router, its workers
+        commands = [" ".join(c.cmdline()) for c in psutil.Process(up.proc.pid).children()]
+        assert sum(" predictor " in c for c in commands) == 1 and not any("--model" in c for c in commands)
+        for key in ("whisper-tiny", "higgs-tiny"):
+            assert httpx.get(f"{up.predictor_url}/v2/models/{key}/ready", timeout=10).status_code == 200
         clip = workspace.clips[("video1", "clip1")]
-        with clip.open("rb") as fh:
-            answer = httpx.post(
-                f"{up.url}/score", data={"uid": "video1", "cid": "clip1"}, files={"audio": fh}, timeout=120
-            )
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["sim_score"] == pytest.approx(1.0, abs=1e-3)
+        for key in ("whisper-tiny", "higgs-tiny"):
+            answer = score(up.url, clip, key)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["sim_score"] == pytest.approx(1.0, abs=1e-3)
 
         up.proc.send_signal(signal.SIGTERM)
         assert up.proc.wait(timeout=60) == 0, up.stderr()
@@ -205,24 +216,60 @@ def test_sigterm_stops_every_process(workspace, start_up) -> None:
         assert "Traceback" not in up.stderr()
 
 
-def test_a_dying_child_stops_the_rest(workspace, start_up) -> None:
-    with start_up(workspace.config_path, args=["--no-cache-build"], env=ONE_MODEL) as up:
+def score(url: str, clip: Path, model: str) -> httpx.Response:
+    with clip.open("rb") as fh:
+        return httpx.post(
+            f"{url}/score", data={"uid": "video1", "cid": "clip1", "model": model}, files={"audio": fh}, timeout=120
+        )
+
+
+def wait_until(predicate, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.3)
+
+
+def test_a_killed_predictor_is_restarted_while_the_other_model_keeps_scoring(workspace, start_up) -> None:
+    """Like a Deployment's pod: SIGKILL one model's predictor; the other model keeps scoring, the killed one is
+    restarted (counted in the status line and in up.log) and scores again."""
+    clip = workspace.clips[("video1", "clip1")]
+    with start_up(workspace.config_path, args=["--no-cache-build"]) as up:
         children = {" ".join(p.cmdline()): p for p in psutil.Process(up.proc.pid).children()}
-        predictor = next(p for cmd, p in children.items() if " predictor " in cmd)
-        others = [p.pid for p in descendants(up.proc.pid) if p.pid != predictor.pid]
-        predictor.kill()
-        rc = up.proc.wait(timeout=60)
-        assert rc != 0
-        last = error_lines(up.stderr())[-1]
-        assert last.startswith("audio-score up: error: the predictor exited unexpectedly"), up.stderr()
-        assert [p for p in others if not gone(p)] == [], "up must stop the router before it exits"
+        victim = next(p for cmd, p in children.items() if "--model whisper-tiny" in cmd)
+        survivors = [p.pid for cmd, p in children.items() if "--model whisper-tiny" not in cmd]
+        assert score(up.url, clip, "whisper-tiny").status_code == 200
+
+        victim.kill()
+        wait_until(lambda: any("predictor-whisper-tiny exited (signal SIGKILL)" in line for line in up.stdout), 60)
+        # Meanwhile the other model is served as before.
+        other = score(up.url, clip, "higgs-tiny")
+        assert other.status_code == 200, other.text
+        assert other.json()["sim_score"] == pytest.approx(1.0, abs=1e-3)
+        down = score(up.url, clip, "whisper-tiny")
+        assert down.status_code in (200, 503), down.text  # 200 only if it is already back
+
+        wait_until(lambda: any("predictor-whisper-tiny ready again (restarts: 1)" in line for line in up.stdout))
+        wait_until(lambda: score(up.url, clip, "whisper-tiny").status_code == 200, 60)
+        again = score(up.url, clip, "whisper-tiny")
+        assert again.status_code == 200 and again.json()["sim_score"] == pytest.approx(1.0, abs=1e-3)
+
+        assert up.proc.poll() is None, "up must keep running"
+        assert [p for p in survivors if gone(p)] == [], "the router and the other predictor were not restarted"
+        events = [json.loads(line) for line in (up.log_dir / "up.log").read_text().splitlines()]
+        assert [(e["event"], e["child"]) for e in events] == [
+            ("exited", "predictor-whisper-tiny"),
+            ("restarted", "predictor-whisper-tiny"),
+            ("ready", "predictor-whisper-tiny"),
+        ]
+        assert events[1]["restarts"] == 1 and events[0]["returncode"] == -signal.SIGKILL
 
 
 def test_children_die_with_up_even_when_it_is_killed(workspace, start_up) -> None:
     """SIGKILL leaves `up` no chance to clean up: its children must notice their parent's death themselves."""
     with start_up(workspace.config_path, args=["--no-cache-build"], env=ONE_MODEL) as up:
         children = [p.pid for p in psutil.Process(up.proc.pid).children()]
-        assert len(children) == 2
+        assert len(children) == 2  # the predictor of the one model, the router
         up.proc.kill()
         up.proc.wait(timeout=30)
         assert wait_gone(children, timeout=60) == []
@@ -249,3 +296,14 @@ def test_check_port_and_socket(tmp_path: Path) -> None:
     assert path.exists()
     check_socket_path(path)  # nobody listens now: a stale file, removed
     assert not path.exists()
+
+
+def test_restart_backoff_doubles_up_to_a_minute() -> None:
+    from audio_score.up import BACKOFF_MAX_S, Supervised
+
+    unit = Supervised.__new__(Supervised)  # the backoff only reads the failure count
+    delays = []
+    for failures in range(1, 10):
+        unit.failures = failures
+        delays.append(unit.backoff_s())
+    assert delays == [1, 2, 4, 8, 16, 32, BACKOFF_MAX_S, BACKOFF_MAX_S, BACKOFF_MAX_S]

@@ -38,6 +38,8 @@ class Backend(ABC):
     spec: ModelSpec
     sampling_rate: int
     device: str
+    #: Milliseconds of audio per row of ``Features.frames`` (Whisper's encoder: 20 ms; Higgs pools pairs: 40 ms).
+    frame_ms: float = 20.0
 
     @property
     def key(self) -> str:
@@ -54,8 +56,12 @@ class Backend(ABC):
         """Size of the pooled embedding."""
 
     @abstractmethod
-    def embed(self, waveforms: Sequence[np.ndarray]) -> list[Features]:
-        """Features for each mono float32 waveform at ``sampling_rate``, computed as one batch."""
+    def embed(self, waveforms: Sequence[np.ndarray], *, max_new_tokens: int | None = None) -> list[Features]:
+        """Features for each mono float32 waveform at ``sampling_rate``, computed as one batch.
+
+        ``max_new_tokens`` lowers the transcript's token budget for this call only (the load-time warm-up uses a
+        few tokens: it proves decoding runs, not how long it goes); None keeps the model's setting.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release device memory; the default does nothing."""

@@ -21,6 +21,9 @@ from audio_score.errors import ModelLoadError
 from audio_score.settings import ModelSpec, Settings
 
 TOWER_PREFIX = "audio_tower."
+#: A published Higgs-Audio v2 checkpoint that ships the audio tower (bosonai/higgs-audio-v2-generation-3B-base
+#: is saved with skip_audio_tower: true and has none).
+TOWER_CHECKPOINT = "bosonai/higgs-audio-v2-understanding-3B"
 _NOT_ENCODER_KEYS = {"model_type", "architectures", "transformers_version"}
 
 
@@ -50,6 +53,7 @@ def load_tower_state(ref: str, revision: str | None) -> dict[str, torch.Tensor]:
 
 
 class HiggsAudioBackend(Backend):
+    frame_ms = 40.0  # Whisper-style encoder frames pooled in pairs
     """``type: higgs_audio`` in config.json."""
 
     def __init__(self, spec: ModelSpec, settings: Settings, device: str) -> None:
@@ -65,6 +69,13 @@ class HiggsAudioBackend(Backend):
         if config_path is None:
             raise ModelLoadError(f"model {spec.key!r}: {spec.model_id} has no config.json")
         config = json.loads(config_path.read_text())
+        if config.get("skip_audio_tower") is True:
+            # Higgs' own loader builds no tower for such a config (the generation checkpoints are saved so),
+            # so it is refused before any shard is opened, with the flag named.
+            raise ModelLoadError(
+                f"model {spec.key!r}: {spec.model_id} sets skip_audio_tower: true in its config.json, so it has no "
+                f"audio tower to take features from; use a checkpoint that includes it (e.g. {TOWER_CHECKPOINT})"
+            )
         encoder_cfg = config.get("audio_encoder_config")
         if not isinstance(encoder_cfg, dict):
             raise ModelLoadError(
@@ -74,8 +85,8 @@ class HiggsAudioBackend(Backend):
         state = load_tower_state(ref, spec.revision)
         if not state:
             raise ModelLoadError(
-                f"model {spec.key!r}: {spec.model_id} holds no '{TOWER_PREFIX}*' weights (a checkpoint saved "
-                "with skip_audio_tower has no audio tower); use a Higgs-Audio v2 checkpoint that includes it"
+                f"model {spec.key!r}: {spec.model_id} holds no '{TOWER_PREFIX}*' weights, so it has no audio tower; "
+                f"use a Higgs-Audio v2 checkpoint that includes it (e.g. {TOWER_CHECKPOINT})"
             )
         tower_config = Qwen2AudioEncoderConfig(**{k: v for k, v in encoder_cfg.items() if k not in _NOT_ENCODER_KEYS})
         with torch.device("meta"):
@@ -127,7 +138,7 @@ class HiggsAudioBackend(Backend):
         return self._dim
 
     @torch.inference_mode()
-    def embed(self, waveforms: Sequence[np.ndarray]) -> list[Features]:
+    def embed(self, waveforms: Sequence[np.ndarray], *, max_new_tokens: int | None = None) -> list[Features]:
         if not waveforms:
             return []
         batch = self.feature_extractor(
@@ -143,7 +154,7 @@ class HiggsAudioBackend(Backend):
         pooled = pool_frames(hidden, lengths)
 
         t_features, _ = self.transcriber.log_mel(waveforms)
-        transcripts = self.transcriber.transcribe(self.transcriber.encode(t_features))
+        transcripts = self.transcriber.transcribe(self.transcriber.encode(t_features), max_new_tokens)
         return [
             Features(transcript=text, embedding=emb, frames=frames)
             for text, (emb, frames) in zip(transcripts, pooled, strict=True)

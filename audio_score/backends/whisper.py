@@ -1,11 +1,14 @@
 """Whisper: encoder hidden states pooled over the frames that hold audio, transcripts by batched ``generate``.
 
 The encoder runs once per batch; its output feeds both the pooled embedding and ``generate`` (passed as
-``encoder_outputs``), so transcription does not run the encoder a second time.
+``encoder_outputs``), so transcription does not run the encoder a second time. Which arguments ``generate`` gets
+(task/language or neither, and the token budget) is decided once per checkpoint at load
+(:mod:`audio_score.backends.whisper_prompt`), so multilingual, English-only and legacy checkpoints all work.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +18,10 @@ import torch
 
 from audio_score.backends.base import FEATURE_VERSION, Backend, Features
 from audio_score.backends.checkpoint import checkpoint_identity
+from audio_score.backends.whisper_prompt import plan_decoding
 from audio_score.settings import ModelSpec, Settings
+
+log = logging.getLogger(__name__)
 
 
 def encoder_frames_with_audio(mel_frames: int, total: int, pool: int = 1) -> int:
@@ -56,7 +62,22 @@ class WhisperRunner:
         self.model = WhisperForConditionalGeneration.from_pretrained(ref, revision=revision, dtype=self.dtype)
         self.model.to(device).eval()
         self.language = language
-        self.max_new_tokens = max_new_tokens
+        self.plan = plan_decoding(
+            self.model.generation_config, self.model.config, language=language, max_new_tokens=max_new_tokens
+        )
+        self.max_new_tokens = self.plan.max_new_tokens
+        for note in self.plan.notes:
+            log.warning("whisper decoding adjusted", extra={"checkpoint": ref, "kind": self.plan.kind, "note": note})
+        log.info(
+            "whisper decoding",
+            extra={
+                "checkpoint": ref,
+                "kind": self.plan.kind,
+                "generate_kwargs": self.plan.generate_kwargs,
+                "prompt_tokens": len(self.plan.prompt),
+                "max_new_tokens": self.max_new_tokens,
+            },
+        )
         self.identity = checkpoint_identity(ref, revision, getattr(self.model.config, "_commit_hash", None))
 
     @property
@@ -78,18 +99,17 @@ class WhisperRunner:
     def encode(self, input_features: torch.Tensor) -> torch.Tensor:
         return self.model.get_encoder()(input_features).last_hidden_state
 
-    def transcribe(self, encoder_hidden: torch.Tensor) -> list[str]:
+    def transcribe(self, encoder_hidden: torch.Tensor, max_new_tokens: int | None = None) -> list[str]:
+        """Greedy transcripts; ``max_new_tokens`` may lower (never raise) the checkpoint's budget for this call."""
         from transformers.modeling_outputs import BaseModelOutput
 
-        kwargs: dict[str, Any] = {"task": "transcribe"}
-        if self.language:
-            kwargs["language"] = self.language
+        budget = self.max_new_tokens if max_new_tokens is None else min(max_new_tokens, self.max_new_tokens)
         tokens = self.model.generate(
             encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
-            max_new_tokens=self.max_new_tokens,
+            max_new_tokens=budget,
             do_sample=False,
             num_beams=1,
-            **kwargs,
+            **self.plan.generate_kwargs,
         )
         return [text.strip() for text in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 
@@ -131,13 +151,13 @@ class WhisperBackend(Backend):
         return int(self.runner.model.config.d_model)
 
     @torch.inference_mode()
-    def embed(self, waveforms: Sequence[np.ndarray]) -> list[Features]:
+    def embed(self, waveforms: Sequence[np.ndarray], *, max_new_tokens: int | None = None) -> list[Features]:
         if not waveforms:
             return []
         features, mel_frames = self.runner.log_mel(waveforms)
         hidden = self.runner.encode(features)
         lengths = [encoder_frames_with_audio(n, hidden.shape[1]) for n in mel_frames]
-        transcripts = self.runner.transcribe(hidden)
+        transcripts = self.runner.transcribe(hidden, max_new_tokens)
         return [
             Features(transcript=text, embedding=emb, frames=frames)
             for text, (emb, frames) in zip(transcripts, pool_frames(hidden, lengths), strict=True)

@@ -4,8 +4,9 @@ No hub download works offline, so these build what a user's real checkpoints loo
 through exactly the same code: a Whisper checkpoint (``config.json``, ``model.safetensors``,
 ``generation_config.json``, ``preprocessor_config.json`` and the tokenizer files) and a Higgs-Audio-style
 checkpoint (``config.json`` with ``audio_encoder_config``, safetensors shards holding ``audio_tower.*`` next to
-language-model weights that must never be loaded). Random weights say nothing about speech: the scores they give
-only prove the plumbing.
+language-model weights that must never be loaded). Whisper comes in the three generation-config kinds found on the
+hub (see :data:`WHISPER_KINDS`), because transformers' ``generate`` accepts different arguments for each.
+Random weights say nothing about speech: the scores they give only prove the plumbing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
+
+WhisperKind = Literal["multilingual", "english", "legacy"]
+#: ``multilingual``: like openai/whisper-* (``is_multilingual`` true, ``lang_to_id``, ``task_to_id``);
+#: ``english``: like openai/whisper-*.en (``is_multilingual`` false, no ``lang_to_id``/``task_to_id``, the prompt
+#: forced to start-of-transcript + no-timestamps); ``legacy``: a fine-tune saved before transformers 4.27 (no
+#: ``is_multilingual``/``lang_to_id``/``task_to_id``/``no_timestamps_token_id``; language and task come from
+#: ``forced_decoder_ids``). Their tokenizers are alike: the real ``.en`` tokenizers keep the language tokens too.
+WHISPER_KINDS: tuple[WhisperKind, ...] = ("multilingual", "english", "legacy")
 
 #: Sizes by name: ``tiny`` is far smaller than whisper-tiny (fast tests); ``whisper-tiny``/``whisper-small``
 #: match those models' encoder/decoder shapes for benchmarks.
@@ -55,12 +65,21 @@ def _tokenizer():
 
 
 def build_tiny_whisper(
-    path: str | Path, *, size: str = "tiny", num_mel_bins: int = 80, seed: int = 0, init_std: float = 0.3
+    path: str | Path,
+    *,
+    size: str = "tiny",
+    num_mel_bins: int = 80,
+    seed: int = 0,
+    init_std: float = 0.3,
+    kind: WhisperKind = "multilingual",
+    max_target_positions: int = 448,
 ) -> Path:
     """Save a random-weight Whisper checkpoint with its tokenizer and feature extractor to ``path``.
 
     ``init_std`` is far above a trained model's 0.02 so that greedy decoding depends on the audio: with tiny
-    initial weights every input decodes to the same string and text similarity would prove nothing.
+    initial weights every input decodes to the same string and text similarity would prove nothing. ``kind``
+    picks the generation config (:data:`WHISPER_KINDS`); ``max_target_positions`` is how many tokens the decoder
+    holds, prompt included (448 in every OpenAI checkpoint).
     """
     import torch
     from transformers import (
@@ -87,7 +106,7 @@ def build_tiny_whisper(
         encoder_ffn_dim=dims["ffn"],
         decoder_ffn_dim=dims["ffn"],
         max_source_positions=1500,
-        max_target_positions=448,
+        max_target_positions=max_target_positions,
         init_std=init_std,
         pad_token_id=eot,
         bos_token_id=eot,
@@ -103,20 +122,38 @@ def build_tiny_whisper(
         eos_token_id=eot,
         pad_token_id=eot,
         bos_token_id=eot,
-        max_length=448,
-        lang_to_id={f"<|{lang}|>": ids(f"<|{lang}|>") for lang in LANGUAGES},
-        task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
-        no_timestamps_token_id=ids("<|notimestamps|>"),
-        is_multilingual=True,
+        max_length=max_target_positions,
         # Random weights emit any byte; keeping to lower-case letters and spaces makes demo transcripts
         # readable and keeps every token a whole UTF-8 character. Special tokens (end-of-text included) are
         # suppressed too, so every transcript runs to max_new_tokens of text and depends on the audio.
         suppress_tokens=[i for i in range(len(tokenizer)) if i >= 256 or bytes([i]) not in _READABLE_BYTES],
+        **_generation_fields(kind, ids),
     )
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     WhisperFeatureExtractor(feature_size=num_mel_bins).save_pretrained(out)
     return out
+
+
+def _generation_fields(kind: WhisperKind, ids: Any) -> dict[str, Any]:
+    """The generation-config fields that tell the three kinds apart, as each kind's real checkpoints have them."""
+    no_timestamps = ids("<|notimestamps|>")
+    if kind == "multilingual":
+        return {
+            "lang_to_id": {f"<|{lang}|>": ids(f"<|{lang}|>") for lang in LANGUAGES},
+            "task_to_id": {"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
+            "no_timestamps_token_id": no_timestamps,
+            "is_multilingual": True,
+        }
+    if kind == "english":
+        return {
+            "is_multilingual": False,
+            "no_timestamps_token_id": no_timestamps,
+            "forced_decoder_ids": [[1, no_timestamps]],
+        }
+    if kind == "legacy":
+        return {"forced_decoder_ids": [[1, ids("<|en|>")], [2, ids("<|transcribe|>")], [3, no_timestamps]]}
+    raise ValueError(f"unknown Whisper kind {kind!r}; one of {', '.join(WHISPER_KINDS)}")
 
 
 def build_tiny_higgs(

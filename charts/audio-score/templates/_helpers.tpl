@@ -106,6 +106,9 @@ replicas, storageUri, ...) stay out of it; a model with storageUri gets model_id
 {{- with .Values.config.maxAudioSeconds }}
 {{- $_ := set $cfg "max_audio_seconds" . }}
 {{- end }}
+{{- with .Values.config.audioSimilarity }}
+{{- $_ := set $cfg "audio_similarity" . }}
+{{- end }}
 {{- toPrettyJson $cfg }}
 {{- end }}
 
@@ -223,16 +226,24 @@ Volumes of a model-running pod (Job, predictors): config, cache, clips, /tmp, HF
 {{- toYaml $res }}
 {{- end }}
 
+{{/*
+AUDIO_SCORE_DEVICE of a pod, from (dict "device" D "gpu" N): "auto" becomes cuda when the pod gets a GPU and cpu
+when it does not, so a GPU pod that cannot see its GPU fails at start instead of silently running on the CPU,
+and a model moved to gpu 0 runs on the CPU without also changing its device. cpu / cuda pass through.
+*/}}
+{{- define "audio-score.device" -}}
+{{- if eq (toString .device) "auto" }}{{ gt (int .gpu) 0 | ternary "cuda" "cpu" }}{{ else }}{{ .device }}{{ end }}
+{{- end }}
+
 {{/* The static hostPath PV of the clips (cluster-scoped, so the namespace is part of the name). */}}
 {{- define "audio-score.clipsPvName" -}}
 {{- printf "%s-%s-clips" .Release.Namespace (include "audio-score.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The cache Job's name: carries a checksum of config.json and the Job's settings, so a change runs a new Job. */}}
+{{/*
+The cache Job's name: "<fullname>-cache-" + a hash of the Job's whole rendered spec (audio-score.cacheJobSpec),
+so anything that changes the immutable pod template renames the Job, and identical values keep its name.
+*/}}
 {{- define "audio-score.cacheJobName" -}}
-{{- $j := .Values.cacheJob }}
-{{- $uris := list }}
-{{- range .Values.models }}{{ $uris = append $uris (default "" .storageUri) }}{{ end }}
-{{- $sum := printf "%s|%v|%v|%v|%v|%v|%v" (include "audio-score.configJson" .) $j.shards $j.models $j.force $j.disableCacheFlush $j.runId $uris | sha256sum | trunc 10 }}
-{{- printf "%s-cache-%s" (include "audio-score.fullname" .) $sum }}
+{{- printf "%s-cache-%s" (include "audio-score.fullname" .) (include "audio-score.cacheJobSpec" . | sha256sum | trunc 10) }}
 {{- end }}
