@@ -37,14 +37,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import write_results  # noqa: E402
 from quality_metrics import add_noise, auc, is_monotonic_decreasing, worst_case_margin  # noqa: E402
 
 from audio_score.audio import decode_audio  # noqa: E402
 from audio_score.scoring import Comparison, compare  # noqa: E402
+from audio_score.similarity import text_similarity  # noqa: E402
+
+from common import write_results  # noqa: E402
 
 RATE = 16000
 SNRS_DB = (30, 20, 10, 5, 0)
+#: The reference clip as a real video's sound track may be: speech under background noise at this SNR. Its ASR
+#: transcript then carries recognition errors that the reference text does not.
+NOISY_REFERENCE_SNR_DB = 0
 TEMPOS = (0.8, 1.25)
 #: name -> how to read it off a comparison against the reference text (``t``) and one against the reference's
 #: ASR transcript (``a``).
@@ -103,9 +108,7 @@ def build_takes(speech_takes: list[Any], decode: Any) -> tuple[dict[str, Any], l
         for source in [ref, *same[:1]]:
             base = decode(source.path)
             for tempo in TEMPOS:
-                takes.append(
-                    Take(f"{sentence}/{source.voice}-x{tempo}", sentence, "right", time_stretch(base, tempo))
-                )
+                takes.append(Take(f"{sentence}/{source.voice}-x{tempo}", sentence, "right", time_stretch(base, tempo)))
         noisy_source = decode(same[0].path)
         for i, snr in enumerate(SNRS_DB):
             takes.append(
@@ -125,7 +128,7 @@ def summarise(takes: list[Take], sentences: list[str]) -> dict[str, dict[str, An
     """Per score: AUC and worst-case margin of right vs wrong (pooled over sentences and per sentence), the noise
     curve, partial readings, and whether no speech scores below every right reading."""
     out: dict[str, dict[str, Any]] = {}
-    for name in SCORES:
+    for name in takes[0].scores:
         right = [t.scores[name] for t in takes if t.group == "right"]
         wrong = [t.scores[name] for t in takes if t.group == "wrong"]
         per_sentence_margin = min(
@@ -136,8 +139,7 @@ def summarise(takes: list[Take], sentences: list[str]) -> dict[str, dict[str, An
             for s in sentences
         )
         curve = [float(np.mean(right))] + [
-            float(np.mean([t.scores[name] for t in takes if t.group == "noisy" and t.snr_db == snr]))
-            for snr in SNRS_DB
+            float(np.mean([t.scores[name] for t in takes if t.group == "noisy" and t.snr_db == snr])) for snr in SNRS_DB
         ]
         nospeech = [t.scores[name] for t in takes if t.group == "nospeech"]
         out[name] = {
@@ -149,6 +151,10 @@ def summarise(takes: list[Take], sentences: list[str]) -> dict[str, dict[str, An
             "wrong_mean": float(np.mean(wrong)),
             "wrong_max": float(np.max(wrong)),
             "partial_mean": float(np.mean([t.scores[name] for t in takes if t.group == "partial"])),
+            "partial_by_kind": {
+                kind: float(np.mean([t.scores[name] for t in takes if t.group == "partial" and t.name.endswith(kind)]))
+                for kind in ("skip-a-word", "add-a-word", "first-half")
+            },
             "noise_curve_clean_30_20_10_5_0": curve,
             "noise_monotonic": is_monotonic_decreasing(curve),
             "nospeech_max": float(np.max(nospeech)) if nospeech else None,
@@ -159,7 +165,7 @@ def summarise(takes: list[Take], sentences: list[str]) -> dict[str, dict[str, An
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=None, help="where the converted model is kept (default: a temp dir)")
+    parser.add_argument("--work", type=Path, default=None, help="where the converted model is kept (default: temp)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args(argv)
@@ -191,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ref_paths = {s: workspace.clip_dir / references[s].path.relative_to(SPEECH_DIR / "clips") for s in sentences}
     ref_features = dict(zip(sentences, backend.embed([decode(ref_paths[s]) for s in sentences]), strict=True))
-    ref_texts = {
-        s: read_reference_text(parse_clip_path(ref_paths[s], workspace.clip_dir))[0] or references[s].text
-        for s in sentences
-    }
+    noisy_refs = [
+        add_noise(decode(ref_paths[s]), NOISY_REFERENCE_SNR_DB, seed=100 + i) for i, s in enumerate(sentences)
+    ]
+    noisy_ref_transcripts = {s: f.transcript for s, f in zip(sentences, backend.embed(noisy_refs), strict=True)}
+    ref_texts = {s: read_reference_text(parse_clip_path(ref_paths[s], workspace.clip_dir))[0] for s in sentences}
     for i in range(0, len(takes), args.batch_size):
         batch = takes[i : i + args.batch_size]
         for take, features in zip(batch, backend.embed([t.samples for t in batch]), strict=True):
@@ -212,9 +219,11 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 by_text: Comparison = compare(**common, reference_text=ref_texts[s])
                 by_asr: Comparison = compare(**common, reference_text=ref.transcript)
-                per_ref.append({name: float(fn(by_text, by_asr)) for name, fn in SCORES.items()})
+                row = {name: float(fn(by_text, by_asr)) for name, fn in SCORES.items()}
+                row["text_vs_asr_of_noisy_reference"] = text_similarity(features.transcript, noisy_ref_transcripts[s])
+                per_ref.append(row)
             # A no-speech take is compared with every reference; its highest score is what counts.
-            take.scores = {name: max(r[name] for r in per_ref) for name in SCORES}
+            take.scores = {name: max(r[name] for r in per_ref) for name in per_ref[0]}
 
     summary = summarise(takes, sentences)
     rows = [
@@ -225,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             "margin/sentence": s["worst_margin_per_sentence"],
             "right mean (min)": f"{s['right_mean']:.3f} ({s['right_min']:.3f})",
             "wrong mean (max)": f"{s['wrong_mean']:.3f} ({s['wrong_max']:.3f})",
-            "partial": s["partial_mean"],
+            "skip / add / half": " / ".join(f"{v:.2f}" for v in s["partial_by_kind"].values()),
             "noise clean/30/20/10/5/0 dB": " ".join(f"{v:.2f}" for v in s["noise_curve_clean_30_20_10_5_0"]),
             "monotonic": s["noise_monotonic"],
             "no speech max": s["nospeech_max"],
@@ -240,11 +249,19 @@ def main(argv: list[str] | None = None) -> int:
         "clip; `text_vs_asr` compares with the reference clip's own transcript (the seed's behaviour); "
         "`sim_seed` = pooled audio + text vs ASR (the seed's score); `sim_pooled`/`sim_aligned` = the product's "
         "score with each audio similarity. AUC and margins: right readings (other voices, rates, 0.8x/1.25x "
-        "tempo) vs every reading of another sentence. No-speech takes are compared with every reference and "
+        "tempo) vs every reading of another sentence. `text_vs_asr_of_noisy_reference`: the same, against the "
+        f"transcript of the reference under white noise at {NOISY_REFERENCE_SNR_DB} dB SNR (a clip with background "
+        "sound), which the reference text is immune to. No-speech takes are compared with every reference and "
         f"their highest score is kept. Run time {time.perf_counter() - started:.0f} s."
     )
     transcripts = [{"take": t.name, "group": t.group, "transcript": t.transcript} for t in takes]
-    payload = {"summary": summary, "counts": counts, "transcripts": transcripts, "reference_texts": ref_texts}
+    payload = {
+        "summary": summary,
+        "counts": counts,
+        "transcripts": transcripts,
+        "reference_texts": ref_texts,
+        "noisy_reference_transcripts": noisy_ref_transcripts,
+    }
     if args.no_write:
         print(json.dumps(summary, indent=2))
     else:
