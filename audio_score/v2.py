@@ -14,7 +14,7 @@ Typical use (the router)::
     result = parse_score_response(response.content, response.headers)
     result["sim_score"], result["transcript"]
 
-The contract (``design.md``): inputs ``audio`` FP32 ``[1, N]`` mono PCM at the configured rate, ``uid`` and
+The contract (``docs/architecture.md``): inputs ``audio`` FP32 ``[1, N]`` mono PCM at the configured rate, ``uid`` and
 ``cid`` BYTES ``[1]``; outputs ``sim_score``, ``audio_sim_score``, ``text_sim_score`` FP32 ``[1]``,
 ``transcript`` and ``reference_transcript`` BYTES ``[1]``, and (added later, optional when parsing)
 ``audio_pooled_sim_score``, ``audio_aligned_sim_score``, ``word_accuracy`` FP32 ``[1]``, ``audio_similarity``,

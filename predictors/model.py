@@ -1,6 +1,6 @@
 """The KServe custom model: one :class:`AudioScoreModel` per model key, speaking the V2 (Open Inference) protocol.
 
-Contract (``../shared/design.md``), model name = config key:
+Contract (``docs/architecture.md``), model name = config key:
 
 - inputs: ``audio`` FP32 ``[1, N]`` mono PCM at ``target_sampling_rate``; ``uid`` and ``cid`` BYTES ``[1]``.
 - outputs: ``sim_score``, ``audio_sim_score``, ``text_sim_score`` FP32 ``[1]``; ``transcript``,

@@ -16,8 +16,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
 
 
-async def send_json(send: Send, status: int, detail: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    """A complete ``{"detail": ...}`` response straight from ASGI middleware."""
+async def send_json(
+    send: Send, status: int, detail: str, headers: Iterable[tuple[bytes, bytes]] = (), *, more_body: bool = False
+) -> None:
+    """A ``{"detail": ...}`` response straight from ASGI middleware; with ``more_body`` the whole body is written
+    but the response is left open, for the caller to complete with an empty ``http.response.body``."""
     body = json.dumps({"detail": detail}).encode()
     await send(
         {
@@ -26,7 +29,7 @@ async def send_json(send: Send, status: int, detail: str, headers: Iterable[tupl
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
         }
     )
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": more_body})
 
 
 class APIKeyMiddleware:
