@@ -130,7 +130,10 @@ class PredictorClient:
                 return await self.client.post(url, content=body, headers=headers, timeout=timeout)
             except httpx.TimeoutException:
                 detail = f"the predictor for {model!r} did not answer within {wait:g} s"
-                self.breakers[model].trip(detail)
+                # Only the router's own full timeout says the predictor is stuck; a caller's shorter deadline
+                # running out says nothing about it, and must not fail everyone else's requests fast.
+                if wait >= self.settings.predictor_timeout_s:
+                    self.breakers[model].trip(detail)
                 raise PredictorError(504, detail) from None
             except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
                 # A refused connection is often a predictor pod being replaced: one retry after a short pause.

@@ -82,6 +82,9 @@ class StandIn:
                     {"path": self.path, "header": header, "samples": audio.size, "headers": headers}
                 )
                 mode = stand_in.infer
+                if mode == "slow":
+                    time.sleep(1.5)
+                    mode = "ok"
                 if mode == "queue_full":
                     error = {"error": "the request queue of model 'alpha' is full (64); retry later"}
                     self._answer(503, error, {"Retry-After": "3"})
@@ -256,6 +259,23 @@ def test_the_callers_deadline_travels_to_the_predictor_and_retry_after_comes_bac
         busy = post(url, upload, model="alpha")
         assert "full" in detail(busy, 503)
         assert busy.headers["retry-after"] == "3"  # the predictor's estimate, passed on
+
+
+def test_a_callers_short_deadline_is_a_504_that_does_not_open_the_breaker(config: Path, stand_in, upload) -> None:
+    stand_in.infer = "slow"  # answers after 1.5 s
+    with router(load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
+        hurried = httpx.post(
+            f"{url}/score",
+            data={"uid": "video1", "cid": "clip1", "model": "alpha"},
+            files={"audio": ("take.m4a", upload, "audio/mp4")},
+            headers={DEADLINE_HEADER: "300"},
+            timeout=60,
+        )
+        assert "did not answer within" in detail(hurried, 504)
+        # The predictor is merely slower than one caller's patience: it stays ready and serves the next caller.
+        models = {m["key"]: m for m in httpx.get(f"{url}/models").json()["models"]}
+        assert models["alpha"]["ready"], models["alpha"]
+        assert post(url, upload, model="alpha").status_code == 200
 
 
 def test_predictor_400_passes_its_reason_and_a_crash_is_502(config: Path, stand_in, upload) -> None:
