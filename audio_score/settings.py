@@ -61,6 +61,9 @@ class FileConfig(BaseModel):
     max_audio_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     #: Which audio similarity feeds audio_sim_score and sim_score: frames aligned in time, or pooled embeddings.
     audio_similarity: Literal["aligned", "pooled"] = "aligned"
+    #: The one decoder for reference clips and uploads: in config.json so that every pod (the Job, each
+    #: predictor, the router) decodes alike; a clip uploaded as itself scores 1.0 only if they do.
+    decoder: Literal["pyav", "pydub"] = "pyav"
 
     @field_validator("models")
     @classmethod
@@ -192,6 +195,22 @@ def _env_map(env: Mapping[str, str], name: str) -> dict[str, str]:
     return result
 
 
+def _check_decoder_env(env: Mapping[str, str], configured: str, path: Path) -> Literal["pyav", "pydub"]:
+    """The decoder is config.json's ``decoder``; the old per-pod ``AUDIO_SCORE_DECODER`` may only repeat it.
+
+    A pod told a different decoder than the others would decode uploads and references differently, so a
+    disagreement is an error rather than a silent override.
+    """
+    raw = env.get("AUDIO_SCORE_DECODER", "").strip().lower()
+    if raw and raw != configured:
+        raise ConfigError(
+            f"AUDIO_SCORE_DECODER={raw!r} disagrees with decoder={configured!r} in {path}; the decoder is set "
+            "once, in config.json's 'decoder' field ('pyav' or 'pydub'), so every pod decodes alike: unset "
+            "AUDIO_SCORE_DECODER"
+        )
+    return configured  # type: ignore[return-value]
+
+
 def default_predictor_url(env: Mapping[str, str]) -> str:
     """KServe's Standard-mode predictor Service of each InferenceService, in the router's own namespace."""
     namespace = env.get("POD_NAMESPACE")
@@ -245,9 +264,7 @@ def load_settings(
     base = path.parent
 
     keys = model_keys or _env_list(env, "AUDIO_SCORE_MODEL_KEYS") or _env_list(env, "AUDIO_SCORE_MODEL_KEY")
-    decoder = env.get("AUDIO_SCORE_DECODER", "pyav").strip().lower() or "pyav"
-    if decoder not in ("pyav", "pydub"):
-        raise ConfigError(f"AUDIO_SCORE_DECODER={decoder!r}; use 'pyav' (default) or 'pydub'")
+    decoder = _check_decoder_env(env, cfg.decoder, path)
 
     settings = Settings(
         config_path=path,
