@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from audio_score.contract import ID_PATTERN
 from audio_score.errors import InvalidIdentifier, quote_user_value
 
 log = logging.getLogger(__name__)
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 #: Bump when the way features are computed or stored changes: every entry then becomes stale.
 CACHE_FORMAT_VERSION = 2  # 2: reference text (reference.txt, source["text"])
 #: Extensions walked as clips: the seed's .mov plus whatever else FFmpeg reads that people keep clips in.

@@ -1,15 +1,7 @@
 """The KServe custom model: one :class:`AudioScoreModel` per model key, speaking the V2 (Open Inference) protocol.
 
-Contract (``docs/architecture.md``), model name = config key:
-
-- inputs: ``audio`` FP32 ``[1, N]`` mono PCM at ``target_sampling_rate``; ``uid`` and ``cid`` BYTES ``[1]``.
-- outputs: ``sim_score``, ``audio_sim_score``, ``text_sim_score`` FP32 ``[1]``; ``transcript``,
-  ``reference_transcript`` BYTES ``[1]``. Added since (additive): ``audio_pooled_sim_score``,
-  ``audio_aligned_sim_score``, ``word_accuracy`` FP32 ``[1]``; ``audio_similarity`` BYTES ``[1]`` (which of the
-  two feeds ``audio_sim_score``: ``aligned`` or ``pooled``); ``words`` BYTES ``[1]``, a JSON list of
-  ``{"op": "match"|"substitution"|"deletion"|"insertion", "word": ..., "said": ...}``; ``reference_text`` BYTES
-  ``[1]``, the clip's reference text file (empty when it has none: text scores then use its transcript).
-  Without ``uid``/``cid`` the request only embeds: ``transcript`` BYTES ``[1]`` and ``embedding`` FP32 ``[1, D]``.
+The tensors (names, datatypes, shapes, the id rule, the deadline header, the score and the embed-only outputs)
+are :mod:`audio_score.contract`; the model name is the config key.
 
 Status codes (KServe 0.21 maps exceptions by type; the same exception serves REST and gRPC):
 
@@ -43,7 +35,9 @@ from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
+from audio_score import contract
 from audio_score.cache import validate_id
+from audio_score.contract import DEADLINE_HEADER
 from audio_score.errors import InvalidIdentifier, ModelLoadError, UnknownClip, quote_user_value
 from audio_score.scoring import compare
 from audio_score.settings import ModelSpec, Settings
@@ -54,24 +48,6 @@ if TYPE_CHECKING:
     from audio_score.backends import Backend, Features
 
 log = logging.getLogger(__name__)
-
-SCORE_OUTPUTS = (
-    "sim_score",
-    "audio_sim_score",
-    "text_sim_score",
-    "transcript",
-    "reference_transcript",
-    "audio_pooled_sim_score",
-    "audio_aligned_sim_score",
-    "audio_similarity",
-    "word_accuracy",
-    "words",
-    "reference_text",
-)
-EMBED_OUTPUTS = ("transcript", "embedding")
-KNOWN_INPUTS = ("audio", "uid", "cid")
-#: Request header (REST) / metadata key (gRPC): milliseconds the caller will still wait for this answer.
-DEADLINE_HEADER = "x-audio-score-deadline-ms"
 
 
 class ClipNotFound(ModelNotFound):
@@ -189,29 +165,12 @@ class AudioScoreModel(Model):
     # --- metadata ---------------------------------------------------------------------------------------------
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        return [
-            {"name": "audio", "datatype": "FP32", "shape": [1, -1]},
-            {"name": "uid", "datatype": "BYTES", "shape": [1]},
-            {"name": "cid", "datatype": "BYTES", "shape": [1]},
-        ]
+        return [spec.metadata() for spec in contract.INPUTS]
 
     def get_output_types(self) -> list[dict[str, Any]]:
         dim = self.backend.embedding_dim if self.backend is not None else -1
-        return [
-            {"name": "sim_score", "datatype": "FP32", "shape": [1]},
-            {"name": "audio_sim_score", "datatype": "FP32", "shape": [1]},
-            {"name": "text_sim_score", "datatype": "FP32", "shape": [1]},
-            {"name": "transcript", "datatype": "BYTES", "shape": [1]},
-            {"name": "reference_transcript", "datatype": "BYTES", "shape": [1]},
-            {"name": "audio_pooled_sim_score", "datatype": "FP32", "shape": [1]},
-            {"name": "audio_aligned_sim_score", "datatype": "FP32", "shape": [1]},
-            {"name": "audio_similarity", "datatype": "BYTES", "shape": [1]},
-            {"name": "word_accuracy", "datatype": "FP32", "shape": [1]},
-            {"name": "words", "datatype": "BYTES", "shape": [1]},
-            {"name": "reference_text", "datatype": "BYTES", "shape": [1]},
-            # Only in embed-only requests (no uid/cid).
-            {"name": "embedding", "datatype": "FP32", "shape": [1, dim]},
-        ]
+        # The score outputs, then what only an embed-only request (no uid/cid) returns.
+        return [spec.metadata(embedding=dim) for spec in contract.ALL_OUTPUTS]
 
     # --- inference --------------------------------------------------------------------------------------------
 
@@ -291,7 +250,7 @@ class AudioScoreModel(Model):
     def _parse_inputs(self, req: InferRequest) -> tuple[np.ndarray, str | None, str | None]:
         by_name: dict[str, InferInput] = {}
         for tensor in req.inputs:
-            if tensor.name not in KNOWN_INPUTS:
+            if tensor.name not in contract.INPUT_NAMES:
                 raise InvalidInput(
                     f"unknown input {quote_user_value(tensor.name)}; expected 'audio' (FP32 [1, N]) and optionally "
                     "'uid' and 'cid' (BYTES [1])"

@@ -26,7 +26,8 @@ from pydantic import BaseModel, Field
 
 from audio_score import __version__
 from audio_score.audio import decode_audio
-from audio_score.cache import ID_PATTERN, validate_id
+from audio_score.cache import validate_id
+from audio_score.contract import DEADLINE_HEADER, ID_PATTERN
 from audio_score.errors import AudioError, InvalidIdentifier, quote_user_value
 from audio_score.settings import Settings, load_settings
 from router.auth import APIKeyMiddleware
@@ -34,7 +35,7 @@ from router.breaker import Breakers
 from router.errors import SCORE_ERRORS, APIError, ErrorBody, install_error_handlers
 from router.limits import UploadLimitMiddleware
 from router.metrics import RouterMetrics
-from router.predictor_client import DEADLINE_HEADER, PredictorClient, PredictorError
+from router.predictor_client import PredictorClient, PredictorError
 from router.readiness import ReadinessTracker
 
 log = logging.getLogger("router")
