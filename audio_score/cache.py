@@ -420,14 +420,6 @@ class ReferenceCache:
         _fsync_dir(final.parent)
         return entry
 
-    def delete(self, uid: str, cid: str) -> None:
-        """Remove an entry the same way it is replaced: rename aside, then delete."""
-        folder = self.entry_dir(uid, cid)
-        if folder.exists():
-            trash = folder.parent / f"{_temp_prefix(_OLD_PREFIX, folder.name)}{time.monotonic_ns()}"
-            os.rename(folder, trash)
-            shutil.rmtree(trash, ignore_errors=True)
-
     def entries(self) -> Iterator[tuple[str, str]]:
         """(uid, cid) of every complete entry; temporary and half-deleted folders are not entries."""
         if not self.root.is_dir():

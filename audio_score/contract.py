@@ -104,6 +104,3 @@ HEADLINE_SCORES = ("sim_score", "audio_sim_score", "text_sim_score")
 AUDIO_SIMILARITY_KINDS = ("aligned", "pooled")
 #: The ``op`` of one item of ``words``.
 WORD_OPS = frozenset({"match", "substitution", "deletion", "insertion"})
-
-#: The request's shape, as error messages state it.
-REQUEST_SHAPE = f"inputs {AUDIO.describe()}, and optionally {UID.describe()} and {CID.describe()}"

@@ -9,13 +9,16 @@ Status codes (KServe 0.21 maps exceptions by type; the same exception serves RES
   data that does not fit its shape, empty, over-long (> ``max_audio_seconds``) or non-finite audio, an invalid
   uid/cid, an unknown requested output.
 - 404 / NOT_FOUND, :class:`ClipNotFound` (a ``ModelNotFound`` whose message names the uid and cid): no cache
-  entry and no clip for that uid/cid.
-- 503 / UNAVAILABLE, :class:`ModelUnavailable` (a ``ModelNotReady``): the model failed to load, its batch
-  queue is full, or it cannot answer before the caller's deadline (header ``x-audio-score-deadline-ms``, see
-  :mod:`predictors.batcher`); REST answers carry ``Retry-After``. KServe itself answers 503 on REST before
-  ``predict`` when a model is not ready.
-- 500, ``InferenceError``: the reference clip exists but cannot be decoded (the operator's problem, not the
-  caller's); kserve's gRPC interceptor reports it as INVALID_ARGUMENT.
+  entry and no clip for that uid/cid (the core's ``UnknownClip``).
+- 503 / UNAVAILABLE, :class:`Unavailable` (a ``ModelNotReady``; the core's ``ModelUnavailable``): the model
+  failed to load, its batch queue is full, or it cannot answer before the caller's deadline (header
+  ``x-audio-score-deadline-ms``, see :mod:`predictors.batcher`); REST answers carry ``Retry-After``. KServe
+  itself answers 503 on REST before ``predict`` when a model is not ready.
+- 500, ``InferenceError``: the reference clip exists but cannot be decoded (the core's ``ReferenceUnavailable``:
+  the operator's problem, not the caller's); kserve's gRPC interceptor reports it as INVALID_ARGUMENT.
+
+The core raises its own family (:mod:`audio_score.errors`); :func:`kserve_error` is the one place it becomes
+kserve's.
 
 The response is built with ``use_binary_outputs=req.use_binary_outputs`` and the requested outputs, so the
 binary tensor extension works both ways on REST, and raw contents on gRPC.
@@ -38,11 +41,19 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, In
 from audio_score import contract
 from audio_score.cache import validate_id
 from audio_score.contract import DEADLINE_HEADER
-from audio_score.errors import InvalidIdentifier, ModelLoadError, UnknownClip, quote_user_value
+from audio_score.errors import (
+    InvalidIdentifier,
+    ModelLoadError,
+    ModelUnavailable,
+    ReferenceUnavailable,
+    ScoreError,
+    UnknownClip,
+    quote_user_value,
+)
 from audio_score.scoring import compare
 from audio_score.settings import ModelSpec, Settings
-from predictors.batcher import DynamicBatcher, QueueFull
-from predictors.references import ReferenceStore, ReferenceUnavailable
+from predictors.batcher import DynamicBatcher
+from predictors.references import ReferenceStore
 
 if TYPE_CHECKING:
     from audio_score.backends import Backend, Features
@@ -63,7 +74,7 @@ class ClipNotFound(ModelNotFound):
         )
 
 
-class ModelUnavailable(ModelNotReady):
+class Unavailable(ModelNotReady):
     """503: the model is not loaded, its queue is full, or it cannot answer within the caller's deadline.
     Carries ``reason`` for KServe's gRPC interceptor and ``retry_after_s`` for REST's ``Retry-After``."""
 
@@ -71,6 +82,19 @@ class ModelUnavailable(ModelNotReady):
         super().__init__(model, detail)
         self.reason = self.error_msg
         self.retry_after_s = retry_after_s
+
+
+def kserve_error(exc: ScoreError, model: str) -> Exception:
+    """The one mapping from the core's exceptions to kserve's (which kserve turns into REST and gRPC codes)."""
+    if isinstance(exc, UnknownClip):
+        return ClipNotFound(model, exc.uid, exc.cid)
+    if isinstance(exc, ModelUnavailable):
+        return Unavailable(model, str(exc), exc.retry_after_s)
+    if isinstance(exc, InvalidIdentifier):
+        return InvalidInput(str(exc))
+    if isinstance(exc, ReferenceUnavailable):
+        return InferenceError(str(exc))
+    return InferenceError(f"{type(exc).__name__}: {exc}")
 
 
 def request_deadline(headers: dict[str, str] | None, received: float) -> float | None:
@@ -175,9 +199,15 @@ class AudioScoreModel(Model):
     # --- inference --------------------------------------------------------------------------------------------
 
     async def predict(self, payload: InferRequest | dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        try:
+            return await self._predict(payload, headers)
+        except ScoreError as exc:
+            raise kserve_error(exc, self.name) from None
+
+    async def _predict(self, payload: InferRequest | dict[str, Any], headers: dict[str, str] | None) -> Any:
         if not self.ready or self.batcher is None or self.references is None:
             detail = f"It failed to load: {self.load_error}" if self.load_error else "Its backend is not loaded."
-            raise ModelUnavailable(self.name, detail)
+            raise ModelUnavailable(detail)
         received = time.perf_counter()
         if not isinstance(payload, InferRequest):
             raise InvalidInput(
@@ -189,19 +219,9 @@ class AudioScoreModel(Model):
 
         reference = None
         if uid is not None and cid is not None:
-            try:
-                reference = await self.references.get(uid, cid)
-            except InvalidIdentifier as exc:
-                raise InvalidInput(str(exc)) from None
-            except UnknownClip:
-                raise ClipNotFound(self.name, uid, cid) from None
-            except ReferenceUnavailable as exc:
-                raise InferenceError(str(exc)) from None
-
-        try:
-            features = await self.batcher.submit(audio, deadline=deadline)
-        except QueueFull as exc:  # also DeadlineUnreachable / DeadlineExpired
-            raise ModelUnavailable(self.name, str(exc), exc.retry_after_s) from None
+            reference = await self.references.get(uid, cid)
+        # QueueFull, DeadlineUnreachable, DeadlineExpired are the core's ModelUnavailable.
+        features = await self.batcher.submit(audio, deadline=deadline)
 
         if reference is None:
             outputs = [

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from audio_score.settings import Settings
-from predictors.model import AudioScoreModel, ModelUnavailable
+from predictors.model import AudioScoreModel, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,9 @@ def _safe_dataplane_class() -> type:
 
 
 async def _unavailable_handler(_request: Any, exc: Exception) -> Any:
-    """REST answer of :class:`ModelUnavailable`: 503 ``{"error": ...}`` as kserve's, plus ``Retry-After`` when the
-    batcher estimated one, and without kserve's traceback log line per refusal (metrics count them)."""
+    """REST answer of :class:`predictors.model.Unavailable`: 503 ``{"error": ...}`` as kserve's, plus
+    ``Retry-After`` when the batcher estimated one, and without kserve's traceback log line per refusal (metrics
+    count them)."""
     import math
 
     from fastapi.responses import JSONResponse
@@ -142,7 +143,7 @@ def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, e
 
     quiet_request_logs(settings.debug_request_logs)
     # The REST app kserve serves (``kserve.model_server:app``): 503s of ours get Retry-After.
-    model_server.app.add_exception_handler(ModelUnavailable, _unavailable_handler)
+    model_server.app.add_exception_handler(Unavailable, _unavailable_handler)
 
     server = kserve.ModelServer(
         http_port=http_port,
