@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -21,6 +21,7 @@ from audio_score.errors import ConfigError
 #: label short enough that KServe's ``-predictor`` suffix and a namespace still fit.
 MODEL_KEY_PATTERN = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"
 DEFAULT_CONFIG = "config.json"
+MIB = 1024 * 1024
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -93,7 +94,7 @@ class Settings(BaseModel):
     max_batch_size: int = 8
     max_batch_wait_ms: float = 10.0
     max_queue_size: int = 64
-    cache_memory_bytes: int = 512 * 1024 * 1024
+    cache_memory_bytes: int = 512 * MIB
     device: str = "auto"
     #: torch intra-op threads (predictor and cache Job); see :func:`resolve_torch_threads`.
     torch_threads: int | None = None
@@ -149,6 +150,11 @@ def resolve_model_ref(ref: str, base: Path) -> str:
     if candidate.is_dir():
         return str(candidate.resolve())
     return ref
+
+
+def _default(field: str) -> Any:
+    """A knob's one default: the :class:`Settings` field's, so the environment parsing never restates it."""
+    return Settings.model_fields[field].default
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -276,24 +282,24 @@ def load_settings(
         max_upload_bytes=_env_int(env, "AUDIO_SCORE_MAX_UPLOAD_BYTES", cfg.max_upload_bytes, 1024),
         max_audio_seconds=_env_float(env, "AUDIO_SCORE_MAX_AUDIO_SECONDS", cfg.max_audio_seconds, 0.1),
         audio_similarity=cfg.audio_similarity,
-        max_batch_size=_env_int(env, "AUDIO_SCORE_MAX_BATCH_SIZE", 8, 1),
-        max_batch_wait_ms=_env_float(env, "AUDIO_SCORE_MAX_BATCH_WAIT_MS", 10.0, 0.0),
-        max_queue_size=_env_int(env, "AUDIO_SCORE_MAX_QUEUE_SIZE", 64, 1),
-        cache_memory_bytes=_env_int(env, "AUDIO_SCORE_CACHE_MEMORY_MB", 512, 0) * 1024 * 1024,
-        device=env.get("AUDIO_SCORE_DEVICE", "auto").strip() or "auto",
+        max_batch_size=_env_int(env, "AUDIO_SCORE_MAX_BATCH_SIZE", _default("max_batch_size"), 1),
+        max_batch_wait_ms=_env_float(env, "AUDIO_SCORE_MAX_BATCH_WAIT_MS", _default("max_batch_wait_ms"), 0.0),
+        max_queue_size=_env_int(env, "AUDIO_SCORE_MAX_QUEUE_SIZE", _default("max_queue_size"), 1),
+        cache_memory_bytes=_env_int(env, "AUDIO_SCORE_CACHE_MEMORY_MB", _default("cache_memory_bytes") // MIB, 0) * MIB,
+        device=env.get("AUDIO_SCORE_DEVICE", "").strip() or _default("device"),
         torch_threads=_env_int(env, "AUDIO_SCORE_TORCH_THREADS", 0, 0) or None,
         cpu_limit=_env_int(env, "AUDIO_SCORE_CPU_LIMIT_MILLICORES", 0, 0) / 1000 or None,
         debug_request_logs=_env_bool(env, "AUDIO_SCORE_DEBUG_REQUEST_LOGS"),
         disable_cache_flush=_env_bool(env, "AUDIO_SCORE_DISABLE_CACHE_FLUSH"),
         # Set by Kubernetes for an Indexed Job's pods.
         job_completion_index=_env_int(env, "JOB_COMPLETION_INDEX", -1, 0) if env.get("JOB_COMPLETION_INDEX") else None,
-        server_host=env.get("AUDIO_SCORE_SERVER_HOST", "127.0.0.1").strip() or "127.0.0.1",
-        server_port=_env_int(env, "AUDIO_SCORE_SERVER_PORT", 8000, 0),
+        server_host=env.get("AUDIO_SCORE_SERVER_HOST", "").strip() or _default("server_host"),
+        server_port=_env_int(env, "AUDIO_SCORE_SERVER_PORT", _default("server_port"), 0),
         server_socket=env.get("AUDIO_SCORE_SERVER_SOCKET") or None,
         predictor_url=env.get("AUDIO_SCORE_PREDICTOR_URL") or default_predictor_url(env),
         predictor_urls=_env_map(env, "AUDIO_SCORE_PREDICTOR_URLS"),
-        predictor_timeout_s=_env_float(env, "AUDIO_SCORE_PREDICTOR_TIMEOUT_S", 30.0, 0.1),
-        body_timeout_s=_env_float(env, "AUDIO_SCORE_BODY_TIMEOUT_S", 30.0, 0.1),
+        predictor_timeout_s=_env_float(env, "AUDIO_SCORE_PREDICTOR_TIMEOUT_S", _default("predictor_timeout_s"), 0.1),
+        body_timeout_s=_env_float(env, "AUDIO_SCORE_BODY_TIMEOUT_S", _default("body_timeout_s"), 0.1),
         api_keys=tuple(_env_list(env, "AUDIO_SCORE_API_KEYS")),
         decoder=decoder,  # type: ignore[arg-type]
     )
