@@ -59,6 +59,11 @@ app.kubernetes.io/component: {{ . }}
 {{- end }}
 {{- end }}
 
+{{/* The router's Deployment, Service, HPA, PDB, Ingress and HTTPRoute all carry this name. */}}
+{{- define "audio-score.routerName" -}}
+{{- printf "%s-router" (include "audio-score.fullname" .) }}
+{{- end }}
+
 {{/* InferenceService name of a model key: predictor.namePrefix + key (the V2 model name stays the key). */}}
 {{- define "audio-score.isvcName" -}}
 {{- printf "%s%s" .ctx.Values.predictor.namePrefix .key }}
