@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         target.write_text(text)
         print(f"chart_schema: wrote {target}")
     elif target.read_text() != text:
-        print(f"chart_schema: {target} is out of date with values.yaml: run scripts/chart_schema.py --write", file=sys.stderr)
+        stale = f"chart_schema: {target} is out of date with values.yaml: run scripts/chart_schema.py --write"
+        print(stale, file=sys.stderr)
         return 1
     return 1 if problems else 0
 
