@@ -238,9 +238,10 @@ audio-score.gpuResources: the container's resources (dict ... "resources" R) plu
 {{- end }}
 
 {{/*
-audio-score.gpuScheduling: the pod-spec fields nodeSelector, tolerations and affinity, from (dict ... "nodeSelector"
-NS "tolerations" T "affinity" A): with gpu > 0, gpu.nodeSelector is merged under NS (the component's own keys
-win) and gpu.tolerations are appended to T. Renders at column 0, nothing when all three are empty: use it as
+audio-score.gpuScheduling: the pod-spec fields nodeSelector, tolerations, affinity and runtimeClassName, from (dict
+... "nodeSelector" NS "tolerations" T "affinity" A): with gpu > 0, gpu.nodeSelector is merged under NS (the
+component's own keys win), gpu.tolerations are appended to T and gpu.runtimeClassName (when set) is the pod's.
+Renders at column 0, nothing when all are empty: use it as
   {{- with include "audio-score.gpuScheduling" (dict ...) | trim }}{{ . | nindent N }}{{ end }}
 */}}
 {{- define "audio-score.gpuScheduling" -}}
@@ -261,6 +262,9 @@ tolerations:
 {{- with .affinity }}
 affinity:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if and (gt (int .gpu) 0) .ctx.Values.gpu.runtimeClassName }}
+runtimeClassName: {{ .ctx.Values.gpu.runtimeClassName }}
 {{- end }}
 {{- end }}
 
