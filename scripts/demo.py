@@ -34,6 +34,8 @@ DEMO_TAKES = (
     ("wrong: other sentence", "s2", "same", "en-gb+f4"),
 )
 REFERENCE = ("lesson", "s1")
+#: What the demo prints of each answer (the whole JSON is what `audio-score score` prints).
+SHOWN_SCORES = ("sim_score", "audio_sim_score", "text_sim_score", "word_accuracy")
 
 
 def free_port() -> int:
@@ -122,21 +124,23 @@ def score(url: str, file: Path, uid: str, cid: str) -> dict:
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"audio-score score failed ({done.returncode}): {done.stderr.strip()}")
-    print(done.stdout, end="", flush=True)
-    return json.loads(done.stdout)
+    result = json.loads(done.stdout)
+    from audio_score.client import format_words
+
+    print(
+        "  ".join(f"{key} {float(result[key]):.3f}" for key in SHOWN_SCORES if key in result)
+        + f"\n  heard: {result['transcript']!r}\n  words: {format_words(result.get('words') or [])}",
+        flush=True,
+    )
+    return result
 
 
 def render(rows: list[tuple[str, str, dict]]) -> str:
-    """A plain-text table: the take, what was said, what tiny.en heard, and the three scores."""
-    headers = ["take", "said", "heard (tiny.en)", "sim", "audio", "text"]
+    """A plain-text table: the take, what was said, what tiny.en heard, the three scores and the word accuracy."""
+    headers = ["take", "said", "heard (tiny.en)", "sim", "audio", "text", "words"]
+    keys = ("sim_score", "audio_sim_score", "text_sim_score", "word_accuracy")
     table = [headers] + [
-        [
-            label,
-            said,
-            result["transcript"],
-            *(f"{float(result[k]):.3f}" for k in ("sim_score", "audio_sim_score", "text_sim_score")),
-        ]
-        for label, said, result in rows
+        [label, said, result["transcript"], *(f"{float(result[k]):.3f}" for k in keys)] for label, said, result in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in table]
