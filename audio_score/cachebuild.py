@@ -243,7 +243,9 @@ def run(args: argparse.Namespace) -> int:
         extra={"clip_dir": str(settings.video_clip_dir), "shard": f"{index}/{count}", "clips": len(clips)},
     )
     from audio_score.backends import iter_backends
+    from audio_score.threads import apply_torch_threads
 
+    apply_torch_threads(settings)
     summaries: list[BuildSummary] = []
     skipped: dict[str, str] = {}
     # One model in memory at a time: each is built for every clip and closed before the next loads.

@@ -92,6 +92,12 @@ class Settings(BaseModel):
     max_queue_size: int = 64
     cache_memory_bytes: int = 512 * 1024 * 1024
     device: str = "auto"
+    #: torch intra-op threads (predictor and cache Job); see :func:`resolve_torch_threads`.
+    torch_threads: int | None = None
+    #: The container's CPU limit in cores, from the downward API (the chart sets AUDIO_SCORE_CPU_LIMIT_MILLICORES).
+    cpu_limit: float | None = None
+    #: Per-request log lines (kserve's trace and access log, the router's "scored" line); off by default.
+    debug_request_logs: bool = False
     # cache job
     disable_cache_flush: bool = False
     job_completion_index: int | None = None
@@ -258,6 +264,9 @@ def load_settings(
         max_queue_size=_env_int(env, "AUDIO_SCORE_MAX_QUEUE_SIZE", 64, 1),
         cache_memory_bytes=_env_int(env, "AUDIO_SCORE_CACHE_MEMORY_MB", 512, 0) * 1024 * 1024,
         device=env.get("AUDIO_SCORE_DEVICE", "auto").strip() or "auto",
+        torch_threads=_env_int(env, "AUDIO_SCORE_TORCH_THREADS", 0, 0) or None,
+        cpu_limit=_env_int(env, "AUDIO_SCORE_CPU_LIMIT_MILLICORES", 0, 0) / 1000 or None,
+        debug_request_logs=_env_bool(env, "AUDIO_SCORE_DEBUG_REQUEST_LOGS"),
         disable_cache_flush=_env_bool(env, "AUDIO_SCORE_DISABLE_CACHE_FLUSH"),
         # Set by Kubernetes for an Indexed Job's pods.
         job_completion_index=_env_int(env, "JOB_COMPLETION_INDEX", -1, 0) if env.get("JOB_COMPLETION_INDEX") else None,

@@ -442,6 +442,11 @@ class Up:
         All of them dead is a start-up failure (one line, the first one's reason); some dead is a warning, and
         those are restarted with backoff like any crashed child."""
         args = self.args
+        # The machine's cores divided between the predictor processes, unless AUDIO_SCORE_TORCH_THREADS is set.
+        from audio_score.threads import threads_per_predictor
+
+        threads = threads_per_predictor(settings, len(groups))
+        env = {} if settings.torch_threads else {"AUDIO_SCORE_TORCH_THREADS": str(threads)}
         for group in groups:
             say(f"audio-score up: starting {group.name} ({', '.join(group.keys)}) on port {group.http_port} ...")
             argv = [
@@ -457,7 +462,7 @@ class Up:
             ]
             if not args.shared_predictor:
                 argv += [arg for key in group.keys for arg in ("--model", key)]
-            child = self.start_child(group.name, argv)
+            child = self.start_child(group.name, argv, env=env)
             self.supervised.append(Supervised(child, probe=lambda g=group: bool(g.ready_keys())))
 
         started = time.monotonic()

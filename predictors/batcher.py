@@ -15,6 +15,13 @@ predictor batches itself, the way Triton's dynamic batcher does:
 - A request cancelled before its batch starts (client gone, timeout) is dropped from the batch; one cancelled
   while its batch runs simply has its result discarded. When a backend call raises, every request of the batch
   is retried alone, so one input that breaks the model fails only its own request.
+- Deadlines: ``submit(item, deadline=t)`` (a ``time.perf_counter()`` instant: when the caller stops waiting).
+  The batcher keeps an EWMA of its batch wall time. A request whose expected finish (the rest of the running
+  batch + one batch time per batch ahead of it + its own) is already past its deadline is refused at once with
+  :class:`DeadlineUnreachable` (503 + ``Retry-After``); a queued request that can no longer finish in time
+  (``now + batch time > deadline``) is dropped before it reaches the model with :class:`DeadlineExpired`.
+  Overload then costs fast 503s, never answers computed for callers that already gave up. Estimates carry a
+  25 % headroom (``SAFETY``); before the first batch there is no estimate and only passed deadlines are refused.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -37,14 +45,36 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+#: Headroom on the batch-time estimate: a batch may run this much slower than the EWMA and still finish in time.
+SAFETY = 1.25
+#: Weight of the newest batch in the EWMA of batch wall time.
+EWMA_ALPHA = 0.3
+
+
 class QueueFull(Exception):
-    """The batch queue is at ``max_queue_size``: the caller should retry later (HTTP 503)."""
+    """The batch queue is at ``max_queue_size``: the caller should retry later (HTTP 503).
+
+    ``retry_after_s``: when the queue is expected to have room again (for ``Retry-After``).
+    """
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineUnreachable(QueueFull):
+    """Refused at admission: the queue's expected wait already exceeds the caller's deadline (HTTP 503)."""
+
+
+class DeadlineExpired(QueueFull):
+    """Dropped from the queue: the request could no longer finish before its deadline (HTTP 503)."""
 
 
 @dataclass
 class _Pending(Generic[T]):
     item: T
     future: asyncio.Future[Any]
+    deadline: float | None = None
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -77,6 +107,9 @@ class DynamicBatcher(Generic[T, R]):
         self._collector: asyncio.Task[None] | None = None
         self._running: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._running_started = 0.0
+        #: EWMA of a batch's wall time in seconds; None until the first batch has run.
+        self.batch_seconds: float | None = None
         self.batches_run = 0
 
     @property
@@ -91,16 +124,47 @@ class DynamicBatcher(Generic[T, R]):
             self._wakeup = asyncio.Event()
             self._collector = loop.create_task(self._collect(), name=f"batcher-{self.name}")
 
-    async def submit(self, item: T) -> R:
-        """Queue one request and wait for its result; :class:`QueueFull` when the queue is full."""
+    def expected_finish_s(self, now: float | None = None) -> float | None:
+        """Seconds until a request queued now would have its result: the rest of the running batch, one batch
+        per full batch waiting ahead, and its own (each the EWMA with :data:`SAFETY` headroom). None before the
+        first batch has run (nothing to estimate from)."""
+        if self.batch_seconds is None:
+            return None
+        now = time.perf_counter() if now is None else now
+        batch = self.batch_seconds * SAFETY
+        running = 0.0 if self._runner_free() else max(0.0, batch - (now - self._running_started))
+        return running + batch * math.ceil((len(self._queue) + 1) / self.max_batch_size)
+
+    def _retry_after(self) -> float:
+        return self.expected_finish_s() or 1.0
+
+    async def submit(self, item: T, *, deadline: float | None = None) -> R:
+        """Queue one request and wait for its result.
+
+        ``deadline`` (``time.perf_counter()`` time) is when the caller stops waiting. Raises :class:`QueueFull`
+        when the queue is full, :class:`DeadlineUnreachable` when the request cannot finish by ``deadline``, and
+        :class:`DeadlineExpired` when it is dropped from the queue for that reason before it runs.
+        """
         self._ensure_started()
         if len(self._queue) >= self.max_queue_size:
             metrics.REJECTED.labels(self.name).inc()
             raise QueueFull(
-                f"model {self.name!r} is at capacity ({self.max_queue_size} requests queued); retry shortly"
+                f"model {self.name!r} is at capacity ({self.max_queue_size} requests queued); retry shortly",
+                self._retry_after(),
             )
+        if deadline is not None:
+            now = time.perf_counter()
+            expected = self.expected_finish_s(now)
+            if now >= deadline or (expected is not None and now + expected > deadline):
+                metrics.DEADLINE_REFUSED.labels(self.name).inc()
+                wait = f"{expected:.2f} s" if expected is not None else "unknown"
+                raise DeadlineUnreachable(
+                    f"model {self.name!r} cannot answer within the caller's deadline "
+                    f"({max(0.0, deadline - now):.2f} s left, expected wait {wait}); retry later",
+                    expected or 1.0,
+                )
         assert self._loop is not None and self._wakeup is not None
-        pending: _Pending[T] = _Pending(item, self._loop.create_future())
+        pending: _Pending[T] = _Pending(item, self._loop.create_future(), deadline)
         self._queue.append(pending)
         metrics.QUEUE_DEPTH.labels(self.name).set(len(self._queue))
         self._wakeup.set()
@@ -121,6 +185,34 @@ class DynamicBatcher(Generic[T, R]):
         if any(p.future.done() for p in self._queue):
             self._queue = deque(p for p in self._queue if not p.future.done())
 
+    def _drop_hopeless(self, now: float) -> float | None:
+        """Answer :class:`DeadlineExpired` to every queued request that could no longer finish in time even if
+        its batch started now; returns the earliest instant another one becomes hopeless (None: none will)."""
+        batch = (self.batch_seconds or 0.0) * SAFETY
+        next_check: float | None = None
+        dropped = False
+        for p in self._queue:
+            if p.deadline is None or p.future.done():
+                continue
+            if now + batch > p.deadline:
+                metrics.DEADLINE_EXPIRED.labels(self.name).inc()
+                _settle(
+                    p.future,
+                    exc=DeadlineExpired(
+                        f"model {self.name!r} dropped the request before running it: it could not finish "
+                        "within the caller's deadline; retry later",
+                        self._retry_after(),
+                    ),
+                )
+                dropped = True
+            else:
+                at = p.deadline - batch
+                next_check = at if next_check is None else min(next_check, at)
+        if dropped:
+            self._drop_cancelled()
+            metrics.QUEUE_DEPTH.labels(self.name).set(len(self._queue))
+        return next_check
+
     def _runner_free(self) -> bool:
         return self._running is None or self._running.done()
 
@@ -129,16 +221,18 @@ class DynamicBatcher(Generic[T, R]):
         wakeup = self._wakeup
         while True:
             self._drop_cancelled()
+            now = time.perf_counter()
+            next_check = self._drop_hopeless(now)
             if not self._queue:
                 wakeup.clear()
                 await wakeup.wait()
                 continue
             deadline = self._queue[0].enqueued + self.max_wait_s
             size = len(self._queue)
-            now = time.perf_counter()
             if self._runner_free() and (size >= self.max_batch_size or now >= deadline):
                 batch = [self._queue.popleft() for _ in range(min(size, self.max_batch_size))]
                 metrics.QUEUE_DEPTH.labels(self.name).set(len(self._queue))
+                self._running_started = now
                 self._running = asyncio.create_task(self._execute(batch))
                 continue
             # Wait for whichever comes first: a new request, the running batch finishing, the deadline.
@@ -148,6 +242,8 @@ class DynamicBatcher(Generic[T, R]):
                 assert self._running is not None
                 waiters.add(self._running)
             timeout = None if (now >= deadline or size >= self.max_batch_size) else deadline - now
+            if next_check is not None:  # wake up to answer a request the moment it becomes hopeless
+                timeout = max(0.0, next_check - now) if timeout is None else min(timeout, max(0.0, next_check - now))
             _done, pending = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             for waiter in pending:
                 if waiter is not self._running:
@@ -167,6 +263,7 @@ class DynamicBatcher(Generic[T, R]):
         try:
             results = await loop.run_in_executor(self.executor, self._call, items)
         except Exception as exc:
+            self._observe_batch(time.perf_counter() - started)
             metrics.BATCH_FAILURES.labels(self.name).inc()
             if len(batch) == 1:
                 _settle(batch[0].future, exc=exc)
@@ -185,8 +282,17 @@ class DynamicBatcher(Generic[T, R]):
                 else:
                     _settle(p.future, result=result)
             return
+        finished = time.perf_counter()
+        self._observe_batch(finished - started)
         for p, result in zip(batch, results, strict=True):
+            if p.deadline is not None and finished > p.deadline:
+                metrics.COMPUTED_LATE.labels(self.name).inc()
             _settle(p.future, result=result)
+
+    def _observe_batch(self, seconds: float) -> None:
+        previous = self.batch_seconds
+        self.batch_seconds = seconds if previous is None else EWMA_ALPHA * seconds + (1 - EWMA_ALPHA) * previous
+        metrics.BATCH_SECONDS_EWMA.labels(self.name).set(self.batch_seconds)
 
     def _call(self, items: list[T]) -> Sequence[R]:
         started = time.perf_counter()

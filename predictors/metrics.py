@@ -35,6 +35,24 @@ QUEUE_DEPTH = Gauge(f"{_PREFIX}_queue_depth", "Requests waiting for a batch (not
 REJECTED = Counter(
     f"{_PREFIX}_rejected_total", "Requests refused with 503 because the batch queue was full.", ["model"]
 )
+DEADLINE_REFUSED = Counter(
+    f"{_PREFIX}_deadline_refused_total",
+    "Requests refused with 503 at once: the queue's expected wait already exceeded the caller's deadline.",
+    ["model"],
+)
+DEADLINE_EXPIRED = Counter(
+    f"{_PREFIX}_deadline_expired_total",
+    "Queued requests dropped with 503 before reaching the model: they could no longer finish by their deadline.",
+    ["model"],
+)
+COMPUTED_LATE = Counter(
+    f"{_PREFIX}_computed_late_total",
+    "Requests whose result was computed after their caller's deadline (the answer reached nobody); 0 is the goal.",
+    ["model"],
+)
+BATCH_SECONDS_EWMA = Gauge(
+    f"{_PREFIX}_batch_seconds_ewma", "EWMA of a batch's wall time: the unit of the queue's expected wait.", ["model"]
+)
 BATCH_FAILURES = Counter(
     f"{_PREFIX}_batch_failures_total",
     "Backend calls that raised; the batch's requests were then retried one by one.",

@@ -18,8 +18,10 @@ Status codes (KServe 0.21 maps exceptions by type; the same exception serves RES
   uid/cid, an unknown requested output.
 - 404 / NOT_FOUND, :class:`ClipNotFound` (a ``ModelNotFound`` whose message names the uid and cid): no cache
   entry and no clip for that uid/cid.
-- 503 / UNAVAILABLE, :class:`ModelUnavailable` (a ``ModelNotReady``): the model failed to load, or its batch
-  queue is full. KServe itself answers 503 on REST before ``predict`` when a model is not ready.
+- 503 / UNAVAILABLE, :class:`ModelUnavailable` (a ``ModelNotReady``): the model failed to load, its batch
+  queue is full, or it cannot answer before the caller's deadline (header ``x-audio-score-deadline-ms``, see
+  :mod:`predictors.batcher`); REST answers carry ``Retry-After``. KServe itself answers 503 on REST before
+  ``predict`` when a model is not ready.
 - 500, ``InferenceError``: the reference clip exists but cannot be decoded (the operator's problem, not the
   caller's); kserve's gRPC interceptor reports it as INVALID_ARGUMENT.
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -67,6 +70,8 @@ SCORE_OUTPUTS = (
 )
 EMBED_OUTPUTS = ("transcript", "embedding")
 KNOWN_INPUTS = ("audio", "uid", "cid")
+#: Request header (REST) / metadata key (gRPC): milliseconds the caller will still wait for this answer.
+DEADLINE_HEADER = "x-audio-score-deadline-ms"
 
 
 class ClipNotFound(ModelNotFound):
@@ -83,11 +88,28 @@ class ClipNotFound(ModelNotFound):
 
 
 class ModelUnavailable(ModelNotReady):
-    """503: the model is not loaded, or its queue is full. Carries ``reason`` for KServe's gRPC interceptor."""
+    """503: the model is not loaded, its queue is full, or it cannot answer within the caller's deadline.
+    Carries ``reason`` for KServe's gRPC interceptor and ``retry_after_s`` for REST's ``Retry-After``."""
 
-    def __init__(self, model: str, detail: str) -> None:
+    def __init__(self, model: str, detail: str, retry_after_s: float | None = None) -> None:
         super().__init__(model, detail)
         self.reason = self.error_msg
+        self.retry_after_s = retry_after_s
+
+
+def request_deadline(headers: dict[str, str] | None, received: float) -> float | None:
+    """The ``time.perf_counter()`` instant the caller stops waiting, from :data:`DEADLINE_HEADER` (milliseconds
+    the caller will still wait, counted from when the request arrived here); None without the header."""
+    raw = (headers or {}).get(DEADLINE_HEADER)
+    if raw is None or raw == "":
+        return None
+    try:
+        ms = float(raw)
+    except ValueError:
+        raise InvalidInput(f"{DEADLINE_HEADER}: {raw!r} is not a number of milliseconds") from None
+    if not ms > 0 or ms == float("inf"):
+        raise InvalidInput(f"{DEADLINE_HEADER}: {raw!r} must be a positive number of milliseconds")
+    return received + ms / 1000.0
 
 
 class AudioScoreModel(Model):
@@ -197,12 +219,14 @@ class AudioScoreModel(Model):
         if not self.ready or self.batcher is None or self.references is None:
             detail = f"It failed to load: {self.load_error}" if self.load_error else "Its backend is not loaded."
             raise ModelUnavailable(self.name, detail)
+        received = time.perf_counter()
         if not isinstance(payload, InferRequest):
             raise InvalidInput(
                 f"model {self.name!r} speaks the V2 protocol only: POST /v2/models/{self.name}/infer with inputs "
                 "'audio' (FP32 [1, N]), 'uid' and 'cid' (BYTES [1])"
             )
         audio, uid, cid = self._parse_inputs(payload)
+        deadline = request_deadline(headers, received)
 
         reference = None
         if uid is not None and cid is not None:
@@ -216,9 +240,9 @@ class AudioScoreModel(Model):
                 raise InferenceError(str(exc)) from None
 
         try:
-            features = await self.batcher.submit(audio)
-        except QueueFull as exc:
-            raise ModelUnavailable(self.name, str(exc)) from None
+            features = await self.batcher.submit(audio, deadline=deadline)
+        except QueueFull as exc:  # also DeadlineUnreachable / DeadlineExpired
+            raise ModelUnavailable(self.name, str(exc), exc.retry_after_s) from None
 
         if reference is None:
             outputs = [
@@ -346,7 +370,10 @@ def _parse_id(tensor: InferInput) -> str:
 
 
 def _output(name: str, data: np.ndarray, datatype: str) -> InferOutput:
-    return InferOutput(name=name, shape=list(data.shape), datatype=datatype, data=data)
+    # kserve 0.21's InferResponse.to_grpc tests ``if infer_output.data`` for raw outputs, which raises on a numpy
+    # array of more than one element (the embedding): those go in as a flat list, which it converts itself.
+    values: np.ndarray | list[Any] = data if data.size <= 1 else data.reshape(-1).tolist()
+    return InferOutput(name=name, shape=list(data.shape), datatype=datatype, data=values)
 
 
 def _float_output(name: str, value: float) -> InferOutput:

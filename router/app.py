@@ -34,7 +34,7 @@ from router.breaker import Breakers
 from router.errors import SCORE_ERRORS, APIError, ErrorBody, install_error_handlers
 from router.limits import UploadLimitMiddleware
 from router.metrics import RouterMetrics
-from router.predictor_client import PredictorClient, PredictorError
+from router.predictor_client import DEADLINE_HEADER, PredictorClient, PredictorError
 from router.readiness import ReadinessTracker
 
 log = logging.getLogger("router")
@@ -130,6 +130,8 @@ class ModelsResponse(BaseModel):
 def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> FastAPI:
     """The router for ``settings``: one pooled httpx client and a readiness poller per process."""
     metrics = RouterMetrics()
+    # One line per request only when asked for (AUDIO_SCORE_DEBUG_REQUEST_LOGS=1): metrics carry the counts.
+    request_log_level = logging.INFO if settings.debug_request_logs else logging.DEBUG
     decode_threads = max(1, os.cpu_count() or 1)
     keys = settings.model_keys
     types = {m.key: m.type for m in settings.models}
@@ -236,6 +238,7 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         label = model if model in keys else ("unknown" if model else "default")
         status = 500
         try:
+            caller_wait_s = _caller_wait_s(request)
             for value, what in ((uid, "uid"), (cid, "cid")):
                 try:
                     validate_id(value, what)
@@ -263,8 +266,13 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
                 metrics.decode.observe(time.perf_counter() - decode_started)
             predictor: PredictorClient = request.app.state.predictor
             call_started = time.perf_counter()
+            budget = settings.predictor_timeout_s
+            if caller_wait_s is not None:
+                budget = min(budget, caller_wait_s - (call_started - started))
+                if budget <= 0:
+                    raise APIError(504, f"the caller's deadline ({DEADLINE_HEADER}) passed before scoring began")
             try:
-                result = await predictor.score(key, samples, uid, cid)
+                result = await predictor.score(key, samples, uid, cid, deadline_s=budget)
             except PredictorError as exc:
                 if exc.unreachable or predictor.breakers.is_open(key):
                     request.app.state.tracker.mark_unready(key, exc.detail)
@@ -272,7 +280,8 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
             finally:
                 metrics.predictor.labels(key).observe(time.perf_counter() - call_started)
             status = 200
-            log.info(
+            log.log(
+                request_log_level,
                 "scored",
                 extra={"model": key, "uid": uid, "cid": cid, "sim_score": round(result["sim_score"], 4)},
             )
@@ -281,8 +290,10 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
             return {"model": key, **result}
         except APIError as exc:
             status = exc.status_code
-            log.info(
-                "score refused", extra={"model": label, "uid": uid, "cid": cid, "status": status, "detail": exc.detail}
+            log.log(
+                request_log_level,
+                "score refused",
+                extra={"model": label, "uid": uid, "cid": cid, "status": status, "detail": exc.detail},
             )
             raise
         finally:
@@ -325,6 +336,20 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _caller_wait_s(request: Request) -> float | None:
+    """Seconds the router's caller will still wait, from its optional :data:`DEADLINE_HEADER`; 400 if malformed."""
+    raw = request.headers.get(DEADLINE_HEADER)
+    if raw is None or raw == "":
+        return None
+    try:
+        ms = float(raw)
+    except ValueError:
+        raise APIError(400, f"{DEADLINE_HEADER}: {raw!r} is not a number of milliseconds") from None
+    if not 0 < ms < float("inf"):
+        raise APIError(400, f"{DEADLINE_HEADER}: {raw!r} must be a positive number of milliseconds")
+    return ms / 1000.0
 
 
 def app_factory() -> FastAPI:

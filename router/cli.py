@@ -35,7 +35,13 @@ def run(args: argparse.Namespace) -> int:
     port = settings.server_port if args.port is None else args.port
     socket = args.socket or settings.server_socket
     bind: dict[str, object] = {"uds": socket} if socket else {"host": host, "port": port}
-    common = {"log_config": None, "timeout_keep_alive": 65, "proxy_headers": True, **bind}
+    common = {
+        "log_config": None,
+        "timeout_keep_alive": 65,
+        "proxy_headers": True,
+        "access_log": settings.debug_request_logs,  # one line per request only when asked for
+        **bind,
+    }
     if args.workers > 1:
         os.environ.update({**overrides, "AUDIO_SCORE_CONFIG": str(settings.config_path)})
         uvicorn.run("router.app:app_factory", factory=True, workers=args.workers, **common)

@@ -22,6 +22,9 @@ from router.breaker import Breakers
 
 log = logging.getLogger(__name__)
 
+#: Milliseconds the caller will still wait: sent to the predictor, accepted from the router's own callers.
+DEADLINE_HEADER = "x-audio-score-deadline-ms"
+
 
 class PredictorError(Exception):
     """A predictor answer or failure, already mapped to the router's status code and a reason to show."""
@@ -83,14 +86,22 @@ class PredictorClient:
             return False, f"the predictor at {self.base_url(model)} does not serve model {model!r}"
         return False, f"the predictor reports model {model!r} not ready ({response.status_code})"
 
-    async def score(self, model: str, samples: np.ndarray, uid: str, cid: str) -> dict[str, Any]:
+    async def score(
+        self, model: str, samples: np.ndarray, uid: str, cid: str, *, deadline_s: float | None = None
+    ) -> dict[str, Any]:
         """Scores of ``samples`` against the reference uid/cid, from the model's predictor.
 
-        With the model's breaker open this fails at once (503 + Retry-After) without touching the network."""
+        With the model's breaker open this fails at once (503 + Retry-After) without touching the network.
+        ``deadline_s``: how long the caller will still wait (default: ``predictor_timeout_s``). It travels to the
+        predictor as :data:`DEADLINE_HEADER`, whose batcher refuses or drops work that cannot finish in time,
+        and bounds this call's own timeout.
+        """
         self.raise_if_open(model)
+        budget = self.settings.predictor_timeout_s if deadline_s is None else deadline_s
         body, headers = v2.build_score_request(samples, uid, cid)
+        headers[DEADLINE_HEADER] = str(max(1, int(budget * 1000)))
         url = v2.infer_url(self.base_url(model), model)
-        response = await self._post(url, body, headers, model)
+        response = await self._post(url, body, headers, model, timeout_s=budget)
         if response.status_code == 200:
             try:
                 return v2.parse_score_response(response.content, response.headers)
@@ -98,7 +109,9 @@ class PredictorClient:
                 raise PredictorError(502, f"the predictor for {model!r} sent an invalid response: {exc}") from None
         reason = v2.error_message(response.content)
         if response.status_code in (400, 404, 413, 503):
-            raise PredictorError(response.status_code, reason)
+            retry = response.headers.get("retry-after", "")
+            retry_after_s = int(retry) if retry.isdigit() and int(retry) > 0 else None
+            raise PredictorError(response.status_code, reason, retry_after_s=retry_after_s)
         raise PredictorError(502, f"the predictor for {model!r} failed ({response.status_code}): {reason}")
 
     def raise_if_open(self, model: str) -> None:
@@ -107,13 +120,20 @@ class PredictorClient:
         if breaker.open:
             raise PredictorError(503, breaker.refusal(), retry_after_s=breaker.retry_after_s)
 
-    async def _post(self, url: str, body: bytes, headers: dict[str, str], model: str) -> httpx.Response:
+    async def _post(
+        self, url: str, body: bytes, headers: dict[str, str], model: str, *, timeout_s: float | None = None
+    ) -> httpx.Response:
+        wait = self.settings.predictor_timeout_s if timeout_s is None else timeout_s
+        timeout = httpx.Timeout(wait, connect=min(5.0, wait))
         for attempt in (1, 2):
             try:
-                return await self.client.post(url, content=body, headers=headers)
+                return await self.client.post(url, content=body, headers=headers, timeout=timeout)
             except httpx.TimeoutException:
-                detail = f"the predictor for {model!r} did not answer within {self.settings.predictor_timeout_s:g} s"
-                self.breakers[model].trip(detail)
+                detail = f"the predictor for {model!r} did not answer within {wait:g} s"
+                # Only the router's own full timeout says the predictor is stuck; a caller's shorter deadline
+                # running out says nothing about it, and must not fail everyone else's requests fast.
+                if wait >= self.settings.predictor_timeout_s:
+                    self.breakers[model].trip(detail)
                 raise PredictorError(504, detail) from None
             except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
                 # A refused connection is often a predictor pod being replaced: one retry after a short pause.

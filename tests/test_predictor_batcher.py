@@ -12,7 +12,7 @@ import pytest
 
 from audio_score import v2
 from audio_score.cache import CacheEntry
-from predictors.batcher import DynamicBatcher, QueueFull
+from predictors.batcher import SAFETY, DeadlineExpired, DeadlineUnreachable, DynamicBatcher, QueueFull
 from predictors.references import LRUBytes
 
 
@@ -142,6 +142,64 @@ def test_a_failing_item_fails_only_its_own_request() -> None:
     done = asyncio.run(main())
     assert done[0] == 0 and done[1] == 10 and done[3] == 30
     assert isinstance(done[2], RuntimeError)
+
+
+def test_a_deadline_already_passed_is_refused_without_reaching_the_model() -> None:
+    fn = Recorder()
+
+    async def main() -> None:
+        batcher, executor = make(fn, max_wait_s=0.0)
+        with pytest.raises(DeadlineUnreachable, match="deadline"):
+            await batcher.submit(1, deadline=time.perf_counter() - 0.001)
+        assert await batcher.submit(2, deadline=time.perf_counter() + 60) == 20  # no estimate yet: admitted
+        await batcher.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+    assert fn.calls == [[2]]
+
+
+def test_expected_wait_over_the_deadline_is_refused_at_once_with_a_retry_after() -> None:
+    fn = Recorder(delay_s=0.2)
+
+    async def main() -> None:
+        batcher, executor = make(fn, max_batch_size=1, max_wait_s=0.0)
+        await batcher.submit(0)  # one batch of >= 0.2 s: the estimate exists now
+        assert batcher.batch_seconds is not None and batcher.batch_seconds >= 0.2
+        expected = batcher.expected_finish_s()
+        assert expected is not None and expected >= 0.2 * SAFETY
+        with pytest.raises(DeadlineUnreachable) as refused:
+            await batcher.submit(1, deadline=time.perf_counter() + 0.1)
+        assert refused.value.retry_after_s >= 0.2
+        assert await batcher.submit(2, deadline=time.perf_counter() + 60) == 20
+        await batcher.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+    assert fn.calls == [[0], [2]]  # 1 never reached the model
+
+
+def test_a_queued_request_that_can_no_longer_finish_is_dropped_before_the_model() -> None:
+    fn = Recorder(delay_s=0.2)
+
+    async def main() -> None:
+        batcher, executor = make(fn, max_batch_size=1, max_wait_s=0.0)
+        await batcher.submit(0)  # learn the batch time (>= 0.2 s)
+        fn.gate.clear()  # the next batch holds the worker until released
+        running = asyncio.ensure_future(batcher.submit(1))
+        while batcher.depth or batcher._runner_free():
+            await asyncio.sleep(0.01)
+        # Admitted (the worker might free up in time), then held in the queue until it cannot finish any more.
+        queued = asyncio.ensure_future(batcher.submit(2, deadline=time.perf_counter() + 3 * batcher.batch_seconds))
+        with pytest.raises(DeadlineExpired, match="could not finish"):
+            await queued
+        fn.gate.set()
+        assert await running == 10
+        await batcher.close()
+        executor.shutdown()
+
+    asyncio.run(main())
+    assert fn.calls == [[0], [1]]  # 2 was dropped, never computed
 
 
 def _entry(nbytes: int) -> CacheEntry:

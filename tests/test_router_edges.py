@@ -29,7 +29,7 @@ from audio_score import v2
 from audio_score.devtools.media import synth_speechlike, write_audio
 from audio_score.errors import ConfigError
 from audio_score.settings import Settings, load_settings
-from router.predictor_client import PredictorClient, PredictorError, predictor_base_url
+from router.predictor_client import DEADLINE_HEADER, PredictorClient, PredictorError, predictor_base_url
 
 from conftest import REPO_ROOT, free_port, run_router
 
@@ -54,9 +54,11 @@ class StandIn:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _answer(self, status: int, doc: dict) -> None:
+            def _answer(self, status: int, doc: dict, headers: dict[str, str] | None = None) -> None:
                 body = json.dumps(doc).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
@@ -75,10 +77,17 @@ class StandIn:
                 head_len = int(self.headers[v2.INFERENCE_HEADER])
                 header = json.loads(body[:head_len])
                 audio = np.frombuffer(body[head_len:], dtype="<f4")
-                stand_in.requests.append({"path": self.path, "header": header, "samples": audio.size})
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                stand_in.requests.append(
+                    {"path": self.path, "header": header, "samples": audio.size, "headers": headers}
+                )
                 mode = stand_in.infer
+                if mode == "slow":
+                    time.sleep(1.5)
+                    mode = "ok"
                 if mode == "queue_full":
-                    self._answer(503, {"error": "the request queue of model 'alpha' is full (64); retry later"})
+                    error = {"error": "the request queue of model 'alpha' is full (64); retry later"}
+                    self._answer(503, error, {"Retry-After": "3"})
                 elif mode == "bad":
                     self._answer(400, {"error": "input 'audio' must be FP32 [1, N]"})
                 elif mode == "crash":
@@ -215,6 +224,58 @@ def test_full_queue_is_503_but_the_model_stays_ready(config: Path, stand_in, upl
         assert "queue of model 'alpha' is full" in detail(post(url, upload, model="alpha"), 503)
         # A busy predictor is still the default: the next request without a model goes to it again.
         assert httpx.get(f"{url}/models").json()["default"] == "alpha"
+
+
+def test_the_callers_deadline_travels_to_the_predictor_and_retry_after_comes_back(
+    config: Path, stand_in, upload
+) -> None:
+    settings = load_settings(
+        config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url, "AUDIO_SCORE_PREDICTOR_TIMEOUT_S": "7"}
+    )
+    with router(settings) as url:
+        assert post(url, upload, model="alpha").status_code == 200
+        # No deadline from the caller: the predictor is told the router's own timeout.
+        assert stand_in.requests[-1]["headers"][DEADLINE_HEADER] == "7000"
+        response = httpx.post(
+            f"{url}/score",
+            data={"uid": "video1", "cid": "clip1"},
+            files={"audio": ("take.m4a", upload, "audio/mp4")},
+            headers={DEADLINE_HEADER: "1500"},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        # The caller's 1.5 s, less what the router already spent (reading and decoding the upload).
+        assert 0 < int(stand_in.requests[-1]["headers"][DEADLINE_HEADER]) <= 1500
+        for bad in ("soon", "-5", "0"):
+            refused = httpx.post(
+                f"{url}/score",
+                data={"uid": "video1", "cid": "clip1"},
+                files={"audio": ("take.m4a", upload, "audio/mp4")},
+                headers={DEADLINE_HEADER: bad},
+                timeout=60,
+            )
+            assert DEADLINE_HEADER in detail(refused, 400)
+        stand_in.infer = "queue_full"
+        busy = post(url, upload, model="alpha")
+        assert "full" in detail(busy, 503)
+        assert busy.headers["retry-after"] == "3"  # the predictor's estimate, passed on
+
+
+def test_a_callers_short_deadline_is_a_504_that_does_not_open_the_breaker(config: Path, stand_in, upload) -> None:
+    stand_in.infer = "slow"  # answers after 1.5 s
+    with router(load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
+        hurried = httpx.post(
+            f"{url}/score",
+            data={"uid": "video1", "cid": "clip1", "model": "alpha"},
+            files={"audio": ("take.m4a", upload, "audio/mp4")},
+            headers={DEADLINE_HEADER: "300"},
+            timeout=60,
+        )
+        assert "did not answer within" in detail(hurried, 504)
+        # The predictor is merely slower than one caller's patience: it stays ready and serves the next caller.
+        models = {m["key"]: m for m in httpx.get(f"{url}/models").json()["models"]}
+        assert models["alpha"]["ready"], models["alpha"]
+        assert post(url, upload, model="alpha").status_code == 200
 
 
 def test_predictor_400_passes_its_reason_and_a_crash_is_502(config: Path, stand_in, upload) -> None:

@@ -99,6 +99,7 @@ identical values must keep the finished Job.
             {{- include "audio-score.commonEnv" . | nindent 12 }}
             - name: AUDIO_SCORE_DEVICE
               value: {{ include "audio-score.device" (dict "device" $j.device "gpu" $gpu) | quote }}
+            {{- include "audio-score.cpuLimitEnv" . | nindent 12 }}
             {{- if $j.disableCacheFlush }}
             - name: AUDIO_SCORE_DISABLE_CACHE_FLUSH
               value: "1"

@@ -289,3 +289,16 @@ so anything that changes the immutable pod template renames the Job, and identic
 {{- define "audio-score.cacheJobName" -}}
 {{- printf "%s-cache-%s" (include "audio-score.fullname" .) (include "audio-score.cacheJobSpec" . | sha256sum | trunc 10) }}
 {{- end }}
+
+{{/*
+The container's CPU limit in millicores (downward API), from which the predictor and the cache Job size torch's
+intra-op threads (audio_score/threads.py). Without a limit Kubernetes passes the node's allocatable CPU.
+AUDIO_SCORE_TORCH_THREADS in a component's env overrides it.
+*/}}
+{{- define "audio-score.cpuLimitEnv" -}}
+- name: AUDIO_SCORE_CPU_LIMIT_MILLICORES
+  valueFrom:
+    resourceFieldRef:
+      resource: limits.cpu
+      divisor: 1m
+{{- end }}
