@@ -31,6 +31,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -110,6 +111,25 @@ def request_deadline(headers: dict[str, str] | None, received: float) -> float |
     if not ms > 0 or ms == float("inf"):
         raise InvalidInput(f"{DEADLINE_HEADER}: {raw!r} must be a positive number of milliseconds")
     return received + ms / 1000.0
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A request after preprocess: its tensors checked, the audio as float32, the deadline resolved."""
+
+    request: InferRequest
+    audio: np.ndarray
+    uid: str | None
+    cid: str | None
+    deadline: float | None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A request after predict: the outputs it can return."""
+
+    parsed: Parsed
+    outputs: list[InferOutput]
 
 
 class AudioScoreModel(Model):
@@ -198,74 +218,93 @@ class AudioScoreModel(Model):
 
     # --- inference --------------------------------------------------------------------------------------------
 
-    async def predict(self, payload: InferRequest | dict[str, Any], headers: dict[str, str] | None = None) -> Any:
-        try:
-            return await self._predict(payload, headers)
-        except ScoreError as exc:
-            raise kserve_error(exc, self.name) from None
+    # kserve runs preprocess -> validate -> predict -> postprocess for every request (``Model.__call__``): the
+    # tensors are parsed in preprocess, the batch and the comparison run in predict, and postprocess builds the
+    # InferResponse. The core's errors become kserve's at each stage through :func:`kserve_error`.
 
-    async def _predict(self, payload: InferRequest | dict[str, Any], headers: dict[str, str] | None) -> Any:
+    async def preprocess(self, payload: InferRequest | dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        """The request's tensors checked and parsed (:class:`Parsed`), and the caller's deadline."""
+        received = time.perf_counter()
         if not self.ready or self.batcher is None or self.references is None:
             detail = f"It failed to load: {self.load_error}" if self.load_error else "Its backend is not loaded."
-            raise ModelUnavailable(detail)
-        received = time.perf_counter()
+            raise kserve_error(ModelUnavailable(detail), self.name)
         if not isinstance(payload, InferRequest):
             raise InvalidInput(
                 f"model {self.name!r} speaks the V2 protocol only: POST /v2/models/{self.name}/infer with inputs "
                 "'audio' (FP32 [1, N]), 'uid' and 'cid' (BYTES [1])"
             )
         audio, uid, cid = self._parse_inputs(payload)
-        deadline = request_deadline(headers, received)
+        return Parsed(payload, audio, uid, cid, request_deadline(headers, received))
 
-        reference = None
-        if uid is not None and cid is not None:
-            reference = await self.references.get(uid, cid)
-        # QueueFull, DeadlineUnreachable, DeadlineExpired are the core's ModelUnavailable.
-        features = await self.batcher.submit(audio, deadline=deadline)
+    def validate(self, payload: Any) -> Any:
+        """kserve's check is for raw payloads; a :class:`Parsed` request has been checked in preprocess."""
+        return payload if isinstance(payload, Parsed) else super().validate(payload)
 
-        if reference is None:
-            outputs = [
-                _bytes_output("transcript", features.transcript),
-                _output("embedding", np.asarray(features.embedding, dtype=np.float32).reshape(1, -1), "FP32"),
-            ]
-        else:
-            entry, pool = reference.entry, self.references.pool
-            # DTW is a few ms of CPU: off the event loop, so other requests keep flowing meanwhile.
-            result = await asyncio.to_thread(
-                lambda: compare(
-                    embedding=features.embedding,
-                    frames=features.frames,
-                    transcript=features.transcript,
-                    reference_embedding=entry.embedding,
-                    reference_frames=reference.frames,
-                    reference_text=entry.text,
-                    audio_similarity_kind=self.settings.audio_similarity,
-                    pool=pool,
-                )
-            )
-            outputs = [_float_output(name, value) for name, value in result.scores().items()]
-            outputs += [
-                _bytes_output("transcript", features.transcript),
-                _bytes_output("reference_transcript", entry.transcript),
-                _bytes_output("audio_similarity", result.audio_similarity),
-                _bytes_output("words", result.words.to_json()),
-                _bytes_output("reference_text", entry.reference_text or ""),
-            ]
-        if payload.request_outputs:
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        """Batch the clip through the backend and, when scoring, compare it with its reference (:class:`Scored`)."""
+        try:
+            return await self._score(payload)
+        except ScoreError as exc:
+            raise kserve_error(exc, self.name) from None
+
+    async def postprocess(
+        self, result: Any, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ) -> InferResponse:
+        """The InferResponse: the outputs asked for (all by default), binary when the request was."""
+        request, outputs = result.parsed.request, result.outputs
+        if request.request_outputs:
             names = {o.name for o in outputs}
-            unknown = [o.name for o in payload.request_outputs if o.name not in names]
+            unknown = [o.name for o in request.request_outputs if o.name not in names]
             if unknown:
                 shown = ", ".join(map(quote_user_value, unknown[:8])) + (" …" if len(unknown) > 8 else "")
                 raise InvalidInput(
                     f"unknown output(s) {shown} requested; this request can return {', '.join(sorted(names))}"
                 )
         return InferResponse(
-            response_id=payload.id or str(uuid.uuid4()),
+            response_id=request.id or str(uuid.uuid4()),
             model_name=self.name,
             infer_outputs=outputs,
-            use_binary_outputs=payload.use_binary_outputs,
-            requested_outputs=payload.request_outputs,
+            use_binary_outputs=request.use_binary_outputs,
+            requested_outputs=request.request_outputs,
         )
+
+    async def _score(self, parsed: Parsed) -> Scored:
+        assert self.batcher is not None and self.references is not None  # preprocess refused otherwise
+        reference = None
+        if parsed.uid is not None and parsed.cid is not None:
+            reference = await self.references.get(parsed.uid, parsed.cid)
+        # QueueFull, DeadlineUnreachable, DeadlineExpired are the core's ModelUnavailable.
+        features = await self.batcher.submit(parsed.audio, deadline=parsed.deadline)
+
+        if reference is None:
+            outputs = [
+                _bytes_output("transcript", features.transcript),
+                _output("embedding", np.asarray(features.embedding, dtype=np.float32).reshape(1, -1), "FP32"),
+            ]
+            return Scored(parsed, outputs)
+        entry, pool = reference.entry, self.references.pool
+        # DTW is a few ms of CPU: off the event loop, so other requests keep flowing meanwhile.
+        result = await asyncio.to_thread(
+            lambda: compare(
+                embedding=features.embedding,
+                frames=features.frames,
+                transcript=features.transcript,
+                reference_embedding=entry.embedding,
+                reference_frames=reference.frames,
+                reference_text=entry.text,
+                audio_similarity_kind=self.settings.audio_similarity,
+                pool=pool,
+            )
+        )
+        outputs = [_float_output(name, value) for name, value in result.scores().items()]
+        outputs += [
+            _bytes_output("transcript", features.transcript),
+            _bytes_output("reference_transcript", entry.transcript),
+            _bytes_output("audio_similarity", result.audio_similarity),
+            _bytes_output("words", result.words.to_json()),
+            _bytes_output("reference_text", entry.reference_text or ""),
+        ]
+        return Scored(parsed, outputs)
 
     def _parse_inputs(self, req: InferRequest) -> tuple[np.ndarray, str | None, str | None]:
         by_name: dict[str, InferInput] = {}

@@ -67,7 +67,8 @@ def log_text() -> Iterator[io.StringIO]:
     logger = logging.getLogger("router")
     logger.addHandler(handler)
     level = logger.level
-    logger.setLevel(logging.INFO)
+    # Per-request lines ("scored", "score refused") are DEBUG unless AUDIO_SCORE_DEBUG_REQUEST_LOGS: see them all.
+    logger.setLevel(logging.DEBUG)
     try:
         yield stream
     finally:
