@@ -1,8 +1,9 @@
 """One typed settings object, built from config.json plus the ``AUDIO_SCORE_*`` environment.
 
 Every part (cache Job, predictor, router, ``up``) reads its configuration through :func:`load_settings`, so the
-parts can never disagree on keys, paths or rates, and this module is the only place that reads the
-environment. Errors name the field and say how to fix it.
+parts can never disagree on keys, paths, rates or the decoder. config.json's schema is :class:`FileConfig`; the
+environment is declared per part in :mod:`audio_score.env_settings` (each knob's one default is there). Errors
+name the field and say how to fix it.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from audio_score.env_settings import JobEnv, PredictorEnv, RouterEnv
 from audio_score.errors import ConfigError
 
 #: A model key names an InferenceService, its predictor Service and a cache folder, so it must be a DNS-1035
@@ -89,34 +91,33 @@ class Settings(BaseModel):
     target_sampling_rate: int
     max_upload_bytes: int
     max_audio_seconds: float
-    audio_similarity: Literal["aligned", "pooled"] = "aligned"
-    # predictor
-    max_batch_size: int = 8
-    max_batch_wait_ms: float = 10.0
-    max_queue_size: int = 64
-    cache_memory_bytes: int = 512 * MIB
-    device: str = "auto"
+    audio_similarity: Literal["aligned", "pooled"]
+    decoder: Literal["pyav", "pydub"]
+    # The environment's part, resolved; each knob's default and bounds are in audio_score.env_settings, in the
+    # class of the part that reads it (PredictorEnv, JobEnv, RouterEnv).
+    # predictor (and the cache Job: ComputeEnv)
+    max_batch_size: int
+    max_batch_wait_ms: float
+    max_queue_size: int
+    cache_memory_bytes: int
+    device: str
     #: torch intra-op threads (predictor and cache Job); see :func:`resolve_torch_threads`.
-    torch_threads: int | None = None
+    torch_threads: int | None
     #: The container's CPU limit in cores, from the downward API (the chart sets AUDIO_SCORE_CPU_LIMIT_MILLICORES).
-    cpu_limit: float | None = None
-    #: Per-request log lines (kserve's trace and access log, the router's "scored" line); off by default.
-    debug_request_logs: bool = False
+    cpu_limit: float | None
+    debug_request_logs: bool
     # cache job
-    disable_cache_flush: bool = False
-    job_completion_index: int | None = None
+    disable_cache_flush: bool
+    job_completion_index: int | None
     # router
-    server_host: str = "127.0.0.1"
-    server_port: int = 8000
-    server_socket: str | None = None
-    predictor_url: str = "http://{model}-predictor.default.svc.cluster.local"
-    #: Per-model predictor URLs that win over the template (AUDIO_SCORE_PREDICTOR_URLS="key=url,key=url").
-    predictor_urls: dict[str, str] = {}
-    predictor_timeout_s: float = 30.0
-    #: Longest wait for the next piece of a request body before the router answers 408.
-    body_timeout_s: float = 30.0
-    api_keys: tuple[str, ...] = ()
-    decoder: Literal["pyav", "pydub"] = "pyav"
+    server_host: str
+    server_port: int
+    server_socket: str | None
+    predictor_url: str
+    predictor_urls: dict[str, str]
+    predictor_timeout_s: float
+    body_timeout_s: float
+    api_keys: tuple[str, ...]
 
     @property
     def model_keys(self) -> list[str]:
@@ -152,53 +153,8 @@ def resolve_model_ref(ref: str, base: Path) -> str:
     return ref
 
 
-def _default(field: str) -> Any:
-    """A knob's one default: the :class:`Settings` field's, so the environment parsing never restates it."""
-    return Settings.model_fields[field].default
-
-
-def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def _env_bool(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _env_list(env: Mapping[str, str], name: str) -> list[str]:
     return [item.strip() for item in env.get(name, "").split(",") if item.strip()]
-
-
-def _env_map(env: Mapping[str, str], name: str) -> dict[str, str]:
-    result = {}
-    for item in _env_list(env, name):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"{name}: {item!r} is not KEY=URL (e.g. whisper-small=http://host:8080)")
-        result[key.strip()] = value.strip()
-    return result
 
 
 def _check_decoder_env(env: Mapping[str, str], configured: str, path: Path) -> Literal["pyav", "pydub"]:
@@ -272,6 +228,7 @@ def load_settings(
     keys = model_keys or _env_list(env, "AUDIO_SCORE_MODEL_KEYS") or _env_list(env, "AUDIO_SCORE_MODEL_KEY")
     decoder = _check_decoder_env(env, cfg.decoder, path)
 
+    predictor, job, router = PredictorEnv.from_env(env), JobEnv.from_env(env), RouterEnv.from_env(env)
     settings = Settings(
         config_path=path,
         all_models=tuple(cfg.models),
@@ -279,28 +236,27 @@ def load_settings(
         video_clip_dir=(base / cfg.video_clip_dir).resolve(),
         cache_dir=(base / cfg.cache_dir).resolve(),
         target_sampling_rate=cfg.target_sampling_rate,
-        max_upload_bytes=_env_int(env, "AUDIO_SCORE_MAX_UPLOAD_BYTES", cfg.max_upload_bytes, 1024),
-        max_audio_seconds=_env_float(env, "AUDIO_SCORE_MAX_AUDIO_SECONDS", cfg.max_audio_seconds, 0.1),
+        max_upload_bytes=router.max_upload_bytes or cfg.max_upload_bytes,
+        max_audio_seconds=predictor.max_audio_seconds or cfg.max_audio_seconds,
         audio_similarity=cfg.audio_similarity,
-        max_batch_size=_env_int(env, "AUDIO_SCORE_MAX_BATCH_SIZE", _default("max_batch_size"), 1),
-        max_batch_wait_ms=_env_float(env, "AUDIO_SCORE_MAX_BATCH_WAIT_MS", _default("max_batch_wait_ms"), 0.0),
-        max_queue_size=_env_int(env, "AUDIO_SCORE_MAX_QUEUE_SIZE", _default("max_queue_size"), 1),
-        cache_memory_bytes=_env_int(env, "AUDIO_SCORE_CACHE_MEMORY_MB", _default("cache_memory_bytes") // MIB, 0) * MIB,
-        device=env.get("AUDIO_SCORE_DEVICE", "").strip() or _default("device"),
-        torch_threads=_env_int(env, "AUDIO_SCORE_TORCH_THREADS", 0, 0) or None,
-        cpu_limit=_env_int(env, "AUDIO_SCORE_CPU_LIMIT_MILLICORES", 0, 0) / 1000 or None,
-        debug_request_logs=_env_bool(env, "AUDIO_SCORE_DEBUG_REQUEST_LOGS"),
-        disable_cache_flush=_env_bool(env, "AUDIO_SCORE_DISABLE_CACHE_FLUSH"),
-        # Set by Kubernetes for an Indexed Job's pods.
-        job_completion_index=_env_int(env, "JOB_COMPLETION_INDEX", -1, 0) if env.get("JOB_COMPLETION_INDEX") else None,
-        server_host=env.get("AUDIO_SCORE_SERVER_HOST", "").strip() or _default("server_host"),
-        server_port=_env_int(env, "AUDIO_SCORE_SERVER_PORT", _default("server_port"), 0),
-        server_socket=env.get("AUDIO_SCORE_SERVER_SOCKET") or None,
-        predictor_url=env.get("AUDIO_SCORE_PREDICTOR_URL") or default_predictor_url(env),
-        predictor_urls=_env_map(env, "AUDIO_SCORE_PREDICTOR_URLS"),
-        predictor_timeout_s=_env_float(env, "AUDIO_SCORE_PREDICTOR_TIMEOUT_S", _default("predictor_timeout_s"), 0.1),
-        body_timeout_s=_env_float(env, "AUDIO_SCORE_BODY_TIMEOUT_S", _default("body_timeout_s"), 0.1),
-        api_keys=tuple(_env_list(env, "AUDIO_SCORE_API_KEYS")),
-        decoder=decoder,  # type: ignore[arg-type]
+        max_batch_size=predictor.max_batch_size,
+        max_batch_wait_ms=predictor.max_batch_wait_ms,
+        max_queue_size=predictor.max_queue_size,
+        cache_memory_bytes=predictor.cache_memory_mb * MIB,
+        device=predictor.device.strip() or "auto",
+        torch_threads=predictor.torch_threads or None,
+        cpu_limit=predictor.cpu_limit_millicores / 1000 or None,
+        debug_request_logs=predictor.debug_request_logs,
+        disable_cache_flush=job.disable_cache_flush,
+        job_completion_index=job.job_completion_index,
+        server_host=router.server_host.strip() or "127.0.0.1",
+        server_port=router.server_port,
+        server_socket=router.server_socket,
+        predictor_url=router.predictor_url or default_predictor_url(env),
+        predictor_urls=router.predictor_urls,
+        predictor_timeout_s=router.predictor_timeout_s,
+        body_timeout_s=router.body_timeout_s,
+        api_keys=router.api_keys,
+        decoder=decoder,
     )
     return settings.with_models(keys) if keys else settings

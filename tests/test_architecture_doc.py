@@ -46,12 +46,24 @@ def test_links_resolve_inside_the_repository() -> None:
         assert target.exists(), link
 
 
-def test_every_setting_is_named() -> None:
-    from audio_score.settings import FileConfig, ModelSpec
+def environment_variables() -> set[str]:
+    """Every variable a part reads: the per-part classes' fields, and the few settings.py reads itself."""
+    from audio_score.env_settings import PREFIX, JobEnv, PredictorEnv, RouterEnv
 
     source = (REPO_ROOT / "audio_score" / "settings.py").read_text()
     variables = set(re.findall(r'"((?:AUDIO_SCORE|POD|JOB)_[A-Z_]+)"', source))
-    assert {"AUDIO_SCORE_PREDICTOR_URL", "AUDIO_SCORE_BODY_TIMEOUT_S"} <= variables
+    for part in (PredictorEnv, JobEnv, RouterEnv):
+        for name, field in part.model_fields.items():
+            variables.add(str(field.validation_alias or PREFIX + name.upper()))
+    return variables
+
+
+def test_every_setting_is_named() -> None:
+    from audio_score.settings import FileConfig, ModelSpec
+
+    variables = environment_variables()
+    assert {"AUDIO_SCORE_PREDICTOR_URL", "AUDIO_SCORE_BODY_TIMEOUT_S", "JOB_COMPLETION_INDEX"} <= variables
+    assert {"AUDIO_SCORE_CONFIG", "AUDIO_SCORE_MODEL_KEYS", "POD_NAMESPACE"} <= variables
     missing = sorted(v for v in variables if f"`{v}`" not in DOC)
     missing += sorted(f for f in FileConfig.model_fields if f"`{f}`" not in DOC)
     missing += sorted(f for f in ModelSpec.model_fields if f"`models[].{f}`" not in DOC and f"`{f}`" not in DOC)
