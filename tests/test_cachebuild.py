@@ -12,14 +12,14 @@ import pytest
 from audio_score.audio import decode_audio
 from audio_score.backends import load_backend
 from audio_score.cache import ReferenceCache
-from audio_score.cachebuild import parse_shard
 from audio_score.cli import main
-from audio_score.devtools.crafted import matroska_pcm_bytes, tone_pcm16, wav_bytes, with_unknown_codec_id
-from audio_score.devtools.media import synth_speechlike, write_clip_mov
-from audio_score.devtools.workspace import Workspace
 from audio_score.errors import ConfigError
 from audio_score.settings import load_settings
 from audio_score.similarity import score
+from audio_score_tools.crafted import matroska_pcm_bytes, tone_pcm16, wav_bytes, with_unknown_codec_id
+from audio_score_tools.media import synth_speechlike, write_clip_mov
+from audio_score_tools.workspace import Workspace
+from cache_job.cli import parse_shard
 
 ALL = {("video1", "clip1"), ("video1", "clip2"), ("video2", "clip1")}
 

@@ -57,7 +57,7 @@ def build_speech_workspace(
     root: str | Path, model_dir: str | Path, *, speech_dir: str | Path = SPEECH_DIR, max_new_tokens: int = 48
 ) -> SpeechWorkspace:
     """A workspace whose reference clips are the committed speech clips and whose one model is ``model_dir``
-    (a Whisper checkpoint folder, e.g. from :func:`audio_score.devtools.ct2_whisper.ensure_tiny_en`)."""
+    (a Whisper checkpoint folder, e.g. from :func:`audio_score_tools.ct2_whisper.ensure_tiny_en`)."""
     root = Path(root)
     clip_dir, cache_dir = root / "clips", root / "cache"
     if clip_dir.exists():
