@@ -385,6 +385,47 @@ def test_gpu_resources_only_where_asked() -> None:
     assert _gpu_limit(one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]) is None
 
 
+#: Each part with its own scheduling, a RuntimeClass for GPU pods, one GPU model, one CPU model, a GPU Job.
+GPU_SCHEDULING = """
+gpu: {runtimeClassName: nvidia}
+models:
+  - {key: gpu-model, type: whisper, model_id: m, gpu: 1, nodeSelector: {pool: a, nvidia.com/gpu.present: "no"}}
+  - {key: cpu-model, type: whisper, model_id: m, gpu: 0, tolerations: [{key: spot, operator: Exists}]}
+predictor: {affinity: {podAntiAffinity: {preferredDuringSchedulingIgnoredDuringExecution: []}}}
+cacheJob: {gpu: 2, tolerations: [{key: batch, operator: Exists}]}
+"""
+
+
+def test_gpu_scheduling_is_the_same_for_predictors_and_the_job(isvc_validator: jsonschema.Draft7Validator) -> None:
+    """audio-score.gpuScheduling adds gpu.* to a GPU pod's own fields the same way for an InferenceService and the
+    Job (the pod's own nodeSelector keys win, tolerations are appended, the RuntimeClass is set); a CPU pod keeps
+    only its own."""
+    docs = render(extra=GPU_SCHEDULING)
+    isvcs = {i["metadata"]["name"]: i for i in of_kind(docs, "InferenceService")}
+    for isvc in isvcs.values():
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in isvc_validator.iter_errors(isvc)]
+        assert not errors, errors
+    job = one(docs, "Job")
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    gpu_tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    affinity = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
+    gpu_pod = isvcs["gpu-model"]["spec"]["predictor"]
+    assert gpu_pod["nodeSelector"] == {"pool": "a", "nvidia.com/gpu.present": "no"}
+    assert gpu_pod["tolerations"] == gpu_tolerations
+    assert gpu_pod["affinity"] == affinity and gpu_pod["runtimeClassName"] == "nvidia"
+    assert _gpu_limit(gpu_pod["containers"][0]) == 1
+    cpu_pod = isvcs["cpu-model"]["spec"]["predictor"]
+    assert "nodeSelector" not in cpu_pod and "runtimeClassName" not in cpu_pod
+    assert cpu_pod["tolerations"] == [{"key": "spot", "operator": "Exists"}] and cpu_pod["affinity"] == affinity
+    job_pod = job["spec"]["template"]["spec"]
+    assert job_pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert job_pod["tolerations"] == [{"key": "batch", "operator": "Exists"}, *gpu_tolerations]
+    assert job_pod["runtimeClassName"] == "nvidia" and "affinity" not in job_pod
+    assert _gpu_limit(job_pod["containers"][0]) == 2
+    # Unset (the default), no pod names a RuntimeClass.
+    assert all("runtimeClassName" not in spec for _, spec in pod_specs(rendered("default")))
+
+
 @pytest.mark.parametrize("name", ["default", "site"])
 def test_default_values_put_every_model_and_the_job_on_a_gpu(name: str) -> None:
     """The defaults are the production shape: a plain `helm install` on a GPU cluster serves both models on GPUs."""

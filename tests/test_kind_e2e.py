@@ -189,7 +189,9 @@ def test_cache_job_image_runs_cache_build() -> None:
 def test_each_image_copies_only_what_it_runs() -> None:
     router = (ROOT / "router" / "Dockerfile").read_text()
     predictor = (ROOT / "predictors" / "Dockerfile").read_text()
-    copied = {name: set(re.findall(r"^COPY (?!--from)(\S+) ", text, re.M)) for name, text in (("r", router), ("p", predictor))}
+    copied = {
+        name: set(re.findall(r"^COPY (?!--from)(\S+) ", text, re.M)) for name, text in (("r", router), ("p", predictor))
+    }
     assert copied["r"] == {"pyproject.toml", "audio_score", "router"}, copied["r"]
     assert copied["p"] == {"pyproject.toml", "audio_score", "predictors", "cache-job/cache_job"}, copied["p"]
     assert "audio_score_tools" in (ROOT / ".dockerignore").read_text().split()

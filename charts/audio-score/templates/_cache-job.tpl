@@ -125,20 +125,7 @@ identical values must keep the finished Job.
           emptyDir:
             sizeLimit: {{ .Values.storageInitializer.sizeLimit }}
         {{- end }}
-      {{- $ns := $j.nodeSelector }}
-      {{- if gt $gpu 0 }}{{ $ns = merge (deepCopy (default dict $j.nodeSelector)) .Values.gpu.nodeSelector }}{{ end }}
-      {{- with $ns }}
-      nodeSelector:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- $tol := default list $j.tolerations }}
-      {{- if gt $gpu 0 }}{{ $tol = concat $tol .Values.gpu.tolerations }}{{ end }}
-      {{- with $tol }}
-      tolerations:
-        {{- toYaml . | nindent 8 }}
-      {{- end }}
-      {{- with $j.affinity }}
-      affinity:
-        {{- toYaml . | nindent 8 }}
+      {{- with include "audio-score.gpuScheduling" (dict "ctx" . "gpu" $gpu "nodeSelector" $j.nodeSelector "tolerations" $j.tolerations "affinity" $j.affinity) | trim }}
+      {{- . | nindent 6 }}
       {{- end }}
 {{- end }}

@@ -59,6 +59,11 @@ app.kubernetes.io/component: {{ . }}
 {{- end }}
 {{- end }}
 
+{{/* The router's Deployment, Service, HPA, PDB, Ingress and HTTPRoute all carry this name. */}}
+{{- define "audio-score.routerName" -}}
+{{- printf "%s-router" (include "audio-score.fullname" .) }}
+{{- end }}
+
 {{/* InferenceService name of a model key: predictor.namePrefix + key (the V2 model name stays the key). */}}
 {{- define "audio-score.isvcName" -}}
 {{- printf "%s%s" .ctx.Values.predictor.namePrefix .key }}
@@ -215,7 +220,13 @@ Volumes of a model-running pod (Job, predictors): config, cache, clips, /tmp, HF
 {{- end }}
 {{- end }}
 
-{{/* GPU scheduling for a component with (dict "gpu" N "ctx" $): limits go in resources, this renders the rest. */}}
+{{/*
+GPU scheduling, shared by every InferenceService and the cache Job: two helpers because Kubernetes splits it
+between the container (the limit) and the pod (where it may run). Both take (dict "ctx" $ "gpu" N ...) with the
+component's own values, and add the GPU parts only when gpu > 0.
+
+audio-score.gpuResources: the container's resources (dict ... "resources" R) plus the gpu.resourceName limit.
+*/}}
 {{- define "audio-score.gpuResources" -}}
 {{- $res := deepCopy (default dict .resources) }}
 {{- if gt (int .gpu) 0 }}
@@ -224,6 +235,37 @@ Volumes of a model-running pod (Job, predictors): config, cache, clips, /tmp, HF
 {{- $_ := set $res "limits" $limits }}
 {{- end }}
 {{- toYaml $res }}
+{{- end }}
+
+{{/*
+audio-score.gpuScheduling: the pod-spec fields nodeSelector, tolerations, affinity and runtimeClassName, from (dict
+... "nodeSelector" NS "tolerations" T "affinity" A): with gpu > 0, gpu.nodeSelector is merged under NS (the
+component's own keys win), gpu.tolerations are appended to T and gpu.runtimeClassName (when set) is the pod's.
+Renders at column 0, nothing when all are empty: use it as
+  {{- with include "audio-score.gpuScheduling" (dict ...) | trim }}{{ . | nindent N }}{{ end }}
+*/}}
+{{- define "audio-score.gpuScheduling" -}}
+{{- $ns := .nodeSelector }}
+{{- $tol := default list .tolerations }}
+{{- if gt (int .gpu) 0 }}
+{{- $ns = merge (deepCopy (default dict .nodeSelector)) .ctx.Values.gpu.nodeSelector }}
+{{- $tol = concat $tol .ctx.Values.gpu.tolerations }}
+{{- end }}
+{{- with $ns }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $tol }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if and (gt (int .gpu) 0) .ctx.Values.gpu.runtimeClassName }}
+runtimeClassName: {{ .ctx.Values.gpu.runtimeClassName }}
+{{- end }}
 {{- end }}
 
 {{/*
