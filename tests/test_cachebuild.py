@@ -153,13 +153,17 @@ def test_clips_with_impossible_headers_are_reported_and_skipped(workspace: Works
     assert entries(workspace, "whisper-tiny") == ALL
 
 
-def test_force_rebuilds_unless_flush_is_disabled(workspace: Workspace, capsys, monkeypatch) -> None:
+def test_force_rebuilds_unless_flush_is_disabled(workspace: Workspace, capsys, monkeypatch, caplog) -> None:
     assert build(workspace, capsys, "--models", "whisper-tiny")[0] == 0
     meta_path = ReferenceCache(workspace.cache_dir, "whisper-tiny").entry_dir("video1", "clip1") / "meta.json"
     created = json.loads(meta_path.read_text())["created_at"]
     monkeypatch.setenv("AUDIO_SCORE_DISABLE_CACHE_FLUSH", "1")
-    code, summary = build(workspace, capsys, "--models", "whisper-tiny", "--force")
+    with caplog.at_level("WARNING", logger="cache_job.cli"):
+        code, summary = build(workspace, capsys, "--models", "whisper-tiny", "--force")
     assert (code, summary["models"][0]["built"]) == (0, 0)
+    # Both given: the Job says which won.
+    (won,) = [r for r in caplog.records if r.name == "cache_job.cli" and r.levelname == "WARNING"]
+    assert won.winner == "AUDIO_SCORE_DISABLE_CACHE_FLUSH" and "--force ignored" in won.getMessage()
     assert json.loads(meta_path.read_text())["created_at"] == created
     monkeypatch.delenv("AUDIO_SCORE_DISABLE_CACHE_FLUSH")
     code, summary = build(workspace, capsys, "--models", "whisper-tiny", "--force")

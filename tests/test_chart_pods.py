@@ -43,6 +43,8 @@ def _values(ws: Workspace) -> str:
 def _env(container: dict[str, Any], tmp: Path, **overrides: str) -> dict[str, str]:
     """The container's rendered environment as the kubelet would set it (fieldRefs resolved, no secrets)."""
     env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}
+    # The image's installed packages are this checkout's (conftest puts it and cache-job/ on PYTHONPATH).
+    env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
     for item in container.get("env") or []:
         if "value" in item:
             env[item["name"]] = item["value"]

@@ -9,6 +9,7 @@ subprocess (so nothing this test process loaded counts) and inspects ``sys.modul
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -68,3 +69,23 @@ def test_the_core_names_no_service() -> None:
             }:
                 offenders.append(f"{path.relative_to(REPO_ROOT)}: {line.strip()}")
     assert not offenders, offenders
+
+
+def test_a_part_missing_from_the_image_is_listed_as_absent() -> None:
+    """As in the router image, which has no ``predictors``: ``--help`` lists ``predictor`` as not installed, running
+    it is one line and exit 2, and the router's own subcommand still parses."""
+    code = (
+        "import sys\n"
+        "sys.modules['predictors'] = None  # not importable, as when the package is not installed\n"
+        "from audio_score.cli import build_parser, main\n"
+        "build_parser().parse_args(['router', '--port', '1'])\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    run = [sys.executable, "-c", code]
+    wide = {**os.environ, "COLUMNS": "300"}  # argparse wraps help at the terminal width
+    helped = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=wide)
+    assert helped.returncode == 0, helped.stderr
+    assert "not installed in this environment" in helped.stdout and "router" in helped.stdout
+    refused = subprocess.run([*run, "predictor"], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("audio-score predictor: error: not installed"), refused.stderr
