@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-SPEECH_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "speech"
+SPEECH_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "speech"
 MODEL_KEY = "whisper-tiny-en"
 SAMPLING_RATE = 16000
 
