@@ -60,10 +60,10 @@ def test_every_setting_is_named() -> None:
 
 def test_every_output_field_and_command_is_named() -> None:
     from audio_score import v2
-    from audio_score.cli import COMMANDS
+    from audio_score.cli import commands
     from router.app import ScoreResponse
 
-    names = [*v2.SCORE_REQUIRED, *v2.SCORE_OPTIONAL, "embedding", *ScoreResponse.model_fields, *COMMANDS]
+    names = [*v2.SCORE_REQUIRED, *v2.SCORE_OPTIONAL, "embedding", *ScoreResponse.model_fields, *commands()]
     missing = sorted({n for n in names if f"`{n}`" not in DOC})
     assert not missing, f"docs/architecture.md lacks {missing}"
 

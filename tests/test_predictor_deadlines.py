@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from audio_score import v2
-from audio_score.devtools.tiny_models import TinyModelSet
+from audio_score_tools.tiny_models import TinyModelSet
 from predictors.model import DEADLINE_HEADER
 
 MODEL = "whisper-tiny"
