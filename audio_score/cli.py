@@ -1,58 +1,92 @@
-"""The one entry point, ``audio-score``, and its subcommands.
+"""The one entry point, ``audio-score``: a dispatcher that knows no subcommand by name.
 
-Each subcommand lives in the part it belongs to and exposes ``add_arguments(parser)`` and ``run(args) -> int``;
-those modules import their heavy dependencies (torch, kserve, fastapi) only inside ``run``, so ``--help`` is
-fast and the router's image, which has no torch, can still import this file.
+Each part registers its own subcommands through the ``audio_score.commands`` entry-point group (pyproject.toml):
+an entry point is a ``register(commands, parents)`` function that adds a parser to ``commands`` with the common
+options of ``parents`` and sets ``run`` (``run(args) -> int``) as its default. The core library therefore imports
+no service: an image that does not ship a part (the router image has no ``predictors``, no image has the tools)
+simply lacks its subcommand, which ``--help`` lists as not installed. The registering modules import their heavy
+dependencies (torch, kserve, fastapi) only inside ``run``, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
+import tomllib
 from collections.abc import Sequence
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 from audio_score import __version__
 from audio_score.errors import AudioScoreError
 
-#: subcommand -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "cache-build": ("audio_score.cachebuild", "fill the reference cache for every clip and model"),
-    "predictor": ("predictors.cli", "serve models over the V2 (Open Inference) protocol with KServe"),
-    "router": ("router.cli", "serve POST /score and dispatch to the model's predictor"),
-    "up": ("audio_score.up", "everything on this machine: cache build, one predictor per model, the router"),
-    "score": ("audio_score.client", "score an audio file (or a folder) through a running router"),
-}
+#: The entry-point group every part registers its subcommands in.
+GROUP = "audio_score.commands"
+
+
+def commands() -> dict[str, EntryPoint]:
+    """The registered subcommands by name, from the installed distributions' metadata; in a source checkout whose
+    install predates the table (or that is not installed), from the checkout's own pyproject.toml."""
+    found = list(entry_points(group=GROUP)) or _checkout_entry_points()
+    return {ep.name: ep for ep in sorted(found, key=lambda ep: ep.name)}
+
+
+def _checkout_entry_points() -> list[EntryPoint]:
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    try:
+        table = tomllib.loads(pyproject.read_text())["project"]["entry-points"][GROUP]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return []
+    return [EntryPoint(name=name, value=value, group=GROUP) for name, value in table.items()]
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=None,
+        help="path to config.json (default: $AUDIO_SCORE_CONFIG, else ./config.json)",
+    )
+    common.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="audio-score", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"audio-score {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
-        cmd = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
-        cmd.add_argument(
-            "--config",
-            default=None,
-            help="path to config.json (default: $AUDIO_SCORE_CONFIG, else ./config.json)",
+    parents = [_common_options()]
+    found = commands()
+    if not found:
+        parser.epilog = (
+            f"no subcommand is registered (entry-point group {GROUP!r}): install the package, "
+            "e.g. `pip install -e .`, so its metadata lists them"
         )
-        cmd.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-        module.add_arguments(cmd)
-        cmd.set_defaults(_module=module_name)
+    for name, entry in found.items():
+        try:
+            register = entry.load()
+        except ImportError as exc:
+            # The part is not installed here (e.g. `predictor` in the router image): listed, not runnable.
+            reason = f"not installed in this environment ({exc})"
+            absent = sub.add_parser(name, help=f"[{reason}]", description=reason, parents=parents)
+            absent.set_defaults(run=None, absent=reason)
+            continue
+        register(sub, parents)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "run", None) is None:
+        print(f"audio-score {args.command}: error: {getattr(args, 'absent', 'not runnable')}", file=sys.stderr)
+        return 2
     from audio_score.logs import configure_logging
 
     configure_logging(args.log_level)
-    module = importlib.import_module(args._module)
     try:
-        return int(module.run(args) or 0)
+        return int(args.run(args) or 0)
     except AudioScoreError as exc:
         # A config or input error is the user's to fix: one clear message, no traceback.
         logging.getLogger("audio_score").debug("command failed", exc_info=True)

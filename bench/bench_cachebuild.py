@@ -17,10 +17,10 @@ from pathlib import Path
 from audio_score.audio import decode_audio
 from audio_score.backends import load_backend
 from audio_score.cache import discover_clips
-from audio_score.cachebuild import build_model
-from audio_score.devtools.tiny_models import build_tiny_whisper
-from audio_score.devtools.workspace import TinyModelSet, build_workspace
 from audio_score.settings import load_settings
+from audio_score_tools.tiny_models import build_tiny_whisper
+from audio_score_tools.workspace import TinyModelSet, build_workspace
+from cache_job.cli import build_model
 
 from common import write_results  # bench/ is on sys.path when run as a script
 

@@ -18,7 +18,7 @@ import imageio_ffmpeg
 import numpy as np
 
 from audio_score.audio import decode_audio
-from audio_score.devtools.media import synth_speechlike, write_audio, write_clip_mov
+from audio_score_tools.media import synth_speechlike, write_audio, write_clip_mov
 
 from common import write_results
 

@@ -20,10 +20,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import wave
@@ -34,19 +32,14 @@ import httpx
 import numpy as np
 
 from audio_score import v2
-from audio_score.devtools.tiny_models import build_tiny_whisper
+from audio_score_tools.procs import free_port, http_ok, log_tail, stop_process, subcommand, wait_ready
+from audio_score_tools.tiny_models import build_tiny_whisper
 
 from common import closed_loop, write_results  # bench/ is on sys.path when run as a script
 
 KEY = "whisper"
 RATE = 16000
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def speechlike(seconds: float, seed: int) -> np.ndarray:
@@ -113,36 +106,29 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        cmd = [sys.executable, "-m", "audio_score", "predictor", "--config", str(config)]
-        cmd += ["--http-port", str(self.port), "--no-grpc"]
-        self.started = time.perf_counter()
+        cmd = subcommand("predictor", "--config", str(config), "--http-port", str(self.port), "--no-grpc")
         with log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=REPO)
-        self.startup_s = self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 600) -> float:
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"predictor exited:\n{self.log_path.read_text()[-3000:]}")
-            if time.perf_counter() - self.started > timeout:
-                raise RuntimeError(f"predictor not ready after {timeout} s")
-            try:
-                if httpx.get(v2.ready_url(self.url, KEY), timeout=5).status_code == 200:
-                    return time.perf_counter() - self.started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=REPO, start_new_session=True
+            )
+        try:
+            self.startup_s = wait_ready(
+                self.proc,
+                http_ok(v2.ready_url(self.url, KEY)),
+                timeout_s=600,
+                what="predictor",
+                details=log_tail(log_path, 3000),
+                poll_s=0.1,
+            )
+        except BaseException:
+            self.stop()
+            raise
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=30).text
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def metric(text: str, name: str) -> float:

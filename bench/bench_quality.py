@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from audio_score.backends import load_backend
     from audio_score.cache import parse_clip_path, read_reference_text
-    from audio_score.devtools.ct2_whisper import ensure_tiny_en
-    from audio_score.devtools.speech import SPEECH_DIR, build_speech_workspace, load_takes
     from audio_score.settings import load_settings
+    from audio_score_tools.ct2_whisper import ensure_tiny_en
+    from audio_score_tools.speech import SPEECH_DIR, build_speech_workspace, load_takes
 
     started = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,8 +36,9 @@ import numpy as np
 
 from audio_score import v2
 from audio_score.audio import decode_audio
-from audio_score.devtools.media import synth_speechlike, write_audio
-from audio_score.devtools.workspace import build_workspace
+from audio_score_tools.media import synth_speechlike, write_audio
+from audio_score_tools.procs import free_port, http_ok, log_tail, stop_process, subcommand, wait_ready
+from audio_score_tools.workspace import build_workspace
 
 from common import closed_loop, write_results  # bench/ is on sys.path when run as a script
 
@@ -49,38 +49,21 @@ UID, CID = "video1", "clip1"
 MODES = ("router", "v2 binary", "v2 json")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(argv: list[str], log_path: Path, probe: str, timeout_s: float = 300) -> subprocess.Popen:
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "audio_score", *argv], stdout=log, stderr=subprocess.STDOUT, cwd=REPO
-        )
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{argv[0]} exited:\n{log_path.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{argv[0]} not ready in {timeout_s} s")
-        try:
-            if httpx.get(probe, timeout=5).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
+    """``audio-score ARGV`` in its own process group, once ``probe`` answers 200 (stop it with :func:`stop`)."""
+    proc = subprocess.Popen(
+        subcommand(*argv), stdout=log_path.open("wb"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
+    )
+    try:
+        wait_ready(proc, http_ok(probe), timeout_s=timeout_s, what=argv[0], details=log_tail(log_path, 3000))
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
 
 
 def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_process(proc)
 
 
 def json_body(samples: np.ndarray) -> tuple[bytes, dict[str, str]]:

@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import httpx
 
-    from audio_score.devtools.media import synth_speechlike, write_audio
     from audio_score.settings import load_settings
+    from audio_score_tools.media import synth_speechlike, write_audio
     from router import predictor_client
     from router.app import create_app
 

@@ -29,9 +29,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from bench_predictor import KEY, REPO, Server, fixed_length_decoding, free_port, speechlike, write_wav
+from bench_predictor import KEY, REPO, Server, fixed_length_decoding, speechlike, write_wav
 
-from audio_score.devtools.tiny_models import build_tiny_whisper
+from audio_score_tools.procs import free_port, http_ok, log_tail, stop_process, wait_ready
+from audio_score_tools.tiny_models import build_tiny_whisper
 
 from common import closed_loop, write_results
 
@@ -43,27 +44,18 @@ class Process:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         with log_path.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=REPO)
-        deadline = time.monotonic() + 600
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{cmd[2:4]} exited:\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{cmd} not ready")
-            try:
-                if httpx.get(self.url + probe, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=REPO, start_new_session=True
+            )
+        try:
+            wait_ready(self.proc, http_ok(self.url + probe), timeout_s=600, what=" ".join(cmd[2:4]),
+                       details=log_tail(log_path, 3000), poll_s=0.2)  # fmt: skip
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 async def drive(url: str, upload: bytes, concurrency: int, total: int) -> dict[str, Any]:

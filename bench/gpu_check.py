@@ -6,7 +6,7 @@ Run it whenever a GPU machine is at hand (under 8 minutes on one GPU, one table 
     python bench/gpu_check.py --device cpu --quick # proves the script works on a CPU box (a minute or two)
 
 Two real ``audio-score predictor`` processes (KServe ModelServer), ``AUDIO_SCORE_MAX_BATCH_SIZE`` 1 and 8, serve
-the same random-weight Whisper (built locally by :mod:`audio_score.devtools.tiny_models`; end-of-text
+the same random-weight Whisper (built locally by :mod:`audio_score_tools.tiny_models`; end-of-text
 suppressed so every request decodes exactly ``--max-new-tokens`` tokens). For each client count the two take
 turns with the same scoring requests (V2 binary REST). Per row: scores/s, p50/p99 latency, the mean batch
 formed, GPU utilisation sampled with ``nvidia-smi`` while the row ran (``torch.cuda.utilization()`` as a
@@ -38,7 +38,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 from bench_predictor import KEY, Server, drive, fixed_length_decoding, metric, speechlike, write_wav
 
 from audio_score import v2
-from audio_score.devtools.tiny_models import build_tiny_whisper
+from audio_score_tools.tiny_models import build_tiny_whisper
 
 from common import write_results
 

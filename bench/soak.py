@@ -37,7 +37,8 @@ import httpx
 import numpy as np
 import psutil
 
-from audio_score.devtools.workspace import build_workspace
+from audio_score_tools.procs import free_port
+from audio_score_tools.workspace import build_workspace
 
 from common import closed_loop, write_results  # bench/ is on sys.path when run as a script
 
@@ -52,14 +53,6 @@ EXPECTED = {
     "oversized": 413,
     "far oversized": 413,
 }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_up(config: Path, log_dir: Path, timeout_s: float = 600) -> tuple[subprocess.Popen, str, list[str]]:

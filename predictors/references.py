@@ -5,7 +5,7 @@ request names it and kept while it fits in ``AUDIO_SCORE_CACHE_MEMORY_MB``, leas
 Every lookup finds the clip (two globs, no folder walk) and checks freshness with the same rule as the Job
 (:meth:`ReferenceCache.is_fresh`: model fingerprint, then the clip's size and mtime, hashing only when the mtime
 moved). A missing or stale entry whose clip exists is decoded with the Job's decoder and computed with the Job's
-code path (:func:`audio_score.cachebuild.compute_entries`) on the model's worker thread, written atomically, then
+code path (:func:`audio_score.entries.compute_entries`) on the model's worker thread, written atomically, then
 used. Concurrent requests for the same missing entry share one build. An entry whose clip is gone but whose
 fingerprint matches is still served (the clip folder need not stay mounted); no entry and no clip is a 404.
 
@@ -207,7 +207,7 @@ class ReferenceStore:
             self._builds.pop(key, None)
 
     async def _build(self, clip: ClipRef) -> Cached:
-        from audio_score.cachebuild import compute_entries, decode_clip
+        from audio_score.entries import compute_entries, decode_clip
 
         # Decoding is CPU work with no model: a plain thread, not the model's worker.
         decoded = await asyncio.to_thread(decode_clip, clip, self.settings)

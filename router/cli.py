@@ -6,6 +6,15 @@ import argparse
 import os
 
 
+def register(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """The ``audio-score`` entry point (group ``audio_score.commands``) adds ``router`` here."""
+    parser = commands.add_parser(
+        "router", parents=parents, help="serve POST /score and dispatch to the model's predictor", description=__doc__
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=None, help="bind address (default: $AUDIO_SCORE_SERVER_HOST, 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default: $AUDIO_SCORE_SERVER_PORT, 8000)")

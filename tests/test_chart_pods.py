@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ import httpx
 import yaml
 from helm_tools import of_kind, one, render
 
-from audio_score.devtools.workspace import Workspace
+from audio_score_tools.procs import http_ok, log_tail, wait_ready
+from audio_score_tools.workspace import Workspace
 
 from conftest import free_port, stop_process
 
@@ -43,6 +43,8 @@ def _values(ws: Workspace) -> str:
 def _env(container: dict[str, Any], tmp: Path, **overrides: str) -> dict[str, str]:
     """The container's rendered environment as the kubelet would set it (fieldRefs resolved, no secrets)."""
     env = {"PATH": os.environ["PATH"], "PYTHONUNBUFFERED": "1"}
+    # The image's installed packages are this checkout's (conftest puts it and cache-job/ on PYTHONPATH).
+    env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
     for item in container.get("env") or []:
         if "value" in item:
             env[item["name"]] = item["value"]
@@ -68,17 +70,11 @@ def _serve(argv: list[str], env: dict[str, str], log: Path, ready_url: str, time
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            assert proc.poll() is None, f"{argv[3]} exited {proc.returncode}:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"{ready_url} not 200 after {timeout_s} s:\n{log.read_text()[-3000:]}"
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(ready_url, timeout=5).status_code == 200:
-                    break
-            time.sleep(0.3)
+        # Only the pod's environment (no inherited variables), so not procs.started, which adds this one's.
+        wait_ready(proc, http_ok(ready_url), timeout_s=timeout_s, what=argv[3], details=log_tail(log, 3000))
         yield
     finally:
-        stop_process(proc)
+        stop_process(proc, group=False)
 
 
 def _probe_url(container: dict[str, Any], probe: str, port: int) -> str:

@@ -36,7 +36,7 @@ def test_a_clip_scores_one_against_itself(up_stack) -> None:
 
 
 def test_word_marks_for_the_table() -> None:
-    from audio_score.client import format_words
+    from audio_score_tools.client import format_words
 
     marks = [
         {"op": "match", "word": "the", "said": "the"},

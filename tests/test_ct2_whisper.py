@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audio_score.devtools.ct2_whisper import ensure_converted, read_model_bin, source_digest
-from audio_score.devtools.speech import load_takes, pick
+from audio_score_tools.ct2_whisper import ensure_converted, read_model_bin, source_digest
+from audio_score_tools.speech import load_takes, pick
 
 pytestmark = pytest.mark.real_voices
 ENCODER_ATOL = 1e-3
@@ -170,7 +170,7 @@ def test_reader_parses_a_minimal_file_and_refuses_damaged_ones(tmp_path: Path) -
 
 
 def test_a_foreign_model_is_refused(tmp_path: Path) -> None:
-    from audio_score.devtools.ct2_whisper import convert
+    from audio_score_tools.ct2_whisper import convert
 
     source = tmp_path / "src"
     source.mkdir()

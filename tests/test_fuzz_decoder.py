@@ -12,8 +12,8 @@ from fuzzing import RATE, check_samples, examples, mutated_media
 from hypothesis import example, given
 
 from audio_score.audio import decode_audio
-from audio_score.devtools.crafted import wav_bytes
 from audio_score.errors import AudioError
+from audio_score_tools.crafted import wav_bytes
 
 MAX_SECONDS = 5.0
 

@@ -18,8 +18,8 @@ from fuzzing import examples, mutated_bytes, mutated_media, seed_media
 from hypothesis import example, given
 from test_router_edges import StandIn
 
-from audio_score.devtools.crafted import wav_bytes
 from audio_score.settings import load_settings
+from audio_score_tools.crafted import wav_bytes
 
 from conftest import run_router
 

@@ -4,7 +4,6 @@ helpers, the Dockerfiles' commands and the cache Job's entrypoint, and the helm 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 import yaml
 from helm_tools import KIND_VALUES, ROOT, helm_binary, load_values
 
-from audio_score.cli import COMMANDS, build_parser
+from audio_score.cli import build_parser, commands
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import kind_wait
@@ -157,7 +156,7 @@ def test_dockerfile_entrypoints_name_cli_subcommands(dockerfile: str, subcommand
     path = ROOT / dockerfile
     entrypoint = _instruction(path, "ENTRYPOINT")
     assert entrypoint == ["audio-score", subcommand]
-    assert subcommand in COMMANDS
+    assert subcommand in commands()
     build_parser().parse_args([*entrypoint[1:], "--config", "/etc/audio-score/config.json"])
     text = path.read_text()
     assert re.search(r"^USER 10001:10001$", text, re.M), "runs as the non-root user the chart expects"
@@ -178,47 +177,24 @@ def test_predictor_image_pins_torch_and_never_torchaudio() -> None:
 
 
 def test_cache_job_image_runs_cache_build() -> None:
+    """The Job's image takes everything as cache-build flags (no environment layer of its own)."""
     dockerfile = ROOT / "cache-job" / "Dockerfile"
     assert re.search(r"^FROM \$\{PREDICTOR_IMAGE\}$", dockerfile.read_text(), re.M)
-    assert _instruction(dockerfile, "ENTRYPOINT") == ["/usr/local/bin/cache-job-entrypoint"]
-    script = (ROOT / "cache-job" / "entrypoint.sh").read_text()
-    (line,) = [ln.split() for ln in script.splitlines() if ln.startswith("exec ")]
-    assert line[1] == "audio-score" and line[2] in COMMANDS and line[2] == "cache-build"
+    entrypoint = _instruction(dockerfile, "ENTRYPOINT")
+    assert entrypoint[:2] == ["audio-score", "cache-build"] and "cache-build" in commands()
+    args = build_parser().parse_args([*entrypoint[1:], "--shards", "4", "--models", "a,b", "--force"])
+    assert (args.shards, args.models, args.force, args.no_progress) == (4, "a,b", True, True)
 
 
-@pytest.fixture
-def fake_audio_score(tmp_path: Path) -> Path:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "audio-score"
-    fake.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
-    fake.chmod(0o755)
-    return bin_dir
-
-
-def _entrypoint(bin_dir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["sh", str(ROOT / "cache-job" / "entrypoint.sh"), *args],
-        env={"PATH": f"{bin_dir}:{os.environ['PATH']}", **env},
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-
-
-def test_cache_job_entrypoint_shards_from_the_environment(fake_audio_score: Path) -> None:
-    env = {"CACHE_SHARDS": "4", "JOB_COMPLETION_INDEX": "2", "CACHE_MODELS": "a,b", "CACHE_FORCE": "1"}
-    proc = _entrypoint(fake_audio_score, env, "--config", "/c.json")
-    assert proc.returncode == 0, proc.stderr
-    argv = proc.stdout.split()
-    assert argv[0] == "cache-build"
-    args = build_parser().parse_args(argv)
-    assert (args.shards, args.models, args.force, args.config) == (4, "a,b", True, "/c.json")
-
-
-def test_cache_job_entrypoint_refuses_shards_without_an_index(fake_audio_score: Path) -> None:
-    proc = _entrypoint(fake_audio_score, {"CACHE_SHARDS": "4"})
-    assert proc.returncode == 2 and "JOB_COMPLETION_INDEX" in proc.stderr
+def test_each_image_copies_only_what_it_runs() -> None:
+    router = (ROOT / "router" / "Dockerfile").read_text()
+    predictor = (ROOT / "predictors" / "Dockerfile").read_text()
+    copied = {
+        name: set(re.findall(r"^COPY (?!--from)(\S+) ", text, re.M)) for name, text in (("r", router), ("p", predictor))
+    }
+    assert copied["r"] == {"pyproject.toml", "audio_score", "router"}, copied["r"]
+    assert copied["p"] == {"pyproject.toml", "audio_score", "predictors", "cache-job/cache_job"}, copied["p"]
+    assert "audio_score_tools" in (ROOT / ".dockerignore").read_text().split()
 
 
 # --- the helm installer --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 
 from audio_score import v2
 from audio_score.contract import DEADLINE_HEADER
-from audio_score.devtools.tiny_models import TinyModelSet
+from audio_score_tools.tiny_models import TinyModelSet
 
 MODEL = "whisper-tiny"
 BATCH_S = 1.0

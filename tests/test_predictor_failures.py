@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from audio_score import v2
-from audio_score.devtools.tiny_models import TinyModelSet, build_tiny_higgs
+from audio_score_tools.tiny_models import TinyModelSet, build_tiny_higgs
 
 MODEL = "whisper-tiny"
 BROKEN = "higgs-broken"

@@ -20,9 +20,9 @@ import pytest
 
 from audio_score import v2
 from audio_score.cache import ReferenceCache
-from audio_score.devtools.workspace import Workspace
 from audio_score.similarity import text_similarity
 from audio_score.words import align_words
+from audio_score_tools.workspace import Workspace
 
 MODEL = "whisper-tiny"
 OWN = ("video1", "clip1")

@@ -144,11 +144,11 @@ def test_every_setting_is_documented() -> None:
 
 
 def test_every_subcommand_and_option_is_documented() -> None:
-    from audio_score.cli import COMMANDS, build_parser
+    from audio_score.cli import build_parser, commands
 
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command").choices
-    for name in COMMANDS:
+    for name in commands():
         assert f"audio-score {name}" in README, name
     for name in ("up", "score"):
         options = [s for action in subparsers[name]._actions for s in action.option_strings if s.startswith("--")]

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from audio_score.devtools.speech import MODEL_KEY, Take, build_speech_workspace, load_takes, pick
+from audio_score_tools.speech import MODEL_KEY, Take, build_speech_workspace, load_takes, pick
 
 pytestmark = pytest.mark.real_voices
 SENTENCES = ("s1", "s2", "s3", "s4", "s5")

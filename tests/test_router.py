@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from audio_score.cli import main as cli_main
-from audio_score.devtools.media import synth_speechlike, write_audio
-from audio_score.devtools.workspace import Workspace, build_workspace
 from audio_score.settings import Settings, load_settings
+from audio_score_tools.media import synth_speechlike, write_audio
+from audio_score_tools.workspace import Workspace, build_workspace
 
 from conftest import REPO_ROOT, free_port, run_router
 

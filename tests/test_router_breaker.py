@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from audio_score.cli import main as cli_main
-from audio_score.devtools.workspace import build_workspace
 from audio_score.settings import load_settings
+from audio_score_tools.workspace import build_workspace
 
 from conftest import run_router
 

@@ -19,11 +19,11 @@ import httpx
 import pytest
 from test_router_edges import StandIn, detail
 
-from audio_score.devtools.crafted import matroska_pcm_bytes, tone_pcm16, wav_bytes, with_unknown_codec_id
-from audio_score.devtools.media import synth_speechlike, write_audio
 from audio_score.errors import quote_user_value
 from audio_score.logs import KeyValueFormatter, escape_control
 from audio_score.settings import load_settings
+from audio_score_tools.crafted import matroska_pcm_bytes, tone_pcm16, wav_bytes, with_unknown_codec_id
+from audio_score_tools.media import synth_speechlike, write_audio
 
 from conftest import run_router
 

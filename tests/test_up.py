@@ -19,7 +19,7 @@ import httpx
 import psutil
 import pytest
 
-from audio_score.up import UpError, check_port, check_socket_path
+from audio_score_tools.up import UpError, check_port, check_socket_path
 
 from conftest import REPO_ROOT, free_port
 
@@ -299,7 +299,7 @@ def test_check_port_and_socket(tmp_path: Path) -> None:
 
 
 def test_restart_backoff_doubles_up_to_a_minute() -> None:
-    from audio_score.up import BACKOFF_MAX_S, Supervised
+    from audio_score_tools.up import BACKOFF_MAX_S, Supervised
 
     unit = Supervised.__new__(Supervised)  # the backoff only reads the failure count
     delays = []

@@ -22,10 +22,10 @@ from audio_score import v2
 from audio_score.backends import load_backend
 from audio_score.backends.whisper_prompt import plan_decoding
 from audio_score.cli import main as cli_main
-from audio_score.devtools.media import synth_speechlike
-from audio_score.devtools.tiny_models import WHISPER_KINDS, build_tiny_whisper
 from audio_score.errors import ModelLoadError
 from audio_score.settings import load_settings
+from audio_score_tools.media import synth_speechlike
+from audio_score_tools.tiny_models import WHISPER_KINDS, build_tiny_whisper
 
 from conftest import run_router
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audio_score.devtools.media import synth_speechlike, write_clip_mov
-from audio_score.devtools.tiny_models import TinyModelSet, build_tiny_model_set
+from audio_score_tools.media import synth_speechlike, write_clip_mov
+from audio_score_tools.tiny_models import TinyModelSet, build_tiny_model_set
 
 #: (uid, cid, layout, seconds, seed): both clip layouts of the design, distinct content per clip.
 DEFAULT_CLIPS: tuple[tuple[str, str, str, float, int], ...] = (

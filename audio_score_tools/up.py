@@ -36,12 +36,13 @@ from pathlib import Path
 from typing import IO
 
 from audio_score.errors import AudioScoreError, ConfigError
+from audio_score_tools.procs import free_port
 
 #: How long a stopping child gets between SIGTERM and SIGKILL.
 DEFAULT_GRACE_S = 10.0
 DEFAULT_START_TIMEOUT_S = 600.0
 _PARENT_ENV = "_AUDIO_SCORE_UP_PARENT"
-_CHILD_CODE = "from audio_score.up import child_main; child_main()"
+_CHILD_CODE = "from audio_score_tools.up import child_main; child_main()"
 #: A tqdm line of the cache build, up to the end of its "[elapsed<left, rate]" part (a warning may follow it).
 _BAR = re.compile(r"^cache [A-Za-z0-9._-]+:[^\r\n]*?\| *\d+/\d+ \[[^\]\r\n]*\]")
 _print_lock = threading.Lock()
@@ -103,12 +104,6 @@ def check_port(host: str, port: int, what: str, flag: str) -> None:
                     f"(another `audio-score up`?) or pick another port with {flag}"
                 ) from None
             raise UpError(f"cannot bind {host}:{port} ({what}): {exc.strerror}; check {flag}") from None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def check_socket_path(path: Path) -> None:
@@ -689,6 +684,18 @@ def quiet_http_client_logs() -> None:
 
 
 # --- CLI -----------------------------------------------------------------------------------------------------
+
+
+def register(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """The ``audio-score`` entry point (group ``audio_score.commands``) adds ``up`` here."""
+    parser = commands.add_parser(
+        "up",
+        parents=parents,
+        help="everything on this machine: cache build, one predictor per model, the router",
+        description=__doc__,
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """Crafted bad media for tests: headers that declare impossible parameters, containers with unknown codec ids.
 
-Real files from :mod:`audio_score.devtools.media` are valid by construction; these are the inputs an attacker or
+Real files from :mod:`audio_score_tools.media` are valid by construction; these are the inputs an attacker or
 a broken recorder sends instead. WAV headers are packed with ``struct`` field by field (so any field can hold any
 value, not just what an encoder would write); the container cases start from a real file and overwrite one
 identifier, so everything around the broken field stays valid and the decoder gets as far as it can.

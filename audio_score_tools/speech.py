@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-SPEECH_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "speech"
+SPEECH_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "speech"
 MODEL_KEY = "whisper-tiny-en"
 SAMPLING_RATE = 16000
 
@@ -57,7 +57,7 @@ def build_speech_workspace(
     root: str | Path, model_dir: str | Path, *, speech_dir: str | Path = SPEECH_DIR, max_new_tokens: int = 48
 ) -> SpeechWorkspace:
     """A workspace whose reference clips are the committed speech clips and whose one model is ``model_dir``
-    (a Whisper checkpoint folder, e.g. from :func:`audio_score.devtools.ct2_whisper.ensure_tiny_en`)."""
+    (a Whisper checkpoint folder, e.g. from :func:`audio_score_tools.ct2_whisper.ensure_tiny_en`)."""
     root = Path(root)
     clip_dir, cache_dir = root / "clips", root / "cache"
     if clip_dir.exists():

@@ -1,4 +1,4 @@
-"""Fill the reference cache: ``audio-score cache-build``, the Kubernetes Job's entrypoint.
+"""The cache Job's command, ``audio-score cache-build``: fill the reference cache.
 
 Walks the clip folder, and for each selected model builds every entry that is missing or stale, batching clips
 through the backend while the next batch decodes on a worker thread. Fresh entries are skipped, so a second run
@@ -13,35 +13,22 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
 from tqdm import tqdm
 
-from audio_score.audio import audio_duration, decode_audio
-from audio_score.cache import (
-    CacheEntry,
-    ClipRef,
-    ReferenceCache,
-    discover_clips,
-    read_reference_text,
-    shard,
-    source_info,
-)
-from audio_score.errors import AudioError, ConfigError
+from audio_score.cache import ClipRef, ReferenceCache, discover_clips, shard
+from audio_score.entries import Decoded, compute_entries, decode_clip
+from audio_score.errors import ConfigError
 from audio_score.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from audio_score.backends import Backend
 
 log = logging.getLogger(__name__)
-
-#: Reference clips may run longer than uploads; decoding stops here so a stray feature film cannot stall a
-#: shard. Whisper-style models only see the first 30 s anyway.
-MAX_CLIP_SECONDS = 600.0
 
 
 @dataclass
@@ -65,68 +52,6 @@ class BuildSummary:
         }
 
 
-@dataclass(frozen=True)
-class Decoded:
-    clip: ClipRef
-    samples: np.ndarray | None
-    source: dict[str, object] | None
-    error: str | None
-    #: The words spoken in the clip, from its text file (None: there is none).
-    reference_text: str | None = None
-
-
-def decode_clip(clip: ClipRef, settings: Settings) -> Decoded:
-    """Decode a clip with the same decoder that uploads go through, and read its reference text if it has one;
-    a failure is returned, not raised."""
-    try:
-        # Hash the file before decoding it: if it changes while we work, the entry records the older content
-        # and the next run sees it as stale, never the other way round.
-        source = source_info(clip.path)
-        try:
-            reference_text, text_info = read_reference_text(clip)
-        except ValueError as exc:  # too large, not UTF-8
-            return Decoded(clip, None, None, f"reference text: {exc}")
-        source["text"] = text_info
-        samples = decode_audio(
-            clip.path,
-            sampling_rate=settings.target_sampling_rate,
-            max_seconds=MAX_CLIP_SECONDS,
-            backend=settings.decoder,
-        )
-    except (AudioError, OSError) as exc:
-        return Decoded(clip, None, None, f"{type(exc).__name__}: {exc}")
-    return Decoded(clip, samples, source, None, reference_text)
-
-
-def compute_entries(
-    backend: Backend, cache: ReferenceCache, decoded: Sequence[Decoded], settings: Settings
-) -> list[CacheEntry]:
-    """Run one batch of decoded clips through the backend and write their entries atomically.
-
-    This is the one code path that makes cache entries: the Job calls it per batch, the predictor for a
-    missing or stale entry whose clip exists.
-    """
-    ready = [d for d in decoded if d.samples is not None]
-    features = backend.embed([d.samples for d in ready])  # type: ignore[misc]
-    entries = []
-    for item, feats in zip(ready, features, strict=True):
-        assert item.samples is not None
-        entries.append(
-            cache.write(
-                item.clip,
-                transcript=feats.transcript,
-                embedding=feats.embedding,
-                frames=feats.frames,
-                fingerprint=backend.fingerprint,
-                sampling_rate=settings.target_sampling_rate,
-                duration_s=audio_duration(item.samples, settings.target_sampling_rate),
-                source=item.source,
-                reference_text=item.reference_text,
-            )
-        )
-    return entries
-
-
 def _batches(items: list[ClipRef], size: int) -> Iterator[list[ClipRef]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -147,7 +72,7 @@ def build_model(
     cache = ReferenceCache(settings.cache_dir, backend.key)
     cache.sweep_temporaries()
     fingerprint = backend.fingerprint
-    rebuild_all = force and not settings.disable_cache_flush
+    rebuild_all = force_wins(force, settings)
     todo = []
     for clip in clips:
         if not rebuild_all and cache.is_fresh(cache.read_meta(clip.uid, clip.cid), fingerprint, clip):
@@ -199,6 +124,18 @@ def build_model(
     return summary
 
 
+def force_wins(force: bool, settings: Settings) -> bool:
+    """``--force`` rebuilds fresh entries unless ``AUDIO_SCORE_DISABLE_CACHE_FLUSH`` is set: the setting protects a
+    cache an operator wants kept whoever starts the Job. When both are given, the log says which won."""
+    if force and settings.disable_cache_flush:
+        log.warning(
+            "--force ignored: AUDIO_SCORE_DISABLE_CACHE_FLUSH is set, fresh entries are kept",
+            extra={"force": True, "disable_cache_flush": True, "winner": "AUDIO_SCORE_DISABLE_CACHE_FLUSH"},
+        )
+        return False
+    return force
+
+
 def parse_shard(spec: str | None, shards: int | None, completion_index: int | None) -> tuple[int, int]:
     """``--shard I/N`` wins; else ``--shards N`` with the Indexed Job's completion index; else everything."""
     if spec:
@@ -218,6 +155,15 @@ def parse_shard(spec: str | None, shards: int | None, completion_index: int | No
     return index, count
 
 
+def register(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """The ``audio-score`` entry point (group ``audio_score.commands``) adds ``cache-build`` here."""
+    parser = commands.add_parser(
+        "cache-build", parents=parents, help="fill the reference cache for every clip and model", description=__doc__
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default=None, help="comma-separated model keys (default: all selected)")
     parser.add_argument("--shard", default=None, metavar="I/N", help="build only shard I of N (0-based)")
@@ -227,7 +173,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--force",
         action="store_true",
-        help="rebuild fresh entries too (unless AUDIO_SCORE_DISABLE_CACHE_FLUSH=1, which keeps them)",
+        help="rebuild fresh entries too (AUDIO_SCORE_DISABLE_CACHE_FLUSH=1 wins and keeps them; the log says so)",
     )
     parser.add_argument("--batch-size", type=int, default=None, help="clips per backend call (default: max batch)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")

@@ -176,6 +176,18 @@ def run_batch(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def register(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """The ``audio-score`` entry point (group ``audio_score.commands``) adds ``score`` here."""
+    parser = commands.add_parser(
+        "score",
+        parents=parents,
+        help="score an audio file (or a folder) through a running router",
+        description=__doc__,
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", nargs="?", help="the recording (any format FFmpeg decodes)")
     parser.add_argument("--uid", help="the reference video's id")
@@ -197,7 +209,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from audio_score.up import quiet_http_client_logs
+    from audio_score_tools.up import quiet_http_client_logs
 
     quiet_http_client_logs()
     if args.batch:

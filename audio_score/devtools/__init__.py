@@ -1,1 +1,0 @@
-"""Tools for tests, the demo and benchmarks: tiny real-format models, media files, ready workspaces."""

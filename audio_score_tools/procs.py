@@ -1,0 +1,121 @@
+"""Start a subcommand, wait until it is ready, stop its process group: the one helper that ``up``'s callers, the
+tests, the benchmarks and the demo share, with :func:`free_port`.
+
+A child started here leads its own session (``start_new_session``), so stopping it reaches whatever it forked
+(uvicorn workers, ``up``'s predictors) and the terminal's Ctrl+C does not hit it twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def subcommand(*args: str) -> list[str]:
+    """``python -m audio_score ARGS``: the argv of an ``audio-score`` subcommand in this interpreter."""
+    return [sys.executable, "-m", "audio_score", *args]
+
+
+def http_ok(url: str, timeout_s: float = 5.0) -> Callable[[], bool]:
+    """A readiness probe: ``url`` answers 200."""
+
+    def probe() -> bool:
+        import httpx
+
+        try:
+            return httpx.get(url, timeout=timeout_s).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return probe
+
+
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = 30.0, *, group: bool = True) -> int | None:
+    """SIGTERM (to the whole process group with ``group``), then SIGKILL if it outlives ``grace_s``; returns the
+    exit code."""
+    if proc.poll() is not None:
+        return proc.returncode
+
+    def send(sig: int) -> None:
+        if group:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+
+    send(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        return proc.wait(timeout=10)
+
+
+def wait_ready(
+    proc: subprocess.Popen[Any],
+    ready: Callable[[], bool],
+    *,
+    timeout_s: float,
+    what: str = "process",
+    details: Callable[[], str] = lambda: "",
+    poll_s: float = 0.3,
+) -> float:
+    """Poll ``ready()`` until it is true; returns the seconds it took. Raises RuntimeError (with ``details()``,
+    e.g. the tail of its log) when the process exits first or ``timeout_s`` passes."""
+    started = time.monotonic()
+    while not ready():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} during start-up:\n{details()}")
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s:\n{details()}")
+        time.sleep(poll_s)
+    return time.monotonic() - started
+
+
+def log_tail(path: Path, chars: int = 4000) -> Callable[[], str]:
+    """``details`` for :func:`wait_ready`: the end of a log file."""
+    return lambda: path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+@contextlib.contextmanager
+def started(
+    argv: Sequence[str],
+    *,
+    ready: Callable[[], bool],
+    timeout_s: float,
+    what: str = "process",
+    log_path: Path | None = None,
+    details: Callable[[], str] | None = None,
+    grace_s: float = 30.0,
+    **popen: Any,
+) -> Iterator[subprocess.Popen[Any]]:
+    """Start ``argv`` in its own session (output to ``log_path`` unless ``popen`` says otherwise), wait until
+    ``ready()``, yield the process, and stop its group on the way out, also when start-up failed."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **popen.pop("env", {})}
+    with contextlib.ExitStack() as stack:
+        if log_path is not None and "stdout" not in popen:
+            log = stack.enter_context(log_path.open("wb"))
+            popen.update(stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(list(argv), env=env, start_new_session=True, **popen)
+    if details is None:
+        details = log_tail(log_path) if log_path is not None else (lambda: "")
+    try:
+        wait_ready(proc, ready, timeout_s=timeout_s, what=what, details=details)
+        yield proc
+    finally:
+        stop_process(proc, grace_s)
