@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tomllib
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
-from pathlib import Path
 
 from audio_score import __version__
 from audio_score.errors import AudioScoreError
@@ -26,19 +24,9 @@ GROUP = "audio_score.commands"
 
 
 def commands() -> dict[str, EntryPoint]:
-    """The registered subcommands by name, from the installed distributions' metadata; in a source checkout whose
-    install predates the table (or that is not installed), from the checkout's own pyproject.toml."""
-    found = list(entry_points(group=GROUP)) or _checkout_entry_points()
-    return {ep.name: ep for ep in sorted(found, key=lambda ep: ep.name)}
-
-
-def _checkout_entry_points() -> list[EntryPoint]:
-    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
-    try:
-        table = tomllib.loads(pyproject.read_text())["project"]["entry-points"][GROUP]
-    except (OSError, KeyError, tomllib.TOMLDecodeError):
-        return []
-    return [EntryPoint(name=name, value=value, group=GROUP) for name, value in table.items()]
+    """The registered subcommands by name, from the installed distributions' metadata (``make venv`` reinstalls
+    the project whenever pyproject.toml changes, so the table is never stale)."""
+    return {ep.name: ep for ep in sorted(entry_points(group=GROUP), key=lambda ep: ep.name)}
 
 
 def _common_options() -> argparse.ArgumentParser:
