@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from audio_score.contract import ID_PATTERN
 from audio_score.errors import InvalidIdentifier, quote_user_value
 
 log = logging.getLogger(__name__)
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 #: Bump when the way features are computed or stored changes: every entry then becomes stale.
 CACHE_FORMAT_VERSION = 2  # 2: reference text (reference.txt, source["text"])
 #: Extensions walked as clips: the seed's .mov plus whatever else FFmpeg reads that people keep clips in.
@@ -419,14 +419,6 @@ class ReferenceCache:
                 shutil.rmtree(tmp, ignore_errors=True)
         _fsync_dir(final.parent)
         return entry
-
-    def delete(self, uid: str, cid: str) -> None:
-        """Remove an entry the same way it is replaced: rename aside, then delete."""
-        folder = self.entry_dir(uid, cid)
-        if folder.exists():
-            trash = folder.parent / f"{_temp_prefix(_OLD_PREFIX, folder.name)}{time.monotonic_ns()}"
-            os.rename(folder, trash)
-            shutil.rmtree(trash, ignore_errors=True)
 
     def entries(self) -> Iterator[tuple[str, str]]:
         """(uid, cid) of every complete entry; temporary and half-deleted folders are not entries."""

@@ -1,4 +1,22 @@
-"""The core's exceptions: each names what went wrong so that a service can map it to a 4xx with a reason."""
+"""The core's one exception family: each names what went wrong, none knows an HTTP or gRPC code.
+
+Each service maps the family once, at its edge: the predictor to kserve's exceptions
+(:func:`predictors.model.kserve_error`), the router to HTTP statuses (``router.errors.STATUS_OF``). So an
+unknown clip is :class:`UnknownClip` from the reference store to the predictor's edge, and a 404 after it.
+
+    ScoreError
+    ├── ConfigError          config.json or the environment is wrong
+    ├── InvalidIdentifier    a uid, cid or model key that is malformed
+    ├── UnknownModel         a model key nobody serves
+    ├── UnknownClip          no reference clip (and no cache entry) for a uid/cid
+    ├── AudioError           the audio cannot be scored
+    │   ├── UndecodableAudio
+    │   ├── EmptyAudio
+    │   └── AudioTooLarge
+    ├── ReferenceUnavailable the clip exists but gives no entry (the operator's problem)
+    ├── ModelUnavailable     not loaded, queue full, or the caller's deadline cannot be met
+    └── ModelLoadError       a backend could not be loaded
+"""
 
 from __future__ import annotations
 
@@ -22,8 +40,12 @@ def quote_user_value(value: object, limit: int = USER_VALUE_LIMIT) -> str:
     return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"
 
 
-class AudioScoreError(Exception):
+class ScoreError(Exception):
     """Base of every error the core raises on purpose."""
+
+
+#: The family's former name, kept for callers outside the package.
+AudioScoreError = ScoreError
 
 
 class ConfigError(AudioScoreError):
@@ -35,9 +57,7 @@ class InvalidIdentifier(AudioScoreError, ValueError):
 
 
 class AudioError(AudioScoreError):
-    """The audio cannot be scored. Subclasses tell which 4xx fits."""
-
-    status_code = 400
+    """The audio cannot be scored; the subclass says why."""
 
 
 class UndecodableAudio(AudioError):
@@ -51,8 +71,6 @@ class EmptyAudio(AudioError):
 class AudioTooLarge(AudioError):
     """The input is over the byte or duration limit."""
 
-    status_code = 413
-
 
 class UnknownClip(AudioScoreError, LookupError):
     """No reference clip (and no cache entry) exists for a uid/cid."""
@@ -61,6 +79,29 @@ class UnknownClip(AudioScoreError, LookupError):
         super().__init__(f"no reference clip for uid={quote_user_value(uid)} cid={quote_user_value(cid)}")
         self.uid = uid
         self.cid = cid
+
+
+class UnknownModel(ScoreError, LookupError):
+    """A model key that is not configured (or not served here)."""
+
+    def __init__(self, model: str, known: list[str]) -> None:
+        super().__init__(f"unknown model {quote_user_value(model)}; known: {', '.join(known)}")
+        self.model = model
+
+
+class ReferenceUnavailable(ScoreError):
+    """The clip exists but no entry could be built from it (e.g. it does not decode): a server-side problem."""
+
+
+class ModelUnavailable(ScoreError):
+    """The model cannot answer now: not loaded, its queue is full, or the caller's deadline cannot be met.
+
+    ``retry_after_s``: when trying again makes sense, if known.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ModelLoadError(AudioScoreError):

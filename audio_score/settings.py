@@ -1,8 +1,9 @@
 """One typed settings object, built from config.json plus the ``AUDIO_SCORE_*`` environment.
 
 Every part (cache Job, predictor, router, ``up``) reads its configuration through :func:`load_settings`, so the
-parts can never disagree on keys, paths or rates, and this module is the only place that reads the
-environment. Errors name the field and say how to fix it.
+parts can never disagree on keys, paths, rates or the decoder. config.json's schema is :class:`FileConfig`; the
+environment is declared per part in :mod:`audio_score.env_settings` (each knob's one default is there). Errors
+name the field and say how to fix it.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from audio_score.env_settings import JobEnv, PredictorEnv, RouterEnv
 from audio_score.errors import ConfigError
 
 #: A model key names an InferenceService, its predictor Service and a cache folder, so it must be a DNS-1035
 #: label short enough that KServe's ``-predictor`` suffix and a namespace still fit.
 MODEL_KEY_PATTERN = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"
 DEFAULT_CONFIG = "config.json"
+MIB = 1024 * 1024
 IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -61,6 +64,9 @@ class FileConfig(BaseModel):
     max_audio_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     #: Which audio similarity feeds audio_sim_score and sim_score: frames aligned in time, or pooled embeddings.
     audio_similarity: Literal["aligned", "pooled"] = "aligned"
+    #: The one decoder for reference clips and uploads: in config.json so that every pod (the Job, each
+    #: predictor, the router) decodes alike; a clip uploaded as itself scores 1.0 only if they do.
+    decoder: Literal["pyav", "pydub"] = "pyav"
 
     @field_validator("models")
     @classmethod
@@ -85,34 +91,33 @@ class Settings(BaseModel):
     target_sampling_rate: int
     max_upload_bytes: int
     max_audio_seconds: float
-    audio_similarity: Literal["aligned", "pooled"] = "aligned"
-    # predictor
-    max_batch_size: int = 8
-    max_batch_wait_ms: float = 10.0
-    max_queue_size: int = 64
-    cache_memory_bytes: int = 512 * 1024 * 1024
-    device: str = "auto"
+    audio_similarity: Literal["aligned", "pooled"]
+    decoder: Literal["pyav", "pydub"]
+    # The environment's part, resolved; each knob's default and bounds are in audio_score.env_settings, in the
+    # class of the part that reads it (PredictorEnv, JobEnv, RouterEnv).
+    # predictor (and the cache Job: ComputeEnv)
+    max_batch_size: int
+    max_batch_wait_ms: float
+    max_queue_size: int
+    cache_memory_bytes: int
+    device: str
     #: torch intra-op threads (predictor and cache Job); see :func:`resolve_torch_threads`.
-    torch_threads: int | None = None
+    torch_threads: int | None
     #: The container's CPU limit in cores, from the downward API (the chart sets AUDIO_SCORE_CPU_LIMIT_MILLICORES).
-    cpu_limit: float | None = None
-    #: Per-request log lines (kserve's trace and access log, the router's "scored" line); off by default.
-    debug_request_logs: bool = False
+    cpu_limit: float | None
+    debug_request_logs: bool
     # cache job
-    disable_cache_flush: bool = False
-    job_completion_index: int | None = None
+    disable_cache_flush: bool
+    job_completion_index: int | None
     # router
-    server_host: str = "127.0.0.1"
-    server_port: int = 8000
-    server_socket: str | None = None
-    predictor_url: str = "http://{model}-predictor.default.svc.cluster.local"
-    #: Per-model predictor URLs that win over the template (AUDIO_SCORE_PREDICTOR_URLS="key=url,key=url").
-    predictor_urls: dict[str, str] = {}
-    predictor_timeout_s: float = 30.0
-    #: Longest wait for the next piece of a request body before the router answers 408.
-    body_timeout_s: float = 30.0
-    api_keys: tuple[str, ...] = ()
-    decoder: Literal["pyav", "pydub"] = "pyav"
+    server_host: str
+    server_port: int
+    server_socket: str | None
+    predictor_url: str
+    predictor_urls: dict[str, str]
+    predictor_timeout_s: float
+    body_timeout_s: float
+    api_keys: tuple[str, ...]
 
     @property
     def model_keys(self) -> list[str]:
@@ -148,48 +153,24 @@ def resolve_model_ref(ref: str, base: Path) -> str:
     return ref
 
 
-def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def _env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
-    return value
-
-
-def _env_bool(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _env_list(env: Mapping[str, str], name: str) -> list[str]:
     return [item.strip() for item in env.get(name, "").split(",") if item.strip()]
 
 
-def _env_map(env: Mapping[str, str], name: str) -> dict[str, str]:
-    result = {}
-    for item in _env_list(env, name):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"{name}: {item!r} is not KEY=URL (e.g. whisper-small=http://host:8080)")
-        result[key.strip()] = value.strip()
-    return result
+def _check_decoder_env(env: Mapping[str, str], configured: str, path: Path) -> Literal["pyav", "pydub"]:
+    """The decoder is config.json's ``decoder``; the old per-pod ``AUDIO_SCORE_DECODER`` may only repeat it.
+
+    A pod told a different decoder than the others would decode uploads and references differently, so a
+    disagreement is an error rather than a silent override.
+    """
+    raw = env.get("AUDIO_SCORE_DECODER", "").strip().lower()
+    if raw and raw != configured:
+        raise ConfigError(
+            f"AUDIO_SCORE_DECODER={raw!r} disagrees with decoder={configured!r} in {path}; the decoder is set "
+            "once, in config.json's 'decoder' field ('pyav' or 'pydub'), so every pod decodes alike: unset "
+            "AUDIO_SCORE_DECODER"
+        )
+    return configured  # type: ignore[return-value]
 
 
 def default_predictor_url(env: Mapping[str, str]) -> str:
@@ -245,10 +226,9 @@ def load_settings(
     base = path.parent
 
     keys = model_keys or _env_list(env, "AUDIO_SCORE_MODEL_KEYS") or _env_list(env, "AUDIO_SCORE_MODEL_KEY")
-    decoder = env.get("AUDIO_SCORE_DECODER", "pyav").strip().lower() or "pyav"
-    if decoder not in ("pyav", "pydub"):
-        raise ConfigError(f"AUDIO_SCORE_DECODER={decoder!r}; use 'pyav' (default) or 'pydub'")
+    decoder = _check_decoder_env(env, cfg.decoder, path)
 
+    predictor, job, router = PredictorEnv.from_env(env), JobEnv.from_env(env), RouterEnv.from_env(env)
     settings = Settings(
         config_path=path,
         all_models=tuple(cfg.models),
@@ -256,28 +236,27 @@ def load_settings(
         video_clip_dir=(base / cfg.video_clip_dir).resolve(),
         cache_dir=(base / cfg.cache_dir).resolve(),
         target_sampling_rate=cfg.target_sampling_rate,
-        max_upload_bytes=_env_int(env, "AUDIO_SCORE_MAX_UPLOAD_BYTES", cfg.max_upload_bytes, 1024),
-        max_audio_seconds=_env_float(env, "AUDIO_SCORE_MAX_AUDIO_SECONDS", cfg.max_audio_seconds, 0.1),
+        max_upload_bytes=router.max_upload_bytes or cfg.max_upload_bytes,
+        max_audio_seconds=predictor.max_audio_seconds or cfg.max_audio_seconds,
         audio_similarity=cfg.audio_similarity,
-        max_batch_size=_env_int(env, "AUDIO_SCORE_MAX_BATCH_SIZE", 8, 1),
-        max_batch_wait_ms=_env_float(env, "AUDIO_SCORE_MAX_BATCH_WAIT_MS", 10.0, 0.0),
-        max_queue_size=_env_int(env, "AUDIO_SCORE_MAX_QUEUE_SIZE", 64, 1),
-        cache_memory_bytes=_env_int(env, "AUDIO_SCORE_CACHE_MEMORY_MB", 512, 0) * 1024 * 1024,
-        device=env.get("AUDIO_SCORE_DEVICE", "auto").strip() or "auto",
-        torch_threads=_env_int(env, "AUDIO_SCORE_TORCH_THREADS", 0, 0) or None,
-        cpu_limit=_env_int(env, "AUDIO_SCORE_CPU_LIMIT_MILLICORES", 0, 0) / 1000 or None,
-        debug_request_logs=_env_bool(env, "AUDIO_SCORE_DEBUG_REQUEST_LOGS"),
-        disable_cache_flush=_env_bool(env, "AUDIO_SCORE_DISABLE_CACHE_FLUSH"),
-        # Set by Kubernetes for an Indexed Job's pods.
-        job_completion_index=_env_int(env, "JOB_COMPLETION_INDEX", -1, 0) if env.get("JOB_COMPLETION_INDEX") else None,
-        server_host=env.get("AUDIO_SCORE_SERVER_HOST", "127.0.0.1").strip() or "127.0.0.1",
-        server_port=_env_int(env, "AUDIO_SCORE_SERVER_PORT", 8000, 0),
-        server_socket=env.get("AUDIO_SCORE_SERVER_SOCKET") or None,
-        predictor_url=env.get("AUDIO_SCORE_PREDICTOR_URL") or default_predictor_url(env),
-        predictor_urls=_env_map(env, "AUDIO_SCORE_PREDICTOR_URLS"),
-        predictor_timeout_s=_env_float(env, "AUDIO_SCORE_PREDICTOR_TIMEOUT_S", 30.0, 0.1),
-        body_timeout_s=_env_float(env, "AUDIO_SCORE_BODY_TIMEOUT_S", 30.0, 0.1),
-        api_keys=tuple(_env_list(env, "AUDIO_SCORE_API_KEYS")),
-        decoder=decoder,  # type: ignore[arg-type]
+        max_batch_size=predictor.max_batch_size,
+        max_batch_wait_ms=predictor.max_batch_wait_ms,
+        max_queue_size=predictor.max_queue_size,
+        cache_memory_bytes=predictor.cache_memory_mb * MIB,
+        device=predictor.device.strip() or "auto",
+        torch_threads=predictor.torch_threads or None,
+        cpu_limit=predictor.cpu_limit_millicores / 1000 or None,
+        debug_request_logs=predictor.debug_request_logs,
+        disable_cache_flush=job.disable_cache_flush,
+        job_completion_index=job.job_completion_index,
+        server_host=router.server_host.strip() or "127.0.0.1",
+        server_port=router.server_port,
+        server_socket=router.server_socket,
+        predictor_url=router.predictor_url or default_predictor_url(env),
+        predictor_urls=router.predictor_urls,
+        predictor_timeout_s=router.predictor_timeout_s,
+        body_timeout_s=router.body_timeout_s,
+        api_keys=router.api_keys,
+        decoder=decoder,
     )
     return settings.with_models(keys) if keys else settings

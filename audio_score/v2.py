@@ -14,13 +14,8 @@ Typical use (the router)::
     result = parse_score_response(response.content, response.headers)
     result["sim_score"], result["transcript"]
 
-The contract (``docs/architecture.md``): inputs ``audio`` FP32 ``[1, N]`` mono PCM at the configured rate, ``uid`` and
-``cid`` BYTES ``[1]``; outputs ``sim_score``, ``audio_sim_score``, ``text_sim_score`` FP32 ``[1]``,
-``transcript`` and ``reference_transcript`` BYTES ``[1]``, and (added later, optional when parsing)
-``audio_pooled_sim_score``, ``audio_aligned_sim_score``, ``word_accuracy`` FP32 ``[1]``, ``audio_similarity``,
-``reference_text`` and ``words`` (a JSON list) BYTES ``[1]``; without uid/cid, ``transcript`` and ``embedding``
-FP32 ``[1, D]``. Errors come back as JSON ``{"error": "..."}`` with 400 (bad tensors), 404 (unknown clip or
-model), 503 (model not ready or queue full).
+The tensors are :mod:`audio_score.contract` (scoring with uid/cid, embed-only without). Errors come back as JSON
+``{"error": "..."}`` with 400 (bad tensors), 404 (unknown clip or model), 503 (model not ready or queue full).
 """
 
 from __future__ import annotations
@@ -31,6 +26,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from audio_score.contract import (
+    AUDIO,
+    AUDIO_SIMILARITY_KINDS,
+    CID,
+    EMBED_NAMES,
+    SCORE_OPTIONAL,
+    SCORE_REQUIRED,
+    UID,
+    WORD_OPS,
+)
 
 #: The binary extension's header: the byte length of the JSON part that starts the body.
 INFERENCE_HEADER = "inference-header-content-length"
@@ -111,15 +117,15 @@ def build_infer_request(
     raw = samples.tobytes()
     inputs: list[dict[str, Any]] = [
         {
-            "name": "audio",
-            "datatype": "FP32",
+            "name": AUDIO.name,
+            "datatype": AUDIO.datatype,
             "shape": [1, int(samples.size)],
             "parameters": {"binary_data_size": len(raw)},
         }
     ]
     if uid is not None and cid is not None:
-        inputs.append({"name": "uid", "datatype": "BYTES", "shape": [1], "data": [uid]})
-        inputs.append({"name": "cid", "datatype": "BYTES", "shape": [1], "data": [cid]})
+        for spec, value in ((UID, uid), (CID, cid)):
+            inputs.append({"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape), "data": [value]})
     header: dict[str, Any] = {"inputs": inputs}
     if request_id:
         header["id"] = request_id
@@ -186,19 +192,6 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-#: Outputs every scoring response has.
-SCORE_REQUIRED = ("sim_score", "audio_sim_score", "text_sim_score", "transcript", "reference_transcript")
-#: Outputs added later: parsed when present (a predictor of an older release does not send them).
-SCORE_OPTIONAL = (
-    "audio_pooled_sim_score",
-    "audio_aligned_sim_score",
-    "audio_similarity",
-    "word_accuracy",
-    "words",
-    "reference_text",
-)
-
-
 def parse_score_response(body: bytes, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A scoring response as plain Python: ``sim_score``, ``audio_sim_score``, ``text_sim_score`` (float),
     ``transcript``, ``reference_transcript`` (str), and when sent ``audio_pooled_sim_score``,
@@ -209,7 +202,7 @@ def parse_score_response(body: bytes, headers: Mapping[str, str] | None = None) 
     outputs = parse_infer_response(body, headers)
     result: dict[str, Any] = {}
     if "embedding" in outputs and "sim_score" not in outputs:
-        names: tuple[str, ...] = ("transcript", "embedding")
+        names: tuple[str, ...] = EMBED_NAMES
     else:
         names = SCORE_REQUIRED + tuple(n for n in SCORE_OPTIONAL if n in outputs)
     for name in names:
@@ -222,14 +215,11 @@ def parse_score_response(body: bytes, headers: Mapping[str, str] | None = None) 
             result[name] = _word_list(_text(value.reshape(-1)[0]))
         elif value.dtype == np.object_:
             result[name] = _text(value.reshape(-1)[0])
-            if name == "audio_similarity" and result[name] not in ("aligned", "pooled"):
+            if name == "audio_similarity" and result[name] not in AUDIO_SIMILARITY_KINDS:
                 raise V2ProtocolError(f"output 'audio_similarity' is {result[name]!r}, not 'aligned' or 'pooled'")
         else:
             result[name] = float(value.reshape(-1)[0])
     return result
-
-
-WORD_OPS = frozenset({"match", "substitution", "deletion", "insertion"})
 
 
 def _word_list(text: str) -> list[dict[str, Any]]:

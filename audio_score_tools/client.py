@@ -17,8 +17,10 @@ from typing import Any
 
 import httpx
 
+from audio_score.contract import HEADLINE_SCORES
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-SCORE_FIELDS = ("sim_score", "audio_sim_score", "text_sim_score")
+SCORE_FIELDS = HEADLINE_SCORES
 #: How ``--table`` marks each word: right, said instead, missed, added.
 WORD_MARKS = {"match": "\u2713", "substitution": "\u2717", "deletion": "\u2212", "insertion": "+"}
 #: What ``--batch`` picks up: the audio and video formats people record or keep clips in.

@@ -115,7 +115,7 @@ async def app_time(model: Any, body: bytes, headers: dict[str, str], reps: int) 
     from kserve.protocol.rest.server import invalid_input_handler
     from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
 
-    from predictors.server import _safe_dataplane_class
+    from predictors.kserve_patches import _safe_dataplane_class
 
     repo = ModelRepository()
     repo.update(model)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     from kserve.protocol.infer_type import InferRequest
 
     from audio_score import v2
-    from predictors.server import _safe_dataplane_class
+    from predictors.kserve_patches import _safe_dataplane_class
 
     rows, results = [], []
     with tempfile.TemporaryDirectory() as tmp:

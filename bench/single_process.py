@@ -43,14 +43,17 @@ def create_app(config: str) -> Any:
         uid: Annotated[str, Form()], cid: Annotated[str, Form()], audio: Annotated[UploadFile, File()]
     ) -> dict[str, Any]:
         data = await audio.read()
-        decode = functools.partial(decode_audio, data, sampling_rate=settings.target_sampling_rate)
+        decode = functools.partial(
+            decode_audio, data, sampling_rate=settings.target_sampling_rate, backend=settings.decoder
+        )
         samples = await asyncio.get_running_loop().run_in_executor(pool, decode)
         tensors = [InferInput("audio", [1, samples.size], "FP32"), InferInput("uid", [1], "BYTES")]
         tensors.append(InferInput("cid", [1], "BYTES"))
         tensors[0].set_data_from_numpy(samples.reshape(1, -1))
         tensors[1].set_data_from_numpy(np.array([uid.encode()], dtype=np.object_))
         tensors[2].set_data_from_numpy(np.array([cid.encode()], dtype=np.object_))
-        response = await model.predict(InferRequest(model_name=model.name, infer_inputs=tensors), {})
+        # Model.__call__: preprocess -> predict -> postprocess, as kserve's data plane runs it.
+        response, _ = await model(InferRequest(model_name=model.name, infer_inputs=tensors), {})
         result: dict[str, Any] = {}
         for out in response.outputs:
             value = out.as_numpy().reshape(-1)[0]

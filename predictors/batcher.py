@@ -37,6 +37,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from audio_score.errors import ModelUnavailable
 from predictors import metrics
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,23 @@ SAFETY = 1.25
 EWMA_ALPHA = 0.3
 
 
-class QueueFull(Exception):
-    """The batch queue is at ``max_queue_size``: the caller should retry later (HTTP 503).
+class QueueFull(ModelUnavailable):
+    """The batch queue is at ``max_queue_size``: the caller should retry later.
 
     ``retry_after_s``: when the queue is expected to have room again (for ``Retry-After``).
     """
 
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+        super().__init__(message, retry_after_s)
+        self.retry_after_s: float = retry_after_s
 
 
 class DeadlineUnreachable(QueueFull):
-    """Refused at admission: the queue's expected wait already exceeds the caller's deadline (HTTP 503)."""
+    """Refused at admission: the queue's expected wait already exceeds the caller's deadline."""
 
 
 class DeadlineExpired(QueueFull):
-    """Dropped from the queue: the request could no longer finish before its deadline (HTTP 503)."""
+    """Dropped from the queue: the request could no longer finish before its deadline."""
 
 
 @dataclass
@@ -110,7 +111,6 @@ class DynamicBatcher(Generic[T, R]):
         self._running_started = 0.0
         #: EWMA of a batch's wall time in seconds; None until the first batch has run.
         self.batch_seconds: float | None = None
-        self.batches_run = 0
 
     @property
     def depth(self) -> int:
@@ -258,7 +258,6 @@ class DynamicBatcher(Generic[T, R]):
         for p in batch:
             metrics.QUEUE_WAIT.labels(self.name).observe(started - p.enqueued)
         metrics.BATCH_SIZE.labels(self.name).observe(len(batch))
-        self.batches_run += 1
         items = [p.item for p in batch]
         try:
             results = await loop.run_in_executor(self.executor, self._call, items)

@@ -1,15 +1,7 @@
 """The KServe custom model: one :class:`AudioScoreModel` per model key, speaking the V2 (Open Inference) protocol.
 
-Contract (``docs/architecture.md``), model name = config key:
-
-- inputs: ``audio`` FP32 ``[1, N]`` mono PCM at ``target_sampling_rate``; ``uid`` and ``cid`` BYTES ``[1]``.
-- outputs: ``sim_score``, ``audio_sim_score``, ``text_sim_score`` FP32 ``[1]``; ``transcript``,
-  ``reference_transcript`` BYTES ``[1]``. Added since (additive): ``audio_pooled_sim_score``,
-  ``audio_aligned_sim_score``, ``word_accuracy`` FP32 ``[1]``; ``audio_similarity`` BYTES ``[1]`` (which of the
-  two feeds ``audio_sim_score``: ``aligned`` or ``pooled``); ``words`` BYTES ``[1]``, a JSON list of
-  ``{"op": "match"|"substitution"|"deletion"|"insertion", "word": ..., "said": ...}``; ``reference_text`` BYTES
-  ``[1]``, the clip's reference text file (empty when it has none: text scores then use its transcript).
-  Without ``uid``/``cid`` the request only embeds: ``transcript`` BYTES ``[1]`` and ``embedding`` FP32 ``[1, D]``.
+The tensors (names, datatypes, shapes, the id rule, the deadline header, the score and the embed-only outputs)
+are :mod:`audio_score.contract`; the model name is the config key.
 
 Status codes (KServe 0.21 maps exceptions by type; the same exception serves REST and gRPC):
 
@@ -17,13 +9,16 @@ Status codes (KServe 0.21 maps exceptions by type; the same exception serves RES
   data that does not fit its shape, empty, over-long (> ``max_audio_seconds``) or non-finite audio, an invalid
   uid/cid, an unknown requested output.
 - 404 / NOT_FOUND, :class:`ClipNotFound` (a ``ModelNotFound`` whose message names the uid and cid): no cache
-  entry and no clip for that uid/cid.
-- 503 / UNAVAILABLE, :class:`ModelUnavailable` (a ``ModelNotReady``): the model failed to load, its batch
-  queue is full, or it cannot answer before the caller's deadline (header ``x-audio-score-deadline-ms``, see
-  :mod:`predictors.batcher`); REST answers carry ``Retry-After``. KServe itself answers 503 on REST before
-  ``predict`` when a model is not ready.
-- 500, ``InferenceError``: the reference clip exists but cannot be decoded (the operator's problem, not the
-  caller's); kserve's gRPC interceptor reports it as INVALID_ARGUMENT.
+  entry and no clip for that uid/cid (the core's ``UnknownClip``).
+- 503 / UNAVAILABLE, :class:`Unavailable` (a ``ModelNotReady``; the core's ``ModelUnavailable``): the model
+  failed to load, its batch queue is full, or it cannot answer before the caller's deadline (header
+  ``x-audio-score-deadline-ms``, see :mod:`predictors.batcher`); REST answers carry ``Retry-After``. KServe
+  itself answers 503 on REST before ``predict`` when a model is not ready.
+- 500, ``InferenceError``: the reference clip exists but cannot be decoded (the core's ``ReferenceUnavailable``:
+  the operator's problem, not the caller's); kserve's gRPC interceptor reports it as INVALID_ARGUMENT.
+
+The core raises its own family (:mod:`audio_score.errors`); :func:`kserve_error` is the one place it becomes
+kserve's.
 
 The response is built with ``use_binary_outputs=req.use_binary_outputs`` and the requested outputs, so the
 binary tensor extension works both ways on REST, and raw contents on gRPC.
@@ -36,6 +31,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,35 +39,27 @@ from kserve import Model
 from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotReady
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
+from audio_score import contract
 from audio_score.cache import validate_id
-from audio_score.errors import InvalidIdentifier, ModelLoadError, UnknownClip, quote_user_value
+from audio_score.contract import DEADLINE_HEADER
+from audio_score.errors import (
+    InvalidIdentifier,
+    ModelLoadError,
+    ModelUnavailable,
+    ReferenceUnavailable,
+    ScoreError,
+    UnknownClip,
+    quote_user_value,
+)
 from audio_score.scoring import compare
 from audio_score.settings import ModelSpec, Settings
-from predictors.batcher import DynamicBatcher, QueueFull
-from predictors.references import ReferenceStore, ReferenceUnavailable
+from predictors.batcher import DynamicBatcher
+from predictors.references import ReferenceStore
 
 if TYPE_CHECKING:
     from audio_score.backends import Backend, Features
 
 log = logging.getLogger(__name__)
-
-SCORE_OUTPUTS = (
-    "sim_score",
-    "audio_sim_score",
-    "text_sim_score",
-    "transcript",
-    "reference_transcript",
-    "audio_pooled_sim_score",
-    "audio_aligned_sim_score",
-    "audio_similarity",
-    "word_accuracy",
-    "words",
-    "reference_text",
-)
-EMBED_OUTPUTS = ("transcript", "embedding")
-KNOWN_INPUTS = ("audio", "uid", "cid")
-#: Request header (REST) / metadata key (gRPC): milliseconds the caller will still wait for this answer.
-DEADLINE_HEADER = "x-audio-score-deadline-ms"
 
 
 class ClipNotFound(ModelNotFound):
@@ -87,7 +75,7 @@ class ClipNotFound(ModelNotFound):
         )
 
 
-class ModelUnavailable(ModelNotReady):
+class Unavailable(ModelNotReady):
     """503: the model is not loaded, its queue is full, or it cannot answer within the caller's deadline.
     Carries ``reason`` for KServe's gRPC interceptor and ``retry_after_s`` for REST's ``Retry-After``."""
 
@@ -95,6 +83,19 @@ class ModelUnavailable(ModelNotReady):
         super().__init__(model, detail)
         self.reason = self.error_msg
         self.retry_after_s = retry_after_s
+
+
+def kserve_error(exc: ScoreError, model: str) -> Exception:
+    """The one mapping from the core's exceptions to kserve's (which kserve turns into REST and gRPC codes)."""
+    if isinstance(exc, UnknownClip):
+        return ClipNotFound(model, exc.uid, exc.cid)
+    if isinstance(exc, ModelUnavailable):
+        return Unavailable(model, str(exc), exc.retry_after_s)
+    if isinstance(exc, InvalidIdentifier):
+        return InvalidInput(str(exc))
+    if isinstance(exc, ReferenceUnavailable):
+        return InferenceError(str(exc))
+    return InferenceError(f"{type(exc).__name__}: {exc}")
 
 
 def request_deadline(headers: dict[str, str] | None, received: float) -> float | None:
@@ -110,6 +111,25 @@ def request_deadline(headers: dict[str, str] | None, received: float) -> float |
     if not ms > 0 or ms == float("inf"):
         raise InvalidInput(f"{DEADLINE_HEADER}: {raw!r} must be a positive number of milliseconds")
     return received + ms / 1000.0
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A request after preprocess: its tensors checked, the audio as float32, the deadline resolved."""
+
+    request: InferRequest
+    audio: np.ndarray
+    uid: str | None
+    cid: str | None
+    deadline: float | None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A request after predict: the outputs it can return."""
+
+    parsed: Parsed
+    outputs: list[InferOutput]
 
 
 class AudioScoreModel(Model):
@@ -189,109 +209,107 @@ class AudioScoreModel(Model):
     # --- metadata ---------------------------------------------------------------------------------------------
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        return [
-            {"name": "audio", "datatype": "FP32", "shape": [1, -1]},
-            {"name": "uid", "datatype": "BYTES", "shape": [1]},
-            {"name": "cid", "datatype": "BYTES", "shape": [1]},
-        ]
+        return [spec.metadata() for spec in contract.INPUTS]
 
     def get_output_types(self) -> list[dict[str, Any]]:
         dim = self.backend.embedding_dim if self.backend is not None else -1
-        return [
-            {"name": "sim_score", "datatype": "FP32", "shape": [1]},
-            {"name": "audio_sim_score", "datatype": "FP32", "shape": [1]},
-            {"name": "text_sim_score", "datatype": "FP32", "shape": [1]},
-            {"name": "transcript", "datatype": "BYTES", "shape": [1]},
-            {"name": "reference_transcript", "datatype": "BYTES", "shape": [1]},
-            {"name": "audio_pooled_sim_score", "datatype": "FP32", "shape": [1]},
-            {"name": "audio_aligned_sim_score", "datatype": "FP32", "shape": [1]},
-            {"name": "audio_similarity", "datatype": "BYTES", "shape": [1]},
-            {"name": "word_accuracy", "datatype": "FP32", "shape": [1]},
-            {"name": "words", "datatype": "BYTES", "shape": [1]},
-            {"name": "reference_text", "datatype": "BYTES", "shape": [1]},
-            # Only in embed-only requests (no uid/cid).
-            {"name": "embedding", "datatype": "FP32", "shape": [1, dim]},
-        ]
+        # The score outputs, then what only an embed-only request (no uid/cid) returns.
+        return [spec.metadata(embedding=dim) for spec in contract.ALL_OUTPUTS]
 
     # --- inference --------------------------------------------------------------------------------------------
 
-    async def predict(self, payload: InferRequest | dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    # kserve runs preprocess -> validate -> predict -> postprocess for every request (``Model.__call__``): the
+    # tensors are parsed in preprocess, the batch and the comparison run in predict, and postprocess builds the
+    # InferResponse. The core's errors become kserve's at each stage through :func:`kserve_error`.
+
+    async def preprocess(self, payload: InferRequest | dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        """The request's tensors checked and parsed (:class:`Parsed`), and the caller's deadline."""
+        received = time.perf_counter()
         if not self.ready or self.batcher is None or self.references is None:
             detail = f"It failed to load: {self.load_error}" if self.load_error else "Its backend is not loaded."
-            raise ModelUnavailable(self.name, detail)
-        received = time.perf_counter()
+            raise kserve_error(ModelUnavailable(detail), self.name)
         if not isinstance(payload, InferRequest):
             raise InvalidInput(
                 f"model {self.name!r} speaks the V2 protocol only: POST /v2/models/{self.name}/infer with inputs "
                 "'audio' (FP32 [1, N]), 'uid' and 'cid' (BYTES [1])"
             )
         audio, uid, cid = self._parse_inputs(payload)
-        deadline = request_deadline(headers, received)
+        return Parsed(payload, audio, uid, cid, request_deadline(headers, received))
 
-        reference = None
-        if uid is not None and cid is not None:
-            try:
-                reference = await self.references.get(uid, cid)
-            except InvalidIdentifier as exc:
-                raise InvalidInput(str(exc)) from None
-            except UnknownClip:
-                raise ClipNotFound(self.name, uid, cid) from None
-            except ReferenceUnavailable as exc:
-                raise InferenceError(str(exc)) from None
+    def validate(self, payload: Any) -> Any:
+        """kserve's check is for raw payloads; a :class:`Parsed` request has been checked in preprocess."""
+        return payload if isinstance(payload, Parsed) else super().validate(payload)
 
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> Any:
+        """Batch the clip through the backend and, when scoring, compare it with its reference (:class:`Scored`)."""
         try:
-            features = await self.batcher.submit(audio, deadline=deadline)
-        except QueueFull as exc:  # also DeadlineUnreachable / DeadlineExpired
-            raise ModelUnavailable(self.name, str(exc), exc.retry_after_s) from None
+            return await self._score(payload)
+        except ScoreError as exc:
+            raise kserve_error(exc, self.name) from None
 
-        if reference is None:
-            outputs = [
-                _bytes_output("transcript", features.transcript),
-                _output("embedding", np.asarray(features.embedding, dtype=np.float32).reshape(1, -1), "FP32"),
-            ]
-        else:
-            entry, pool = reference.entry, self.references.pool
-            # DTW is a few ms of CPU: off the event loop, so other requests keep flowing meanwhile.
-            result = await asyncio.to_thread(
-                lambda: compare(
-                    embedding=features.embedding,
-                    frames=features.frames,
-                    transcript=features.transcript,
-                    reference_embedding=entry.embedding,
-                    reference_frames=reference.frames,
-                    reference_text=entry.text,
-                    audio_similarity_kind=self.settings.audio_similarity,
-                    pool=pool,
-                )
-            )
-            outputs = [_float_output(name, value) for name, value in result.scores().items()]
-            outputs += [
-                _bytes_output("transcript", features.transcript),
-                _bytes_output("reference_transcript", entry.transcript),
-                _bytes_output("audio_similarity", result.audio_similarity),
-                _bytes_output("words", result.words.to_json()),
-                _bytes_output("reference_text", entry.reference_text or ""),
-            ]
-        if payload.request_outputs:
+    async def postprocess(
+        self, result: Any, headers: dict[str, str] | None = None, response_headers: dict[str, str] | None = None
+    ) -> InferResponse:
+        """The InferResponse: the outputs asked for (all by default), binary when the request was."""
+        request, outputs = result.parsed.request, result.outputs
+        if request.request_outputs:
             names = {o.name for o in outputs}
-            unknown = [o.name for o in payload.request_outputs if o.name not in names]
+            unknown = [o.name for o in request.request_outputs if o.name not in names]
             if unknown:
                 shown = ", ".join(map(quote_user_value, unknown[:8])) + (" …" if len(unknown) > 8 else "")
                 raise InvalidInput(
                     f"unknown output(s) {shown} requested; this request can return {', '.join(sorted(names))}"
                 )
         return InferResponse(
-            response_id=payload.id or str(uuid.uuid4()),
+            response_id=request.id or str(uuid.uuid4()),
             model_name=self.name,
             infer_outputs=outputs,
-            use_binary_outputs=payload.use_binary_outputs,
-            requested_outputs=payload.request_outputs,
+            use_binary_outputs=request.use_binary_outputs,
+            requested_outputs=request.request_outputs,
         )
+
+    async def _score(self, parsed: Parsed) -> Scored:
+        assert self.batcher is not None and self.references is not None  # preprocess refused otherwise
+        reference = None
+        if parsed.uid is not None and parsed.cid is not None:
+            reference = await self.references.get(parsed.uid, parsed.cid)
+        # QueueFull, DeadlineUnreachable, DeadlineExpired are the core's ModelUnavailable.
+        features = await self.batcher.submit(parsed.audio, deadline=parsed.deadline)
+
+        if reference is None:
+            outputs = [
+                _bytes_output("transcript", features.transcript),
+                _output("embedding", np.asarray(features.embedding, dtype=np.float32).reshape(1, -1), "FP32"),
+            ]
+            return Scored(parsed, outputs)
+        entry, pool = reference.entry, self.references.pool
+        # DTW is a few ms of CPU: off the event loop, so other requests keep flowing meanwhile.
+        result = await asyncio.to_thread(
+            lambda: compare(
+                embedding=features.embedding,
+                frames=features.frames,
+                transcript=features.transcript,
+                reference_embedding=entry.embedding,
+                reference_frames=reference.frames,
+                reference_text=entry.text,
+                audio_similarity_kind=self.settings.audio_similarity,
+                pool=pool,
+            )
+        )
+        outputs = [_float_output(name, value) for name, value in result.scores().items()]
+        outputs += [
+            _bytes_output("transcript", features.transcript),
+            _bytes_output("reference_transcript", entry.transcript),
+            _bytes_output("audio_similarity", result.audio_similarity),
+            _bytes_output("words", result.words.to_json()),
+            _bytes_output("reference_text", entry.reference_text or ""),
+        ]
+        return Scored(parsed, outputs)
 
     def _parse_inputs(self, req: InferRequest) -> tuple[np.ndarray, str | None, str | None]:
         by_name: dict[str, InferInput] = {}
         for tensor in req.inputs:
-            if tensor.name not in KNOWN_INPUTS:
+            if tensor.name not in contract.INPUT_NAMES:
                 raise InvalidInput(
                     f"unknown input {quote_user_value(tensor.name)}; expected 'audio' (FP32 [1, N]) and optionally "
                     "'uid' and 'cid' (BYTES [1])"

@@ -29,7 +29,7 @@ import numpy as np
 
 from audio_score.alignment import PreparedFrames, pool_for, prepare_frames
 from audio_score.cache import CacheEntry, ClipRef, ReferenceCache, find_clip, validate_id
-from audio_score.errors import AudioScoreError, UnknownClip
+from audio_score.errors import ReferenceUnavailable, UnknownClip
 from audio_score.settings import Settings
 from predictors import metrics
 
@@ -49,10 +49,6 @@ class _Sized(Protocol):
 S = TypeVar("S", bound=_Sized)
 #: Runs a synchronous function on the model's worker thread and awaits it.
 RunOnModelThread = Callable[[Callable[[], V]], Awaitable[V]]
-
-
-class ReferenceUnavailable(AudioScoreError):
-    """The clip exists but no entry could be built from it (e.g. it does not decode): a server-side problem."""
 
 
 @dataclasses.dataclass(frozen=True)

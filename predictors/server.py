@@ -9,76 +9,18 @@ so one batch at a time runs per device.
 from __future__ import annotations
 
 import logging
-import struct
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from audio_score.settings import Settings
-from predictors.model import AudioScoreModel, ModelUnavailable
+from predictors.model import AudioScoreModel, Unavailable
 
 log = logging.getLogger(__name__)
 
 
 class NoModelLoaded(SystemExit):
     """Start-up failed: no selected model loaded. Its message is the one line printed before exiting."""
-
-
-def _decode_binary(body: bytes, headers: dict[str, str], model_name: str) -> Any:
-    """A binary-extension body through :func:`predictors.v2_decode.decode_binary_request` (numpy views, no
-    per-sample lists), the header length checked first."""
-    from kserve.errors import InvalidInput
-
-    from predictors.v2_decode import INFERENCE_HEADER, decode_binary_request
-
-    raw_length = headers.get(INFERENCE_HEADER)
-    if raw_length is None:
-        raise InvalidInput(f"received byte inputs, but the '{INFERENCE_HEADER}' header is missing")
-    try:
-        json_length = int(raw_length)
-    except ValueError:
-        raise InvalidInput(f"{INFERENCE_HEADER}: {raw_length!r} is not a byte count") from None
-    return decode_binary_request(body, json_length, model_name)
-
-
-def _safe_dataplane_class() -> type:
-    """KServe's DataPlane, with binary bodies read straight into numpy and malformed ones a 400, not a 500.
-
-    ``InferRequest.from_bytes`` turns each binary tensor into a Python list (see :mod:`predictors.v2_decode`)
-    and indexes the JSON header without checks, so a header missing ``inputs`` or a tensor's ``shape`` raised
-    KeyError (500), and a non-numeric ``inference-header-content-length`` ValueError. Binary bodies go through
-    :func:`predictors.v2_decode.decode_binary_request` instead; JSON bodies keep kserve's decoder.
-    """
-    from kserve.errors import InvalidInput
-    from kserve.protocol.dataplane import DataPlane
-
-    class SafeDataPlane(DataPlane):  # type: ignore[misc]
-        def decode_inference_request(self, body, headers, model_name):  # type: ignore[no-untyped-def]
-            try:
-                if isinstance(body, bytes | bytearray):
-                    return _decode_binary(body, headers, model_name)
-                return super().decode_inference_request(body, headers, model_name)
-            except InvalidInput:
-                raise
-            except KeyError as exc:
-                raise InvalidInput(f"malformed V2 request: the JSON header has no field {exc}") from None
-            except (ValueError, TypeError, IndexError, AttributeError, struct.error) as exc:
-                raise InvalidInput(f"malformed V2 request: {type(exc).__name__}: {exc}") from None
-
-    return SafeDataPlane
-
-
-async def _unavailable_handler(_request: Any, exc: Exception) -> Any:
-    """REST answer of :class:`ModelUnavailable`: 503 ``{"error": ...}`` as kserve's, plus ``Retry-After`` when the
-    batcher estimated one, and without kserve's traceback log line per refusal (metrics count them)."""
-    import math
-
-    from fastapi.responses import JSONResponse
-
-    retry_after = getattr(exc, "retry_after_s", None)
-    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
-    return JSONResponse(status_code=503, content={"error": str(exc)}, headers=headers)
 
 
 def quiet_request_logs(debug: bool) -> None:
@@ -132,17 +74,15 @@ def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, e
         return 1
 
     import kserve
-    from kserve import model_server
+
+    from predictors import kserve_patches
 
     # gRPC's message limit (kserve's default 8 MiB) must hold the longest upload allowed, as raw FP32 samples.
-    needed = int(settings.max_audio_seconds * settings.target_sampling_rate * 4) + (1 << 20)
-    for name in ("grpc_max_receive_message_length", "grpc_max_send_message_length"):
-        if getattr(model_server.args, name, 0) < needed:
-            setattr(model_server.args, name, needed)
-
+    kserve_patches.raise_grpc_message_limit(
+        int(settings.max_audio_seconds * settings.target_sampling_rate * 4) + (1 << 20)
+    )
     quiet_request_logs(settings.debug_request_logs)
-    # The REST app kserve serves (``kserve.model_server:app``): 503s of ours get Retry-After.
-    model_server.app.add_exception_handler(ModelUnavailable, _unavailable_handler)
+    kserve_patches.answer_unavailable_with_retry_after(Unavailable)
 
     server = kserve.ModelServer(
         http_port=http_port,
@@ -151,8 +91,7 @@ def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, e
         enable_grpc=enable_grpc,
         enable_latency_logging=False,
     )
-    # Both servers take the data plane from here when they start.
-    server.dataplane = _safe_dataplane_class()(model_registry=server.registered_models)
+    kserve_patches.install_safe_dataplane(server)
     for model in models:
         if not model.ready:
             server.register_model(model)  # visible, not ready: 503 with the load error

@@ -8,7 +8,7 @@ on the predictor's single event loop, which caps one predictor at ~5 such reques
 :func:`decode_binary_request` builds the same :class:`InferRequest` but keeps each binary tensor as a zero-copy
 ``memoryview`` of the received body, handed to kserve through the public ``raw_inputs`` argument (what kserve's
 own gRPC path does with ``raw_input_contents``), so ``as_numpy()`` is an ``np.frombuffer`` view: microseconds.
-It is plugged in by :class:`predictors.server` 's data plane (``DataPlane.decode_inference_request``), the one
+It is plugged in by :mod:`predictors.kserve_patches`' data plane (``DataPlane.decode_inference_request``), the one
 hook every REST V2 body passes through. gRPC needs no change: ``InferRequest.from_grpc`` already keeps
 ``raw_input_contents`` as bytes and ``as_numpy()`` reads them with ``np.frombuffer``.
 

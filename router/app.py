@@ -19,22 +19,23 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 import httpx
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from audio_score import __version__
 from audio_score.audio import decode_audio
-from audio_score.cache import ID_PATTERN, validate_id
-from audio_score.errors import AudioError, InvalidIdentifier, quote_user_value
+from audio_score.cache import validate_id
+from audio_score.contract import DEADLINE_HEADER
+from audio_score.errors import ModelUnavailable, ScoreError, UnknownModel
 from audio_score.settings import Settings, load_settings
 from router.auth import APIKeyMiddleware
 from router.breaker import Breakers
-from router.errors import SCORE_ERRORS, APIError, ErrorBody, install_error_handlers
+from router.errors import SCORE_ERRORS, APIError, ErrorBody, api_error, install_error_handlers
 from router.limits import UploadLimitMiddleware
 from router.metrics import RouterMetrics
-from router.predictor_client import DEADLINE_HEADER, PredictorClient, PredictorError
+from router.predictor_client import PredictorClient, PredictorError
 from router.readiness import ReadinessTracker
 
 log = logging.getLogger("router")
@@ -127,14 +128,219 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
-def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> FastAPI:
-    """The router for ``settings``: one pooled httpx client and a readiness poller per process."""
-    metrics = RouterMetrics()
+# --- dependencies: what a route needs, from the app's state (set by create_app and its lifespan) -------------
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_metrics(request: Request) -> RouterMetrics:
+    return request.app.state.metrics
+
+
+def get_predictor(request: Request) -> PredictorClient:
+    return request.app.state.predictor
+
+
+def get_tracker(request: Request) -> ReadinessTracker:
+    return request.app.state.tracker
+
+
+def get_decode_pool(request: Request) -> ThreadPoolExecutor:
+    return request.app.state.decode_pool
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[RouterMetrics, Depends(get_metrics)]
+PredictorDep = Annotated[PredictorClient, Depends(get_predictor)]
+TrackerDep = Annotated[ReadinessTracker, Depends(get_tracker)]
+DecodePoolDep = Annotated[ThreadPoolExecutor, Depends(get_decode_pool)]
+
+router = APIRouter()
+
+
+async def choose_model(tracker: ReadinessTracker, predictor: PredictorClient, model: str | None) -> str:
+    """The model asked for (UnknownModel; ModelUnavailable when not ready, PredictorError while its breaker is
+    open: fail fast, no readiness check, no call), else the first ready one (ModelUnavailable when none is)."""
+    if model:
+        if model not in tracker.states:
+            raise UnknownModel(model, list(tracker.states))
+        predictor.raise_if_open(model)
+        state = tracker.states[model]
+        if not state.ready:
+            state = await tracker.check(model)  # the poll may be a moment behind
+        if not state.ready:
+            raise ModelUnavailable(f"model {model!r} is not ready: {state.reason}")
+        return model
+    default = tracker.default_model()
+    if default is None:
+        await tracker.check_all(skip_open=True)
+        default = tracker.default_model()
+    if default is None:
+        reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
+        raise ModelUnavailable(f"no model is ready ({reasons})", retry_after_s=predictor.breakers.retry_after_s)
+    return default
+
+
+@router.post(
+    "/score",
+    response_model=ScoreResponse,
+    # A field the predictor did not send (an older release) is left out rather than sent as null.
+    response_model_exclude_unset=True,
+    responses=SCORE_ERRORS,
+    summary="Score a recording against a reference clip",
+    description=(
+        "Multipart form: `uid` and `cid` name the reference clip, `audio` is the recording (any format FFmpeg "
+        "decodes), `model` optionally picks the model. Example:\n\n"
+        "`curl -F uid=video1 -F cid=clip1 -F model=whisper-small -F audio=@take.wav http://HOST/score`\n\n"
+        'Every error answer is `{"detail": "..."}` saying what to fix.'
+    ),
+)
+async def score(
+    request: Request,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    predictor: PredictorDep,
+    tracker: TrackerDep,
+    decode_pool: DecodePoolDep,
+    uid: Annotated[str, Form(description="video id of the reference clip", examples=["video1"])],
+    cid: Annotated[str, Form(description="clip id within the video", examples=["clip1"])],
+    audio: Annotated[UploadFile, File(description="the recording: any format FFmpeg reads (wav, mp3, m4a, ...)")],
+    model: Annotated[
+        str | None,
+        Form(
+            description="model key from GET /models (default: the first configured model that is ready)",
+            examples=["whisper-small"],
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    started = time.perf_counter()
     # One line per request only when asked for (AUDIO_SCORE_DEBUG_REQUEST_LOGS=1): metrics carry the counts.
     request_log_level = logging.INFO if settings.debug_request_logs else logging.DEBUG
-    decode_threads = max(1, os.cpu_count() or 1)
-    keys = settings.model_keys
+    # Metric labels only ever take configured keys: a caller's arbitrary model name must not create series.
+    label = model if model in tracker.states else ("unknown" if model else "default")
+    status = 500
+    try:
+        try:
+            caller_wait_s = _caller_wait_s(request)
+            validate_id(uid, "uid")
+            validate_id(cid, "cid")
+            key = label = await choose_model(tracker, predictor, model or None)
+            samples = await _decode(await audio.read(), settings, metrics, decode_pool)
+            result = await _call_predictor(
+                key, samples, uid, cid, settings, metrics, predictor, tracker, caller_wait_s, started
+            )
+        except (ScoreError, PredictorError) as exc:
+            raise api_error(exc) from None
+        status = 200
+        log.log(
+            request_log_level,
+            "scored",
+            extra={"model": key, "uid": uid, "cid": cid, "sim_score": round(result["sim_score"], 4)},
+        )
+        if "reference_text" in result:
+            result["reference_text"] = result["reference_text"] or None  # "" on the wire: the clip has none
+        return {"model": key, **result}
+    except APIError as exc:
+        status = exc.status_code
+        log.log(
+            request_log_level,
+            "score refused",
+            extra={"model": label, "uid": uid, "cid": cid, "status": status, "detail": exc.detail},
+        )
+        raise
+    finally:
+        metrics.requests.labels(label, str(status)).inc()
+        metrics.latency.labels(label).observe(time.perf_counter() - started)
+
+
+async def _decode(data: bytes, settings: Settings, metrics: RouterMetrics, pool: ThreadPoolExecutor) -> Any:
+    """The upload through the one decoder (config.json's), on a worker thread; the core's AudioError if it fails."""
+    decode_started = time.perf_counter()
+    try:
+        return await asyncio.get_running_loop().run_in_executor(
+            pool,
+            functools.partial(
+                decode_audio,
+                data,
+                sampling_rate=settings.target_sampling_rate,
+                max_bytes=settings.max_upload_bytes,
+                max_seconds=settings.max_audio_seconds,
+                backend=settings.decoder,
+            ),
+        )
+    finally:
+        metrics.decode.observe(time.perf_counter() - decode_started)
+
+
+async def _call_predictor(
+    key: str,
+    samples: Any,
+    uid: str,
+    cid: str,
+    settings: Settings,
+    metrics: RouterMetrics,
+    predictor: PredictorClient,
+    tracker: ReadinessTracker,
+    caller_wait_s: float | None,
+    started: float,
+) -> dict[str, Any]:
+    """The model's scores, within what is left of the caller's deadline; marks the model unready when its
+    predictor is unreachable or its breaker opened."""
+    call_started = time.perf_counter()
+    budget = settings.predictor_timeout_s
+    if caller_wait_s is not None:
+        budget = min(budget, caller_wait_s - (call_started - started))
+        if budget <= 0:
+            raise APIError(504, f"the caller's deadline ({DEADLINE_HEADER}) passed before scoring began")
+    try:
+        return await predictor.score(key, samples, uid, cid, deadline_s=budget)
+    except PredictorError as exc:
+        if exc.unreachable or predictor.breakers.is_open(key):
+            tracker.mark_unready(key, exc.detail)
+        raise
+    finally:
+        metrics.predictor.labels(key).observe(time.perf_counter() - call_started)
+
+
+@router.get("/models", response_model=ModelsResponse, summary="Configured models, readiness and the default")
+async def models(settings: SettingsDep, predictor: PredictorDep, tracker: TrackerDep) -> dict[str, Any]:
     types = {m.key: m.type for m in settings.models}
+    return {
+        "default": tracker.default_model(),
+        "models": [
+            {"key": k, "type": types[k], "ready": s.ready, "reason": s.reason, "predictor_url": predictor.base_url(k)}
+            for k, s in tracker.states.items()
+        ],
+    }
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: at least one model is ready", responses={503: {"model": ErrorBody}})
+async def readyz(tracker: TrackerDep) -> JSONResponse:
+    ready = tracker.ready_keys()
+    if ready:
+        return JSONResponse({"status": "ready", "models": ready})
+    reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
+    return JSONResponse({"detail": f"no model is ready ({reasons})"}, status_code=503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics(metrics: MetricsDep) -> PlainTextResponse:
+    return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+# --- assembly -----------------------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> FastAPI:
+    """The router for ``settings``: the routes above, one pooled httpx client and a readiness poller per process."""
+    keys = settings.model_keys
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -142,7 +348,7 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         timeout = httpx.Timeout(settings.predictor_timeout_s, connect=min(5.0, settings.predictor_timeout_s))
         # Decoding is CPU work in C (FFmpeg, soxr) that releases the GIL: a bounded pool of threads, one per core,
         # keeps the event loop free and caps how many uploads sit decoded in memory at once.
-        pool = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
+        pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="decode")
         app.state.decode_pool = pool
         async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
             predictor = PredictorClient(settings, client, Breakers(keys, readiness_interval_s))
@@ -166,175 +372,15 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
         ),
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    app.state.metrics = RouterMetrics()
     install_error_handlers(app)
     app.add_middleware(
         UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes, body_timeout_s=settings.body_timeout_s
     )
     if settings.api_keys:
         app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
-
-    def refuse_if_open(predictor: PredictorClient, model: str) -> None:
-        """Fail fast (503 + Retry-After) while the model's circuit breaker is open: no readiness check, no call."""
-        try:
-            predictor.raise_if_open(model)
-        except PredictorError as exc:
-            raise APIError(503, exc.detail, headers=retry_after(exc)) from None
-
-    def retry_after(exc: PredictorError) -> dict[str, str] | None:
-        return {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else None
-
-    async def choose_model(request: Request, model: str | None) -> str:
-        tracker: ReadinessTracker = request.app.state.tracker
-        predictor: PredictorClient = request.app.state.predictor
-        if model:
-            if model not in tracker.states:
-                raise APIError(404, f"unknown model {quote_user_value(model)}; known: {', '.join(keys)}")
-            refuse_if_open(predictor, model)
-            state = tracker.states[model]
-            if not state.ready:
-                state = await tracker.check(model)  # the poll may be a moment behind
-            if not state.ready:
-                raise APIError(503, f"model {model!r} is not ready: {state.reason}")
-            return model
-        default = tracker.default_model()
-        if default is None:
-            await tracker.check_all(skip_open=True)
-            default = tracker.default_model()
-        if default is None:
-            reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
-            retry = {"Retry-After": str(predictor.breakers.retry_after_s)}
-            raise APIError(503, f"no model is ready ({reasons})", headers=retry)
-        return default
-
-    @app.post(
-        "/score",
-        response_model=ScoreResponse,
-        # A field the predictor did not send (an older release) is left out rather than sent as null.
-        response_model_exclude_unset=True,
-        responses=SCORE_ERRORS,
-        summary="Score a recording against a reference clip",
-        description=(
-            "Multipart form: `uid` and `cid` name the reference clip, `audio` is the recording (any format FFmpeg "
-            "decodes), `model` optionally picks the model. Example:\n\n"
-            "`curl -F uid=video1 -F cid=clip1 -F model=whisper-small -F audio=@take.wav http://HOST/score`\n\n"
-            'Every error answer is `{"detail": "..."}` saying what to fix.'
-        ),
-    )
-    async def score(
-        request: Request,
-        uid: Annotated[str, Form(description="video id of the reference clip", examples=["video1"])],
-        cid: Annotated[str, Form(description="clip id within the video", examples=["clip1"])],
-        audio: Annotated[UploadFile, File(description="the recording: any format FFmpeg reads (wav, mp3, m4a, ...)")],
-        model: Annotated[
-            str | None,
-            Form(
-                description="model key from GET /models (default: the first configured model that is ready)",
-                examples=["whisper-small"],
-            ),
-        ] = None,
-    ) -> dict[str, Any]:
-        started = time.perf_counter()
-        # Metric labels only ever take configured keys: a caller's arbitrary model name must not create series.
-        label = model if model in keys else ("unknown" if model else "default")
-        status = 500
-        try:
-            caller_wait_s = _caller_wait_s(request)
-            for value, what in ((uid, "uid"), (cid, "cid")):
-                try:
-                    validate_id(value, what)
-                except InvalidIdentifier as exc:
-                    raise APIError(400, f"{exc} (pattern {ID_PATTERN.pattern})") from None
-            key = await choose_model(request, model or None)
-            label = key
-            data = await audio.read()
-            decode_started = time.perf_counter()
-            try:
-                samples = await asyncio.get_running_loop().run_in_executor(
-                    request.app.state.decode_pool,
-                    functools.partial(
-                        decode_audio,
-                        data,
-                        sampling_rate=settings.target_sampling_rate,
-                        max_bytes=settings.max_upload_bytes,
-                        max_seconds=settings.max_audio_seconds,
-                        backend=settings.decoder,
-                    ),
-                )
-            except AudioError as exc:
-                raise APIError(exc.status_code, f"audio: {exc}") from None
-            finally:
-                metrics.decode.observe(time.perf_counter() - decode_started)
-            predictor: PredictorClient = request.app.state.predictor
-            call_started = time.perf_counter()
-            budget = settings.predictor_timeout_s
-            if caller_wait_s is not None:
-                budget = min(budget, caller_wait_s - (call_started - started))
-                if budget <= 0:
-                    raise APIError(504, f"the caller's deadline ({DEADLINE_HEADER}) passed before scoring began")
-            try:
-                result = await predictor.score(key, samples, uid, cid, deadline_s=budget)
-            except PredictorError as exc:
-                if exc.unreachable or predictor.breakers.is_open(key):
-                    request.app.state.tracker.mark_unready(key, exc.detail)
-                raise APIError(exc.status_code, exc.detail, headers=retry_after(exc)) from None
-            finally:
-                metrics.predictor.labels(key).observe(time.perf_counter() - call_started)
-            status = 200
-            log.log(
-                request_log_level,
-                "scored",
-                extra={"model": key, "uid": uid, "cid": cid, "sim_score": round(result["sim_score"], 4)},
-            )
-            if "reference_text" in result:
-                result["reference_text"] = result["reference_text"] or None  # "" on the wire: the clip has none
-            return {"model": key, **result}
-        except APIError as exc:
-            status = exc.status_code
-            log.log(
-                request_log_level,
-                "score refused",
-                extra={"model": label, "uid": uid, "cid": cid, "status": status, "detail": exc.detail},
-            )
-            raise
-        finally:
-            metrics.requests.labels(label, str(status)).inc()
-            metrics.latency.labels(label).observe(time.perf_counter() - started)
-
-    @app.get("/models", response_model=ModelsResponse, summary="Configured models, readiness and the default")
-    async def models(request: Request) -> dict[str, Any]:
-        tracker: ReadinessTracker = request.app.state.tracker
-        predictor: PredictorClient = request.app.state.predictor
-        return {
-            "default": tracker.default_model(),
-            "models": [
-                {
-                    "key": k,
-                    "type": types[k],
-                    "ready": s.ready,
-                    "reason": s.reason,
-                    "predictor_url": predictor.base_url(k),
-                }
-                for k, s in tracker.states.items()
-            ],
-        }
-
-    @app.get("/healthz", summary="Liveness: the process answers")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", summary="Readiness: at least one model is ready", responses={503: {"model": ErrorBody}})
-    async def readyz(request: Request) -> JSONResponse:
-        tracker: ReadinessTracker = request.app.state.tracker
-        ready = tracker.ready_keys()
-        if ready:
-            return JSONResponse({"status": "ready", "models": ready})
-        reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
-        return JSONResponse({"detail": f"no model is ready ({reasons})"}, status_code=503)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
+    app.include_router(router)
     return app
 
 

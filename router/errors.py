@@ -9,6 +9,7 @@ its own 4xx before the code gets that far).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,6 +17,20 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from audio_score.contract import ID_PATTERN
+from audio_score.errors import (
+    AudioError,
+    AudioTooLarge,
+    EmptyAudio,
+    InvalidIdentifier,
+    ModelUnavailable,
+    ScoreError,
+    UndecodableAudio,
+    UnknownClip,
+    UnknownModel,
+)
+from router.predictor_client import PredictorError
 
 log = logging.getLogger("router")
 
@@ -29,6 +44,36 @@ class APIError(Exception):
         self.detail = detail
         #: Extra answer headers, e.g. ``Retry-After`` on a 503 from an open circuit breaker.
         self.headers = headers
+
+
+#: The router's one table from the core's exceptions to HTTP statuses (the first matching class wins). A
+#: predictor's answer arrives as :class:`PredictorError`, whose status ``PredictorClient`` has already chosen from
+#: the predictor's (400/404/413/503 kept, other failures 502, timeouts 504, unreachable 503).
+STATUS_OF: tuple[tuple[type[ScoreError], int], ...] = (
+    (InvalidIdentifier, 400),
+    (UndecodableAudio, 400),
+    (EmptyAudio, 400),
+    (AudioTooLarge, 413),
+    (UnknownModel, 404),
+    (UnknownClip, 404),
+    (ModelUnavailable, 503),
+)
+
+
+def api_error(exc: ScoreError | PredictorError) -> APIError:
+    """The answer for a core error or a predictor's: its status from :data:`STATUS_OF`, its reason, and
+    ``Retry-After`` when the error knows when to retry."""
+    if isinstance(exc, PredictorError):
+        status, detail, retry = exc.status_code, exc.detail, exc.retry_after_s
+    else:
+        status = next((code for kind, code in STATUS_OF if isinstance(exc, kind)), 500)
+        detail, retry = str(exc), getattr(exc, "retry_after_s", None)
+        if isinstance(exc, AudioError):
+            detail = f"audio: {detail}"
+        elif isinstance(exc, InvalidIdentifier):
+            detail = f"{detail} (pattern {ID_PATTERN.pattern})"
+    headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
+    return APIError(status, detail, headers=headers)
 
 
 class ErrorBody(BaseModel):

@@ -17,13 +17,13 @@ import httpx
 import numpy as np
 
 from audio_score import v2
+from audio_score.contract import DEADLINE_HEADER
 from audio_score.settings import Settings
 from router.breaker import Breakers
 
 log = logging.getLogger(__name__)
 
 #: Milliseconds the caller will still wait: sent to the predictor, accepted from the router's own callers.
-DEADLINE_HEADER = "x-audio-score-deadline-ms"
 
 
 class PredictorError(Exception):

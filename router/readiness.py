@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 
 from router.predictor_client import PredictorClient
@@ -20,7 +19,6 @@ log = logging.getLogger(__name__)
 class ModelState:
     ready: bool = False
     reason: str = "not checked yet"
-    checked_at: float = 0.0
 
 
 class ReadinessTracker:
@@ -38,7 +36,7 @@ class ReadinessTracker:
         state = self.states[key]
         if state.ready != ready:
             log.info("model readiness changed", extra={"model": key, "ready": ready, "reason": reason})
-        state.ready, state.reason, state.checked_at = ready, reason, time.time()
+        state.ready, state.reason = ready, reason
         return state
 
     def mark_unready(self, key: str, reason: str) -> None:
@@ -46,7 +44,7 @@ class ReadinessTracker:
         state = self.states[key]
         if state.ready:
             log.info("model marked not ready", extra={"model": key, "reason": reason})
-        state.ready, state.reason, state.checked_at = False, reason, time.time()
+        state.ready, state.reason = False, reason
 
     async def check_all(self, *, skip_open: bool = False) -> None:
         """Check every model now; ``skip_open`` leaves out models whose breaker is open (their check would wait

@@ -46,12 +46,24 @@ def test_links_resolve_inside_the_repository() -> None:
         assert target.exists(), link
 
 
-def test_every_setting_is_named() -> None:
-    from audio_score.settings import FileConfig, ModelSpec
+def environment_variables() -> set[str]:
+    """Every variable a part reads: the per-part classes' fields, and the few settings.py reads itself."""
+    from audio_score.env_settings import PREFIX, JobEnv, PredictorEnv, RouterEnv
 
     source = (REPO_ROOT / "audio_score" / "settings.py").read_text()
     variables = set(re.findall(r'"((?:AUDIO_SCORE|POD|JOB)_[A-Z_]+)"', source))
-    assert {"AUDIO_SCORE_PREDICTOR_URL", "AUDIO_SCORE_BODY_TIMEOUT_S"} <= variables
+    for part in (PredictorEnv, JobEnv, RouterEnv):
+        for name, field in part.model_fields.items():
+            variables.add(str(field.validation_alias or PREFIX + name.upper()))
+    return variables
+
+
+def test_every_setting_is_named() -> None:
+    from audio_score.settings import FileConfig, ModelSpec
+
+    variables = environment_variables()
+    assert {"AUDIO_SCORE_PREDICTOR_URL", "AUDIO_SCORE_BODY_TIMEOUT_S", "JOB_COMPLETION_INDEX"} <= variables
+    assert {"AUDIO_SCORE_CONFIG", "AUDIO_SCORE_MODEL_KEYS", "POD_NAMESPACE"} <= variables
     missing = sorted(v for v in variables if f"`{v}`" not in DOC)
     missing += sorted(f for f in FileConfig.model_fields if f"`{f}`" not in DOC)
     missing += sorted(f for f in ModelSpec.model_fields if f"`models[].{f}`" not in DOC and f"`{f}`" not in DOC)
@@ -59,11 +71,12 @@ def test_every_setting_is_named() -> None:
 
 
 def test_every_output_field_and_command_is_named() -> None:
-    from audio_score import v2
+    from audio_score import contract
     from audio_score.cli import commands
     from router.app import ScoreResponse
 
-    names = [*v2.SCORE_REQUIRED, *v2.SCORE_OPTIONAL, "embedding", *ScoreResponse.model_fields, *commands()]
+    tensors = [t.name for t in (*contract.INPUTS, *contract.ALL_OUTPUTS)]
+    names = [*tensors, contract.DEADLINE_HEADER, *ScoreResponse.model_fields, *commands()]
     missing = sorted({n for n in names if f"`{n}`" not in DOC})
     assert not missing, f"docs/architecture.md lacks {missing}"
 

@@ -33,7 +33,7 @@ from helm_tools import (
 )
 
 from audio_score.cli import build_parser
-from audio_score.settings import FileConfig
+from audio_score.settings import FileConfig, load_settings
 
 VALUE_SETS = {"default": (), "kind": (KIND_VALUES,), "site": (SITE_VALUES,)}
 #: Values that switch on the optional parts, so they are validated too.
@@ -63,7 +63,7 @@ router:
   apiKeysSecret: {name: keys}
   ingress: {host: a.example.com, tlsSecretName: tls}
   httpRoute: {enabled: true, parentRefs: [{name: gw, namespace: infra}], hostnames: [a.example.com]}
-config: {maxUploadBytes: 10000000, maxAudioSeconds: 20, audioSimilarity: pooled}
+config: {maxUploadBytes: 10000000, maxAudioSeconds: 20, audioSimilarity: pooled, decoder: pydub}
 """
 RENDERINGS = {**{k: dict(values=v) for k, v in VALUE_SETS.items()}, "everything": dict(extra=EVERYTHING)}
 #: Kinds kubernetes-validate has no schema for, checked separately.
@@ -242,6 +242,8 @@ def expected_config(values: dict[str, Any]) -> dict[str, Any]:
         cfg["max_audio_seconds"] = values["config"]["maxAudioSeconds"]
     if values["config"].get("audioSimilarity"):
         cfg["audio_similarity"] = values["config"]["audioSimilarity"]
+    if values["config"].get("decoder"):
+        cfg["decoder"] = values["config"]["decoder"]
     return cfg
 
 
@@ -279,6 +281,26 @@ def test_every_part_mounts_the_one_config(name: str) -> None:
         assert env["AUDIO_SCORE_CONFIG"] == "/etc/audio-score/config.json", where
         volume = mounts_by_path(spec, main)["/etc/audio-score"]
         assert volume["configMap"]["name"] == cm["metadata"]["name"], where
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_the_job_predictors_and_router_read_one_decoder(name: str, tmp_path: Path) -> None:
+    """The decoder lives in config.json: every pod, loaded with its own rendered environment, gets the same
+    value, and no pod carries a per-pod AUDIO_SCORE_DECODER that could make uploads and references differ."""
+    docs = rendered(name)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(config_json(docs)))
+    expected = values_for(name, tmp_path)["config"].get("decoder") or "pyav"
+    seen = {}
+    for where, spec in pod_specs(docs):
+        if "-test" in where:
+            continue
+        env = {k: v for k, v in env_of(spec["containers"][0]).items() if isinstance(v, str)}
+        assert "AUDIO_SCORE_DECODER" not in env, where
+        seen[where] = load_settings(config, env=env).decoder
+    assert any(w.startswith("Job/") for w in seen) and any(w.startswith("Deployment/") for w in seen), seen
+    assert any(w.startswith("InferenceService/") for w in seen), seen
+    assert set(seen.values()) == {expected}, seen
 
 
 @pytest.mark.parametrize("name", sorted(RENDERINGS))

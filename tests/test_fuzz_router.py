@@ -37,10 +37,9 @@ def stand_in() -> Iterator[StandIn]:
 def client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, stand_in: StandIn):
     config = tmp_path_factory.mktemp("fuzz-router") / "config.json"
     models = [{"key": "alpha", "type": "whisper", "model_id": "/nonexistent"}]
-    config.write_text(json.dumps({"models": models, "video_clip_dir": "c", "cache_dir": "k"}))
+    config.write_text(json.dumps({"models": models, "video_clip_dir": "c", "cache_dir": "k", "decoder": request.param}))
     env = {
         "AUDIO_SCORE_PREDICTOR_URL": stand_in.url,
-        "AUDIO_SCORE_DECODER": request.param,
         "AUDIO_SCORE_MAX_AUDIO_SECONDS": str(MAX_SECONDS),
     }
     settings = load_settings(Path(config), env=env)

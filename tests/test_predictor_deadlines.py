@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from audio_score import v2
+from audio_score.contract import DEADLINE_HEADER
 from audio_score_tools.tiny_models import TinyModelSet
-from predictors.model import DEADLINE_HEADER
 
 MODEL = "whisper-tiny"
 BATCH_S = 1.0

@@ -49,7 +49,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory, _workspace_template: Workspace)
     assert main(["cache-build", "--config", str(ws.config_path), "--no-progress"]) == 0
     cache = ReferenceCache(ws.cache_dir, MODEL)
     assert cache.read(*ON_DEMAND) is not None
-    cache.delete(*ON_DEMAND)
+    shutil.rmtree(cache.entry_dir(*ON_DEMAND))
     return ws
 
 

@@ -26,10 +26,11 @@ import numpy as np
 import pytest
 
 from audio_score import v2
+from audio_score.contract import DEADLINE_HEADER
 from audio_score.errors import ConfigError
 from audio_score.settings import Settings, load_settings
 from audio_score_tools.media import synth_speechlike, write_audio
-from router.predictor_client import DEADLINE_HEADER, PredictorClient, PredictorError, predictor_base_url
+from router.predictor_client import PredictorClient, PredictorError, predictor_base_url
 
 from conftest import REPO_ROOT, free_port, run_router
 

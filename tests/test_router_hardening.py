@@ -8,6 +8,7 @@ sockets where HTTP itself is the attack, httpx otherwise. Logs are read through 
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import socket
@@ -66,7 +67,8 @@ def log_text() -> Iterator[io.StringIO]:
     logger = logging.getLogger("router")
     logger.addHandler(handler)
     level = logger.level
-    logger.setLevel(logging.INFO)
+    # Per-request lines ("scored", "score refused") are DEBUG unless AUDIO_SCORE_DEBUG_REQUEST_LOGS: see them all.
+    logger.setLevel(logging.DEBUG)
     try:
         yield stream
     finally:
@@ -188,10 +190,9 @@ def crafted_uploads(tmp_path: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("decoder", ["pyav", "pydub"])
 def test_crafted_uploads_are_400_with_a_reason(tmp_path: Path, stand_in: StandIn, decoder: str) -> None:
     config = tmp_path / "config.json"
-    config.write_text(
-        '{"models": [{"key": "alpha", "type": "whisper", "model_id": "x"}], "video_clip_dir": "c", "cache_dir": "k"}'
-    )
-    settings = load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url, "AUDIO_SCORE_DECODER": decoder})
+    models = [{"key": "alpha", "type": "whisper", "model_id": "x"}]
+    config.write_text(json.dumps({"models": models, "video_clip_dir": "c", "cache_dir": "k", "decoder": decoder}))
+    settings = load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})
     with run_router(settings, readiness_interval_s=0.3) as base:
         for case, data in crafted_uploads(tmp_path).items():
             response = score(base, data)

@@ -127,11 +127,22 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("AUDIO_SCORE_MAX_BATCH_SIZE", "0"), ("AUDIO_SCORE_MAX_BATCH_SIZE", "many"), ("AUDIO_SCORE_DECODER", "sox")],
+    [("AUDIO_SCORE_MAX_BATCH_SIZE", "0"), ("AUDIO_SCORE_MAX_BATCH_SIZE", "many"), ("AUDIO_SCORE_DECODER", "pydub")],
 )
 def test_bad_environment_values(tmp_path: Path, name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings(write(tmp_path, BASE), env={name: value})
+
+
+def test_decoder_is_read_from_config_json_and_the_old_variable_may_only_repeat_it(tmp_path: Path) -> None:
+    path = write(tmp_path, {**BASE, "decoder": "pydub"})
+    assert load_settings(path, env={}).decoder == "pydub"
+    assert load_settings(path, env={"AUDIO_SCORE_DECODER": "pydub"}).decoder == "pydub"
+    with pytest.raises(ConfigError, match=r"AUDIO_SCORE_DECODER='pyav' disagrees with decoder='pydub'"):
+        load_settings(path, env={"AUDIO_SCORE_DECODER": "pyav"})
+    assert load_settings(write(tmp_path, BASE), env={}).decoder == "pyav"
+    with pytest.raises(ConfigError, match="decoder"):
+        load_settings(write(tmp_path, {**BASE, "decoder": "sox"}), env={})
 
 
 def test_config_path_from_environment(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
 
 from audio_score import v2
-from predictors.server import _safe_dataplane_class
+from predictors.kserve_patches import _safe_dataplane_class
 from predictors.v2_decode import decode_binary_request
 
 OURS = _safe_dataplane_class()(model_registry=None)

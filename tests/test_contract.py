@@ -1,0 +1,38 @@
+"""The V2 contract is defined once (audio_score.contract): the codec, the router's response model and the id rule
+follow it rather than keeping their own copies. The predictor's served metadata is checked against literal
+values in test_predictor_server.py, so a change to the contract shows there too."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from audio_score import cache, contract, v2
+from router.app import ScoreResponse
+
+
+def test_the_router_answer_has_exactly_the_score_outputs() -> None:
+    assert set(ScoreResponse.model_fields) == {"model", *contract.SCORE_REQUIRED, *contract.SCORE_OPTIONAL}
+
+
+def test_the_codec_builds_the_inputs_of_the_contract() -> None:
+    body, headers = v2.build_score_request(np.zeros(5, np.float32), uid="video1", cid="clip1")
+    header = json.loads(body[: int(headers[v2.INFERENCE_HEADER])])
+    sent = [(i["name"], i["datatype"], len(i["shape"])) for i in header["inputs"]]
+    assert sent == [(t.name, t.datatype, len(t.shape)) for t in contract.INPUTS]
+    assert header["inputs"][0]["shape"] == [1, 5]
+
+
+def test_embed_only_and_score_outputs_share_only_the_transcript() -> None:
+    score = {t.name for t in contract.SCORE_OUTPUTS}
+    embed = {t.name for t in contract.EMBED_OUTPUTS}
+    assert score & embed == {"transcript"}
+    assert [t.name for t in contract.ALL_OUTPUTS].count("transcript") == 1
+    embedding = contract.EMBED_OUTPUTS[1]
+    assert embedding.metadata(embedding=64) == {"name": "embedding", "datatype": "FP32", "shape": [1, 64]}
+
+
+def test_the_id_rule_is_the_contracts() -> None:
+    assert cache.ID_PATTERN is contract.ID_PATTERN
+    assert cache.validate_id("clip-1.a_b", "cid") == "clip-1.a_b"
