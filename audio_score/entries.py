@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,12 @@ class Decoded:
     error: str | None
     #: The words spoken in the clip, from its text file (None: there is none).
     reference_text: str | None = None
+
+
+def entry_fingerprint(backend: Backend, settings: Settings) -> dict[str, Any]:
+    """What an entry's features depend on: the model's fingerprint and the decoder that turned the clip into samples
+    (pyav and pydub differ in the last bits, so an entry decoded by the other one is stale)."""
+    return {**backend.fingerprint, "decoder": settings.decoder}
 
 
 def decode_clip(clip: ClipRef, settings: Settings) -> Decoded:
@@ -80,7 +86,7 @@ def compute_entries(
                 transcript=feats.transcript,
                 embedding=feats.embedding,
                 frames=feats.frames,
-                fingerprint=backend.fingerprint,
+                fingerprint=entry_fingerprint(backend, settings),
                 sampling_rate=settings.target_sampling_rate,
                 duration_s=audio_duration(item.samples, settings.target_sampling_rate),
                 source=item.source,

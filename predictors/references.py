@@ -29,6 +29,7 @@ import numpy as np
 
 from audio_score.alignment import PreparedFrames, pool_for, prepare_frames
 from audio_score.cache import CacheEntry, ClipRef, ReferenceCache, find_clip, validate_id
+from audio_score.entries import compute_entries, decode_clip, entry_fingerprint
 from audio_score.errors import ReferenceUnavailable, UnknownClip
 from audio_score.settings import Settings
 from predictors import metrics
@@ -137,7 +138,7 @@ class ReferenceStore:
         self.backend = backend
         self.key = backend.key
         self.cache = ReferenceCache(settings.cache_dir, backend.key)
-        self.fingerprint = backend.fingerprint
+        self.fingerprint = entry_fingerprint(backend, settings)
         #: Frames averaged before alignment; uploads must be prepared with the same (:attr:`pool`).
         self.pool = pool_for(backend.frame_ms)
         self.memory: LRUBytes[Cached] = LRUBytes(settings.cache_memory_bytes, backend.key)
@@ -207,7 +208,6 @@ class ReferenceStore:
             self._builds.pop(key, None)
 
     async def _build(self, clip: ClipRef) -> Cached:
-        from audio_score.entries import compute_entries, decode_clip
 
         # Decoding is CPU work with no model: a plain thread, not the model's worker.
         decoded = await asyncio.to_thread(decode_clip, clip, self.settings)

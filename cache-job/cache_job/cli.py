@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from tqdm import tqdm
 
 from audio_score.cache import ClipRef, ReferenceCache, discover_clips, shard
-from audio_score.entries import Decoded, compute_entries, decode_clip
+from audio_score.entries import Decoded, compute_entries, decode_clip, entry_fingerprint
 from audio_score.errors import ConfigError
 from audio_score.settings import Settings, load_settings
 
@@ -71,7 +71,7 @@ def build_model(
     summary = BuildSummary(model=backend.key)
     cache = ReferenceCache(settings.cache_dir, backend.key)
     cache.sweep_temporaries()
-    fingerprint = backend.fingerprint
+    fingerprint = entry_fingerprint(backend, settings)
     rebuild_all = force_wins(force, settings)
     todo = []
     for clip in clips:
