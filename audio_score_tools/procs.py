@@ -66,6 +66,18 @@ def stop_process(proc: subprocess.Popen[Any], grace_s: float = 30.0, *, group: b
         return proc.wait(timeout=10)
 
 
+def stop_leader(proc: subprocess.Popen[Any], grace_s: float = 60.0) -> int | None:
+    """SIGTERM to ``proc`` alone (a supervisor such as ``up`` stops its own children), and SIGKILL to its whole
+    process group only if it outlives ``grace_s``; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            stop_process(proc, 0)
+    return proc.returncode
+
+
 def wait_ready(
     proc: subprocess.Popen[Any],
     ready: Callable[[], bool],

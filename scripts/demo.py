@@ -95,19 +95,6 @@ def wait_up(proc: subprocess.Popen, lines: list[str], timeout_s: float) -> None:
     time.sleep(0.3)
 
 
-def stop_up(proc: subprocess.Popen) -> int | None:
-    """SIGTERM to ``up`` alone (it stops its children), its whole group only if it hangs."""
-    from audio_score_tools.procs import stop_process
-
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            stop_process(proc, 0)
-    return proc.returncode
-
-
 def score(url: str, file: Path, uid: str, cid: str) -> dict:
     cmd = [sys.executable, "-m", "audio_score", "score", str(file), "--uid", uid, "--cid", cid, "--url", url]
     shown = file.relative_to(REPO) if file.is_relative_to(REPO) else file
@@ -162,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     takes = load_takes()
     uid, cid = REFERENCE
 
-    from audio_score_tools.procs import free_port
+    from audio_score_tools.procs import free_port, stop_leader
 
     port, predictor_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
@@ -199,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         failed = True
     finally:
         step("stopping `audio-score up`")
-        rc = stop_up(proc)
+        rc = stop_leader(proc)
     if rc not in (0, None) and not failed:
         print(f"demo failed: audio-score up exited with {rc} on SIGTERM", file=sys.stderr)
         failed = True

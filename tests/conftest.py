@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from audio_score_tools.procs import free_port, http_ok, started, stop_process, subcommand, wait_ready
+from audio_score_tools.procs import free_port, http_ok, started, stop_leader, stop_process, subcommand, wait_ready
 from audio_score_tools.tiny_models import TinyModelSet, build_tiny_model_set
 from audio_score_tools.workspace import Workspace, build_workspace
 
@@ -164,7 +165,6 @@ def start_up(tmp_path_factory: pytest.TempPathFactory):
     own session, waits for its "audio-score is up" banner, yields an :class:`UpProcess` and stops it with SIGTERM
     (SIGKILL to its group if it does not stop in time).
     """
-    import signal
     import subprocess
     import threading
     import time
@@ -208,12 +208,7 @@ def start_up(tmp_path_factory: pytest.TempPathFactory):
             yield up
         finally:
             # `up` stops its own children on SIGTERM; its group is only killed if it hangs.
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    stop_process(proc, 0)
+            stop_leader(proc)
 
     return _start
 
@@ -241,3 +236,15 @@ def real_tiny_en(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from audio_score_tools.ct2_whisper import ensure_tiny_en
 
     return ensure_tiny_en(tmp_path_factory.mktemp("real-models"))
+
+
+def environment_variables() -> set[str]:
+    """Every variable a part reads: the per-part classes' fields, and the few settings.py reads itself."""
+    from audio_score.env_settings import PREFIX, JobEnv, PredictorEnv, RouterEnv
+
+    source = (REPO_ROOT / "audio_score" / "settings.py").read_text()
+    variables = set(re.findall(r'"((?:AUDIO_SCORE|POD|JOB)_[A-Z_]+)"', source))
+    for part in (PredictorEnv, JobEnv, RouterEnv):
+        for name, field in part.model_fields.items():
+            variables.add(str(field.validation_alias or PREFIX + name.upper()))
+    return variables

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, environment_variables
 
 DOC_PATH = REPO_ROOT / "docs" / "architecture.md"
 DOC = DOC_PATH.read_text(encoding="utf-8")
@@ -44,18 +44,6 @@ def test_links_resolve_inside_the_repository() -> None:
         target = (DOC_PATH.parent / path).resolve()
         assert target.is_relative_to(REPO_ROOT), f"{link} leaves the repository"
         assert target.exists(), link
-
-
-def environment_variables() -> set[str]:
-    """Every variable a part reads: the per-part classes' fields, and the few settings.py reads itself."""
-    from audio_score.env_settings import PREFIX, JobEnv, PredictorEnv, RouterEnv
-
-    source = (REPO_ROOT / "audio_score" / "settings.py").read_text()
-    variables = set(re.findall(r'"((?:AUDIO_SCORE|POD|JOB)_[A-Z_]+)"', source))
-    for part in (PredictorEnv, JobEnv, RouterEnv):
-        for name, field in part.model_fields.items():
-            variables.add(str(field.validation_alias or PREFIX + name.upper()))
-    return variables
 
 
 def test_every_setting_is_named() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, environment_variables
 
 README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
 SCORE_FIELDS = {"model", "sim_score", "audio_sim_score", "text_sim_score", "transcript", "reference_transcript"}
@@ -115,18 +115,6 @@ def test_v2_client_examples_run_against_up(up_stack, client: str, tmp_path: Path
         assert float(done.stdout.split()[0]) == pytest.approx(1.0, abs=1e-3)
     else:
         assert "sim_score" in done.stdout and "transcript" in done.stdout
-
-
-def environment_variables() -> set[str]:
-    """Every variable a part reads: the per-part classes' fields, and the few settings.py reads itself."""
-    from audio_score.env_settings import PREFIX, JobEnv, PredictorEnv, RouterEnv
-
-    source = (REPO_ROOT / "audio_score" / "settings.py").read_text()
-    variables = set(re.findall(r'"((?:AUDIO_SCORE|POD|JOB)_[A-Z_]+)"', source))
-    for part in (PredictorEnv, JobEnv, RouterEnv):
-        for name, field in part.model_fields.items():
-            variables.add(str(field.validation_alias or PREFIX + name.upper()))
-    return variables
 
 
 def test_every_setting_is_documented() -> None:
