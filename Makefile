@@ -23,10 +23,12 @@ helm: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 test: $(STAMP) helm
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q
 
 # The fuzz tests with hypothesis' "fuzz" profile: about ten minutes of mutated uploads through both decoders
@@ -56,4 +58,4 @@ kind-e2e:
 	bash scripts/kind-e2e.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

@@ -23,7 +23,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 import av
 import numpy as np
@@ -220,7 +220,7 @@ def _reason(exc: BaseException) -> str:
 
 
 @functools.cache
-def _pydub_segment_class() -> type:
+def _pydub_segment_class() -> Any:
     """pydub's AudioSegment, pointed at imageio-ffmpeg's binary once (pydub's converter is a class attribute).
 
     pydub warns at import when no ffmpeg is on PATH; that is expected here, since its PATH lookup is replaced.

@@ -172,7 +172,7 @@ def build_tiny_higgs(
     dims = SIZES[size]
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    encoder_config = {
+    encoder_config: dict[str, Any] = {
         "model_type": "higgs_audio_encoder",
         "num_mel_bins": num_mel_bins,
         "encoder_layers": dims["layers"],

@@ -458,7 +458,7 @@ class Up:
             if not args.shared_predictor:
                 argv += [arg for key in group.keys for arg in ("--model", key)]
             child = self.start_child(group.name, argv, env=env)
-            self.supervised.append(Supervised(child, probe=lambda g=group: bool(g.ready_keys())))
+            self.supervised.append(Supervised(child, probe=group.serving))
 
         started = time.monotonic()
         deadline = started + args.start_timeout
@@ -646,6 +646,10 @@ class PredictorGroup:
     def __init__(self, name: str, keys: list[str], http_port: int, grpc_port: int) -> None:
         self.name, self.keys, self.http_port, self.grpc_port = name, keys, http_port, grpc_port
         self.url = f"http://127.0.0.1:{http_port}"
+
+    def serving(self) -> bool:
+        """Whether any of its models is ready: the probe of a restarted predictor."""
+        return bool(self.ready_keys())
 
     def ready_keys(self) -> list[str]:
         """The models this process reports ready (V2 per-model readiness)."""

@@ -20,7 +20,7 @@ import struct
 from typing import Any
 
 
-def _decode_binary(body: bytes, headers: dict[str, str], model_name: str) -> Any:
+def _decode_binary(body: bytes | bytearray, headers: dict[str, str], model_name: str) -> Any:
     """A binary-extension body through :func:`predictors.v2_decode.decode_binary_request` (numpy views, no
     per-sample lists), the header length checked first."""
     from kserve.errors import InvalidInput
@@ -48,8 +48,8 @@ def _safe_dataplane_class() -> type:
     from kserve.errors import InvalidInput
     from kserve.protocol.dataplane import DataPlane
 
-    class SafeDataPlane(DataPlane):  # type: ignore[misc]
-        def decode_inference_request(self, body, headers, model_name):  # type: ignore[no-untyped-def]
+    class SafeDataPlane(DataPlane):
+        def decode_inference_request(self, body, headers, model_name):
             try:
                 if isinstance(body, bytes | bytearray):
                     return _decode_binary(body, headers, model_name)

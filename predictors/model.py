@@ -135,6 +135,8 @@ class Scored:
 class AudioScoreModel(Model):
     """One config model key served over V2, with dynamic batching and the reference store."""
 
+    ready: bool  # set by kserve's Model.__init__ (False), which ships no type information
+
     def __init__(
         self,
         spec: ModelSpec,

@@ -58,7 +58,7 @@ def _binary_size(name: str, parameters: dict[str, Any]) -> int:
     return size
 
 
-def decode_binary_request(body: bytes, json_length: int, model_name: str) -> InferRequest:
+def decode_binary_request(body: bytes | bytearray, json_length: int, model_name: str) -> InferRequest:
     """The :class:`InferRequest` of a REST body in the binary tensor extension, binary tensors kept as bytes.
 
     ``json_length`` is the ``inference-header-content-length`` header: the JSON part's byte length.

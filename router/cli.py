@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 
 def register(commands: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -43,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     host = args.host or settings.server_host
     port = settings.server_port if args.port is None else args.port
     socket = args.socket or settings.server_socket
-    bind: dict[str, object] = {"uds": socket} if socket else {"host": host, "port": port}
-    common = {
+    bind: dict[str, Any] = {"uds": socket} if socket else {"host": host, "port": port}
+    common: dict[str, Any] = {
         "log_config": None,
         "timeout_keep_alive": 65,
         "proxy_headers": True,

@@ -95,7 +95,8 @@ class HiggsAudioBackend(Backend):
             tower.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as exc:
             raise ModelLoadError(f"model {spec.key!r}: audio tower weights do not fit its config: {exc}") from exc
-        self.tower = tower.to(device=device, dtype=self.dtype).eval()
+        # transformers wraps Module.to with functools.wraps, so its stub reads as unbound (self missing).
+        self.tower = tower.to(device=device, dtype=self.dtype).eval()  # type: ignore[call-arg]
 
         self.feature_extractor = WhisperFeatureExtractor.from_pretrained(settings.resolve_model_ref(spec.processor_id))
         if self.feature_extractor.feature_size != tower_config.num_mel_bins:

@@ -57,10 +57,13 @@ class WhisperRunner:
 
         self.device = device
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        self.feature_extractor = WhisperFeatureExtractor.from_pretrained(ref, revision=revision)
-        self.tokenizer = AutoTokenizer.from_pretrained(ref, revision=revision)
-        self.model = WhisperForConditionalGeneration.from_pretrained(ref, revision=revision, dtype=self.dtype)
-        self.model.to(device).eval()
+        # transformers' own default when no revision is pinned (its signatures take a str, not None).
+        hub_revision = "main" if revision is None else revision
+        self.feature_extractor = WhisperFeatureExtractor.from_pretrained(ref, revision=hub_revision)
+        self.tokenizer = AutoTokenizer.from_pretrained(ref, revision=hub_revision)
+        self.model = WhisperForConditionalGeneration.from_pretrained(ref, revision=hub_revision, dtype=self.dtype)
+        # transformers wraps Module.to with functools.wraps, so its stub reads as unbound (self = the device).
+        self.model.to(device).eval()  # type: ignore[arg-type]
         self.language = language
         self.plan = plan_decoding(
             self.model.generation_config, self.model.config, language=language, max_new_tokens=max_new_tokens
