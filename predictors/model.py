@@ -236,6 +236,7 @@ class AudioScoreModel(Model):
                 "'audio' (FP32 [1, N]), 'uid' and 'cid' (BYTES [1])"
             )
         audio, uid, cid = self._parse_inputs(payload)
+        _check_requested_outputs(payload, scoring=uid is not None)
         return Parsed(payload, audio, uid, cid, request_deadline(headers, received))
 
     def validate(self, payload: Any) -> Any:
@@ -254,14 +255,6 @@ class AudioScoreModel(Model):
     ) -> InferResponse:
         """The InferResponse: the outputs asked for (all by default), binary when the request was."""
         request, outputs = result.parsed.request, result.outputs
-        if request.request_outputs:
-            names = {o.name for o in outputs}
-            unknown = [o.name for o in request.request_outputs if o.name not in names]
-            if unknown:
-                shown = ", ".join(map(quote_user_value, unknown[:8])) + (" …" if len(unknown) > 8 else "")
-                raise InvalidInput(
-                    f"unknown output(s) {shown} requested; this request can return {', '.join(sorted(names))}"
-                )
         return InferResponse(
             response_id=request.id or str(uuid.uuid4()),
             model_name=self.name,
@@ -359,6 +352,18 @@ class AudioScoreModel(Model):
         if not np.isfinite(samples).all():
             raise InvalidInput("input 'audio' holds NaN or infinite values")
         return samples
+
+
+def _check_requested_outputs(request: InferRequest, *, scoring: bool) -> None:
+    """Refuse an unknown requested output before the request takes a place in a batch: the outputs a request can
+    return are the contract's score outputs (with uid/cid) or its embed-only outputs (without)."""
+    if not request.request_outputs:
+        return
+    names = set(contract.SCORE_REQUIRED + contract.SCORE_OPTIONAL) if scoring else set(contract.EMBED_NAMES)
+    unknown = [o.name for o in request.request_outputs if o.name not in names]
+    if unknown:
+        shown = ", ".join(map(quote_user_value, unknown[:8])) + (" …" if len(unknown) > 8 else "")
+        raise InvalidInput(f"unknown output(s) {shown} requested; this request can return {', '.join(sorted(names))}")
 
 
 def _parse_id(tensor: InferInput) -> str:

@@ -255,6 +255,34 @@ def test_tritonclient_http(server, ws) -> None:  # type: ignore[no-untyped-def]
         client.close()
 
 
+def test_an_unknown_requested_output_is_refused_before_the_model(server, ws) -> None:  # type: ignore[no-untyped-def]
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    audio = decoded(ws, OWN).reshape(1, -1)
+    client = httpclient.InferenceServerClient(url=server.http_url.removeprefix("http://"), network_timeout=120)
+    batches = lambda: metric(  # noqa: E731
+        httpx.get(f"{server.http_url}/metrics", timeout=TIMEOUT).text,
+        "audio_score_predictor_batch_size_count",
+        model=MODEL,
+    )
+    try:
+        before = batches()
+        for ids, wanted in (((b"video1", b"clip1"), "embedding"), (None, "sim_score"), (None, "no_such_output")):
+            inputs = [httpclient.InferInput("audio", list(audio.shape), "FP32")]
+            inputs[0].set_data_from_numpy(audio, binary_data=True)
+            if ids:
+                for name, value in zip(("uid", "cid"), ids, strict=True):
+                    inputs.append(httpclient.InferInput(name, [1], "BYTES"))
+                    inputs[-1].set_data_from_numpy(np.array([value], dtype=np.object_), binary_data=False)
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer(MODEL, inputs, outputs=[httpclient.InferRequestedOutput(wanted)])
+            assert "unknown output" in str(refused.value) and repr(wanted) in str(refused.value)
+        assert batches() == before  # refused while parsing: no batch ran for any of them
+    finally:
+        client.close()
+
+
 def test_grpc_kserve_client(server, ws) -> None:  # type: ignore[no-untyped-def]
     import grpc
     from kserve import InferenceGRPCClient, InferInput, InferRequest
