@@ -208,7 +208,6 @@ class ReferenceStore:
             self._builds.pop(key, None)
 
     async def _build(self, clip: ClipRef) -> Cached:
-
         # Decoding is CPU work with no model: a plain thread, not the model's worker.
         decoded = await asyncio.to_thread(decode_clip, clip, self.settings)
         if decoded.error:
