@@ -26,6 +26,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def free_port_block(count: int, host: str = "127.0.0.1", avoid: Sequence[range] = ()) -> int:
+    """The first of ``count`` consecutive TCP ports all free on ``host`` right now and outside every ``avoid``
+    range: for a server that numbers its ports up from one flag (``up --predictor-port``, one port per model)."""
+    while True:
+        base = free_port(host)
+        block = range(base, base + count)
+        if block.stop > 65536 or any(block.start < other.stop and other.start < block.stop for other in avoid):
+            continue
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in block[1:]:
+                    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind((host, port))
+        except OSError:
+            continue
+        return base
+
+
 def subcommand(*args: str) -> list[str]:
     """``python -m audio_score ARGS``: the argv of an ``audio-score`` subcommand in this interpreter."""
     return [sys.executable, "-m", "audio_score", *args]

@@ -674,6 +674,13 @@ def plan_predictors(keys: list[str], args: argparse.Namespace) -> list[Predictor
     groups = []
     for i, key in enumerate(keys):
         grpc = args.grpc_port + i if args.grpc_port else _free_port_except(*taken)
+        if grpc in taken:
+            # Each port is free on its own, but two ranges overlap: both children would try to bind it.
+            raise UpError(
+                f"port {grpc} is in both the REST range from --predictor-port {args.predictor_port} "
+                f"({len(keys)} ports, one per model) and the gRPC range from --grpc-port {args.grpc_port}; "
+                "pick ranges that do not overlap"
+            )
         taken.add(grpc)
         groups.append(PredictorGroup(f"predictor-{key}", [key], http_ports[i], grpc))
     return groups

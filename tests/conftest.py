@@ -10,11 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from audio_score_tools.procs import free_port, http_ok, started, stop_leader, stop_process, subcommand, wait_ready
+from audio_score_tools.procs import (
+    free_port,
+    free_port_block,
+    http_ok,
+    started,
+    stop_leader,
+    stop_process,
+    subcommand,
+    wait_ready,
+)
 from audio_score_tools.tiny_models import TinyModelSet, build_tiny_model_set
 from audio_score_tools.workspace import Workspace, build_workspace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Ports `up` may number up from --predictor-port and from --grpc-port (one per model; the workspaces have two).
+UP_PORTS_PER_RANGE = 4
 # Subprocesses (`python -m audio_score cache-build`) find the cache Job's package in a checkout that is not
 # installed; pytest's `pythonpath` setting does the same for this process.
 os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -177,7 +188,10 @@ def start_up(tmp_path_factory: pytest.TempPathFactory):
         env: dict[str, str] | None = None,
         timeout_s: float = 300.0,
     ):
-        port, predictor_port, grpc_port = free_port(), free_port(), free_port()
+        # up numbers one REST and one gRPC port per model up from these: two blocks that cannot overlap.
+        rest = range(predictor_port := free_port_block(UP_PORTS_PER_RANGE), predictor_port + UP_PORTS_PER_RANGE)
+        grpc = range(grpc_port := free_port_block(UP_PORTS_PER_RANGE, avoid=[rest]), grpc_port + UP_PORTS_PER_RANGE)
+        port = free_port_block(1, avoid=[rest, grpc])
         run_dir = tmp_path_factory.mktemp("up")
         log_dir, stderr_path = run_dir / "logs", run_dir / "stderr.txt"
         cmd = subcommand("up", "--config", str(config_path), "--port", str(port))

@@ -6,6 +6,7 @@ their own, with no cache build (and one model where two are not needed) to keep 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from audio_score_tools.up import UpError, check_port, check_socket_path
+from audio_score_tools.up import UpError, check_port, check_socket_path, plan_predictors
 
 from conftest import REPO_ROOT, free_port
 
@@ -307,3 +308,13 @@ def test_restart_backoff_doubles_up_to_a_minute() -> None:
         unit.failures = failures
         delays.append(unit.backoff_s())
     assert delays == [1, 2, 4, 8, 16, 32, BACKOFF_MAX_S, BACKOFF_MAX_S, BACKOFF_MAX_S]
+
+
+def test_overlapping_rest_and_grpc_port_ranges_are_refused_before_anything_starts() -> None:
+    # Each port is free on its own, but one per model from each flag would put two servers on 9001.
+    args = argparse.Namespace(shared_predictor=False, predictor_port=9000, grpc_port=9001, port=8000)
+    with pytest.raises(UpError, match="9001 is in both the REST range"):
+        plan_predictors(["whisper-tiny", "higgs-tiny"], args)
+    args.grpc_port = 9100
+    groups = plan_predictors(["whisper-tiny", "higgs-tiny"], args)
+    assert [(g.http_port, g.grpc_port) for g in groups] == [(9000, 9100), (9001, 9101)]
