@@ -1,49 +1,62 @@
 """How close an upload is to a reference: by sound (encoder features) and by words (transcripts).
 
-The design fixes the definitions: audio similarity is the cosine of the two pooled embeddings clipped to [0, 1];
-text similarity is rapidfuzz's ratio / 100 after Whisper-style normalisation; the score is their mean.
+Audio similarity is the cosine of the two pooled embeddings clipped to [0, 1]. Text similarity compares the
+transcripts after Whisper's normalisation (:mod:`audio_score.textnorm`: English rules for English, the basic
+normaliser for other languages), in one of two kinds, ``text_similarity`` in config.json:
+
+- ``"word"``: 1 - (word-level Levenshtein distance) / (length of the longer token list), over the normalised
+  tokens (RapidFuzz ``Levenshtein.normalized_similarity`` on token lists). Unrelated sentences share few words, so
+  they score near 0 (only common words like "the" count).
+- ``"char"``: the seed's RapidFuzz ``fuzz.ratio`` / 100 of the normalised strings (an InDel ratio of characters).
+  It gives partial credit to a near miss ("wold" for "world") but also about 0.4 to an unrelated sentence, since
+  any two English sentences share many letters in order.
+
+The default is the kind that separates right from wrong readings best on the committed speech
+(``bench/bench_quality.py``; figures in docs/architecture.md "Scores").
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from rapidfuzz import fuzz
+from rapidfuzz.distance import Levenshtein
 
-# Whisper's BasicTextNormalizer (transformers.models.whisper.english_normalizer), restated here because the
-# router image has no transformers. The basic normaliser, not the English one, because learners' clips may be
-# in any language and the English normaliser rewrites English spellings and numbers only.
-_BRACKETS = re.compile(r"[<\[][^>\]]*[>\]]")
-_PARENS = re.compile(r"\(([^)]+?)\)")
-_SPACES = re.compile(r"\s+")
+from audio_score.textnorm import normalize_text, tokens
 
+__all__ = [
+    "DEFAULT_TEXT_SIMILARITY",
+    "TEXT_SIMILARITIES",
+    "Scores",
+    "TextSimilarity",
+    "audio_similarity",
+    "normalize_text",
+    "score",
+    "text_similarity",
+]
 
-def _remove_symbols(text: str) -> str:
-    """Replace markers, symbols and punctuation with a space, keeping letters with their accents (Whisper's rule)."""
-    return "".join(" " if unicodedata.category(c)[0] in "MSP" else c for c in unicodedata.normalize("NFKC", text))
-
-
-def normalize_text(text: str) -> str:
-    """Lower-case, drop bracketed/parenthesised asides, symbols and punctuation, squeeze spaces."""
-    text = text.lower()
-    text = _BRACKETS.sub("", text)
-    text = _PARENS.sub("", text)
-    text = _remove_symbols(text)
-    return _SPACES.sub(" ", text).strip()
+TextSimilarity = Literal["word", "char"]
+TEXT_SIMILARITIES: tuple[TextSimilarity, ...] = ("word", "char")
+DEFAULT_TEXT_SIMILARITY: TextSimilarity = "word"
 
 
-def text_similarity(hypothesis: str, reference: str) -> float:
-    """rapidfuzz ratio / 100 of the normalised transcripts.
+def text_similarity(
+    hypothesis: str, reference: str, kind: TextSimilarity = DEFAULT_TEXT_SIMILARITY, language: str | None = None
+) -> float:
+    """How close two transcripts are, in [0, 1], after normalisation for ``language`` (None: English).
 
     Two empty transcripts (both clips without words) are identical: 1.0. One empty and one not: 0.0.
     """
-    a, b = normalize_text(hypothesis), normalize_text(reference)
+    if kind not in TEXT_SIMILARITIES:
+        raise ValueError(f"text_similarity {kind!r}: use 'word' or 'char'")
+    a, b = tokens(hypothesis, language), tokens(reference, language)
     if not a and not b:
         return 1.0
-    return float(fuzz.ratio(a, b)) / 100.0
+    if kind == "char":
+        return float(fuzz.ratio(" ".join(a), " ".join(b))) / 100.0
+    return float(Levenshtein.normalized_similarity(a, b))
 
 
 def audio_similarity(embedding: np.ndarray, reference: np.ndarray) -> float:

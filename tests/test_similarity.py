@@ -14,7 +14,24 @@ from audio_score.similarity import audio_similarity, normalize_text, score, text
     ["Hello, World! (laughs) [music]  Café ñandú", "It's 3.5 — done.", "<|en|> Straße", "  ¿Qué   tal?  "],
 )
 def test_normalisation_matches_whispers_basic_normaliser(text: str) -> None:
-    assert normalize_text(text) == " ".join(BasicTextNormalizer()(text).split())
+    """Any language but English gets Whisper's basic normaliser (tokens of no letter or digit dropped)."""
+    expected = [t for t in BasicTextNormalizer()(text).split() if any(c.isalnum() for c in t)]
+    assert normalize_text(text, "de") == " ".join(expected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Hello, World! (laughs) [music]  Mr. Smith", "It's 3.5 — done, um, twenty-five", "We'll analyse the colour"],
+)
+def test_english_normalisation_is_whispers_english_normaliser(text: str) -> None:
+    """English gets transformers' EnglishTextNormalizer with OpenAI's spelling map (bundled by whisper-normalizer)."""
+    import json
+    from importlib.resources import files
+
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    spelling = json.loads(files("whisper_normalizer").joinpath("normalizers/english.json").read_text("utf-8"))
+    assert normalize_text(text) == " ".join(EnglishTextNormalizer(spelling)(text).split())
 
 
 def test_identical_inputs_give_exactly_one() -> None:
@@ -57,7 +74,8 @@ def test_empty_transcripts() -> None:
     assert text_similarity("", "") == 1.0
     assert text_similarity("...", "[music]") == 1.0  # both normalise to nothing
     assert text_similarity("", "hello") == 0.0
-    assert text_similarity("hello wold", "hello world") == pytest.approx(0.952, abs=1e-3)
+    assert text_similarity("hello wold", "hello world", "char") == pytest.approx(0.952, abs=1e-3)
+    assert text_similarity("hello wold", "hello world", "word") == 0.5  # one word of two is wrong
 
 
 def test_compare_feeds_the_chosen_audio_similarity_into_the_contract_scores() -> None:
@@ -73,6 +91,7 @@ def test_compare_feeds_the_chosen_audio_similarity_into_the_contract_scores() ->
         "reference_embedding": other.astype(np.float32).mean(axis=0),
         "reference_frames": other,
         "reference_text": "the cat sat on the mat",
+        "reference_transcript": "the cat sat on the mat",
     }
     aligned = compare(**common)
     pooled = compare(**common, audio_similarity_kind="pooled")
@@ -85,3 +104,31 @@ def test_compare_feeds_the_chosen_audio_similarity_into_the_contract_scores() ->
     assert all(0.0 <= v <= 1.0 for v in aligned.scores().values())
     with pytest.raises(ValueError, match="aligned"):
         compare(**common, audio_similarity_kind="bogus")  # type: ignore[arg-type]
+
+
+def test_normaliser_follows_the_language() -> None:
+    from audio_score.textnorm import is_english, normalizer_for
+
+    assert is_english(None) and is_english("en") and is_english("EN") and not is_english("fr")
+    assert normalize_text("We're in 5 minutes, the colour!") == "we are in 5 minutes the color"
+    assert normalize_text("We're five minutes", "en") == "we are 5 minutes"
+    assert normalize_text("Cinq minutes, d'accord", "fr") == "cinq minutes d accord"
+    assert normalize_text("one two", "de") == "one two"  # no English number rules for another language
+    assert normalizer_for(None)("colour") == normalizer_for("en")("colour") == "color"
+    assert normalizer_for("fr")("Colour") == "colour"
+
+
+@pytest.mark.parametrize("kind", ["word", "char"])
+def test_spelling_numbers_and_contractions_are_the_same_text(kind: str) -> None:
+    for a, b in [("in 5 minutes", "in five minutes"), ("5.0", "five"), ("we're here", "we are here")]:
+        assert text_similarity(a, b, kind) == 1.0  # type: ignore[arg-type]
+    assert text_similarity("The colour grey", "the color gray", kind) == 1.0  # type: ignore[arg-type]
+
+
+def test_the_word_kind_has_no_floor_for_an_unrelated_sentence() -> None:
+    a, b = "the quick brown fox jumps over the lazy dog", "she sells sea shells by the seashore every morning"
+    assert text_similarity(a, b, "char") > 0.35  # letters in order are shared by any two sentences
+    assert text_similarity(a, b, "word") < 0.15
+    assert text_similarity("the cat sat on the mat", "the cat sat on a mat", "word") == pytest.approx(5 / 6)
+    with pytest.raises(ValueError, match="word"):
+        text_similarity(a, b, "bogus")  # type: ignore[arg-type]
