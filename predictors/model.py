@@ -286,9 +286,14 @@ class AudioScoreModel(Model):
                 transcript=features.transcript,
                 reference_embedding=entry.embedding,
                 reference_frames=reference.frames,
-                reference_text=entry.text,
+                reference_text=entry.reference_text,
+                reference_transcript=entry.transcript,
                 audio_similarity_kind=self.settings.audio_similarity,
+                text_similarity_kind=self.settings.text_similarity,
                 pool=pool,
+                language=features.language,
+                no_speech=features.no_speech,
+                looped=features.looped,
             )
         )
         outputs = [_float_output(name, value) for name, value in result.scores().items()]

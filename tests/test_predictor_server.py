@@ -541,19 +541,24 @@ def test_stale_entry_is_rebuilt_when_its_clip_changes(server, ws) -> None:  # ty
 
 def test_a_reference_text_file_is_the_reference_for_words(server, ws) -> None:  # type: ignore[no-untyped-def]
     """Adding <uid>_<cid>.txt beside a flat-layout clip makes its entry stale; the rebuilt entry holds the text and
-    text similarity and word marks compare against it (not the reference's transcript)."""
+    the word marks are against it, as written. The clip uploaded as itself is heard as its reference was heard, so
+    it is exactly 1.0 on every score although its transcript is not the text (docs/architecture.md "Scores")."""
     ws.clips[OTHER].with_suffix(".txt").write_text("The cat sat on the mat.\n", encoding="utf-8")
     response = post_binary(server, decoded(ws, OTHER), *OTHER)
     assert response.status_code == 200, response.text
     result = v2.parse_score_response(response.content, response.headers)
     assert result["reference_text"] == "The cat sat on the mat."
     assert ReferenceCache(ws.cache_dir, MODEL).read(*OTHER).reference_text == "The cat sat on the mat."
-    assert result["audio_aligned_sim_score"] == 1.0  # the same clip: the audio still matches exactly
-    assert result["text_sim_score"] == pytest.approx(text_similarity(result["transcript"], result["reference_text"]))
-    alignment = align_words(result["transcript"], "The cat sat on the mat.")
+    assert text_similarity(result["transcript"], result["reference_text"]) < 1.0  # tiny random weights: not the text
+    for name in FLOAT_OUTPUTS:
+        assert result[name] == 1.0, name
+    alignment = align_words(
+        result["transcript"], "The cat sat on the mat.", reference_transcript=result["reference_transcript"]
+    )
     assert result["words"] == alignment.as_list()
-    assert result["word_accuracy"] == pytest.approx(alignment.word_accuracy, abs=1e-6)
-    assert [w["word"] for w in result["words"] if w["op"] != "insertion"] == ["the", "cat", "sat", "on", "the", "mat"]
+    assert all(w["op"] == "match" for w in result["words"])
+    written = iter(w["word"] for w in result["words"])
+    assert all(word in written for word in ["The", "cat", "sat", "on", "the", "mat"])  # in order, as written
 
 
 def test_config_can_feed_the_pooled_similarity_into_the_scores(ws, start_predictor) -> None:  # type: ignore[no-untyped-def]

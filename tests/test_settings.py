@@ -155,3 +155,10 @@ def test_audio_similarity_choice(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, {**BASE, "audio_similarity": "pooled"}), env={}).audio_similarity == "pooled"
     with pytest.raises(ConfigError, match="audio_similarity"):
         load_settings(write(tmp_path, {**BASE, "audio_similarity": "dtw"}), env={})
+
+
+def test_text_similarity_choice(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, BASE), env={}).text_similarity == "word"
+    assert load_settings(write(tmp_path, {**BASE, "text_similarity": "char"}), env={}).text_similarity == "char"
+    with pytest.raises(ConfigError, match="text_similarity"):
+        load_settings(write(tmp_path, {**BASE, "text_similarity": "bleu"}), env={})

@@ -27,9 +27,12 @@ class Features:
     Whisper's padding to 30 s); ``frames`` are those hidden states, one row per frame.
     """
 
-    transcript: str
+    transcript: str  # "" when no_speech; the text before the loop when looped
     embedding: np.ndarray
     frames: np.ndarray
+    no_speech: bool = False  # Whisper's no-speech rule (no_speech_prob and avg logprob) said nothing was spoken
+    looped: bool = False  # a repetition loop / hallucination was detected and cut
+    language: str | None = None  # language code the transcript was decoded in; None for English-only/legacy
 
 
 class Backend(ABC):
