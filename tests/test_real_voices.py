@@ -63,6 +63,9 @@ def test_reference_scored_against_itself(real_up, takes: list[Take], sid: str) -
     print(f"{sid} self: {result}")
     assert result["sim_score"] == pytest.approx(1.0, abs=1e-3)
     assert result["transcript"] == result["reference_transcript"]
+    # heard as the reference was heard: exactly right, whatever the clip's text file says
+    assert result["text_sim_score"] == 1.0 and result["word_accuracy"] == 1.0
+    assert all(w["op"] == "match" for w in result["words"])
     assert word_recall(reference.text, result["transcript"]) >= 0.75, (reference.text, result["transcript"])
 
 

@@ -114,6 +114,9 @@ replicas, storageUri, ...) stay out of it; a model with storageUri gets model_id
 {{- with .Values.config.audioSimilarity }}
 {{- $_ := set $cfg "audio_similarity" . }}
 {{- end }}
+{{- with .Values.config.textSimilarity }}
+{{- $_ := set $cfg "text_similarity" . }}
+{{- end }}
 {{- with .Values.config.decoder }}
 {{- $_ := set $cfg "decoder" . }}
 {{- end }}
