@@ -73,6 +73,8 @@ def url(ws):
 def test_the_page_loads_without_a_key_under_a_strict_csp(url: str) -> None:
     root = httpx.get(f"{url}/", follow_redirects=False)
     assert root.status_code == 307 and root.headers["location"] == "try/"
+    bare = httpx.get(f"{url}/try", follow_redirects=True)  # without the slash: sent to the page (relative URLs)
+    assert bare.status_code == 200 and str(bare.url).endswith("/try/")
     page = httpx.get(f"{url}/try/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
