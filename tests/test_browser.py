@@ -236,6 +236,12 @@ def test_upload_a_file_on_a_phone_sized_screen(browser, stack, takes: list[Take]
         assert ["hot", None] in [w for w, op in zip(view["words"], view["ops"], strict=True) if op == "deletion"]
         # Readable on a phone: nothing is wider than the screen.
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        # Labelled for screen readers: every field and player has a name.
+        unnamed = page.evaluate(
+            "() => [...document.querySelectorAll('input, select, audio')]"
+            ".filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.id)"
+        )
+        assert unnamed == []
     finally:
         context.close()
 
@@ -284,6 +290,23 @@ def test_an_unknown_clip_is_said_so(page, stack, takes: list[Take]) -> None:
     page.press("#cid", "Tab")  # leaving the field looks the clip up
     page.wait_for_function("() => document.getElementById('audio-status').textContent.includes('s9')")
     page.set_input_files("#file", str(take.path))
+    page.click("#score")
+    page.wait_for_selector("#error", state="visible")
+    assert page.inner_text("#error") == expected.json()["detail"]
+
+
+def test_a_silent_take_is_said_so(page, stack, tmp_path: Path) -> None:
+    silence = tmp_path / "silence.wav"
+    with wave.open(str(silence), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(bytes(2 * 32000))
+    expected = post(stack, silence, "lesson", "s1", MODEL_KEY)
+    assert expected.status_code == 400 and "silent" in expected.json()["detail"]
+    use_key(page)
+    page.wait_for_selector("#clip-list option", state="attached")
+    page.set_input_files("#file", str(silence))
     page.click("#score")
     page.wait_for_selector("#error", state="visible")
     assert page.inner_text("#error") == expected.json()["detail"]
