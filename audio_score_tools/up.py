@@ -518,9 +518,12 @@ class Up:
         say(f"audio-score up: starting the router on {where} ({args.workers} worker(s)) ...")
         child = self.start_child("router", argv, env={"AUDIO_SCORE_PREDICTOR_URLS": urls})
 
+        # With API keys set, /models needs one: the probe sends the first (the router reads the same environment).
+        headers = {"X-API-Key": settings.api_keys[0]} if settings.api_keys else {}
+
         def probe() -> dict | None:
             try:
-                with httpx.Client(transport=transport, base_url=base, timeout=5) as client:
+                with httpx.Client(transport=transport, base_url=base, timeout=5, headers=headers) as client:
                     if client.get("/readyz").status_code != 200:
                         return None
                     models = client.get("/models")
@@ -609,6 +612,7 @@ class Up:
         lines = [
             f"audio-score is up: models {', '.join(ready)}" + (f" (default {default})" if default else ""),
             f"  score:    POST {base}/score   (multipart: uid, cid, audio, optional model)",
+            f"  try it:   {base}/try/   (in a browser: pick a clip, record a take, see the score)",
             f"  docs:     {base}/docs",
             f"  models:   {base}/models",
         ]

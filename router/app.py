@@ -32,11 +32,14 @@ from audio_score.errors import ModelUnavailable, ScoreError, UnknownModel
 from audio_score.settings import Settings, load_settings
 from router.auth import APIKeyMiddleware
 from router.breaker import Breakers
+from router.clips import ClipListing
 from router.errors import SCORE_ERRORS, APIError, ErrorBody, api_error, install_error_handlers
 from router.limits import UploadLimitMiddleware
 from router.metrics import RouterMetrics
 from router.predictor_client import PredictorClient, PredictorError
 from router.readiness import ReadinessTracker
+from router.try_page import page_files
+from router.try_page import router as try_router
 
 log = logging.getLogger("router")
 
@@ -374,6 +377,7 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
     )
     app.state.settings = settings
     app.state.metrics = RouterMetrics()
+    app.state.clip_listing = ClipListing(settings.cache_dir)
     install_error_handlers(app)
     app.add_middleware(
         UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes, body_timeout_s=settings.body_timeout_s
@@ -381,6 +385,8 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
     if settings.api_keys:
         app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
     app.include_router(router)
+    app.include_router(try_router)
+    app.mount("/try", page_files(), name="try")
     return app
 
 

@@ -13,7 +13,11 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"})
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect", "/", "/try"}
+)
+#: Paths under these prefixes are open too: the try page's static files.
+OPEN_PREFIXES = ("/try/",)
 
 
 async def send_json(
@@ -32,6 +36,10 @@ async def send_json(
     await send({"type": "http.response.body", "body": body, "more_body": more_body})
 
 
+def _open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
 class APIKeyMiddleware:
     """``X-API-Key: K`` or ``Authorization: Bearer K``; health, metrics and docs stay open for probes."""
 
@@ -48,7 +56,7 @@ class APIKeyMiddleware:
         return offered is not None and any(hmac.compare_digest(offered, k) for k in self.keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in OPEN_PATHS or self._allowed(scope):
+        if scope["type"] != "http" or not self.keys or _open(scope["path"]) or self._allowed(scope):
             await self.app(scope, receive, send)
             return
         await send_json(

@@ -335,6 +335,32 @@ def test_job_and_predictors_share_the_cache_claim(name: str, tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_router_reads_the_cache_and_clips_read_only_for_the_try_page(name: str, tmp_path: Path) -> None:
+    """The try page lists the cache and plays the clips: the router mounts the predictors' claims, read-only, at
+    the paths config.json names; router.tryPage.mountStorage=false leaves both out."""
+    docs = rendered(name)
+    values = values_for(name, tmp_path)
+    config = config_json(docs)
+    predictor = next(iter(of_kind(docs, "InferenceService")))["spec"]["predictor"]
+    theirs = mounts_by_path(predictor, predictor["containers"][0])
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    router = pod["containers"][0]
+    mounts = mounts_by_path(pod, router)
+    read_only = {m["mountPath"]: m.get("readOnly", False) for m in router["volumeMounts"]}
+    for path in (config["cache_dir"], config["video_clip_dir"]):
+        assert path in mounts and read_only[path] is True, path
+        assert mounts[path]["persistentVolumeClaim"]["readOnly"] is True
+        assert mounts[path]["persistentVolumeClaim"]["claimName"] == theirs[path]["persistentVolumeClaim"]["claimName"]
+    assert values["router"]["tryPage"]["mountStorage"] is True
+
+    spec = RENDERINGS[name]
+    files = [*spec.get("values", ()), *([values_file(spec["extra"])] if "extra" in spec else [])]
+    off = render(*files, extra="router: {tryPage: {mountStorage: false}}")
+    pod = one(off, "Deployment")["spec"]["template"]["spec"]
+    assert set(mounts_by_path(pod, pod["containers"][0])) == {values["config"]["mountPath"], "/tmp"}
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
 def test_one_inference_service_per_model_and_a_router_url_for_each(name: str, tmp_path: Path) -> None:
     namespace = "audio"
     docs = rendered(name)
