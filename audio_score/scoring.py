@@ -48,6 +48,11 @@ class Comparison:
     def word_accuracy(self) -> float:
         return self.words.word_accuracy
 
+    @property
+    def text_similarity(self) -> str:
+        """The text similarity kind behind text_sim_score (only the seed's character ratio here)."""
+        return "char"
+
     def scores(self) -> dict[str, float]:
         return {
             "sim_score": self.sim_score,
@@ -69,15 +74,22 @@ def compare(
     transcript: str,
     reference_embedding: np.ndarray,
     reference_frames: np.ndarray | PreparedFrames,
-    reference_text: str,
+    reference_text: str | None,
+    reference_transcript: str = "",
     audio_similarity_kind: AudioSimilarity = DEFAULT_AUDIO_SIMILARITY,
     pool: int = POOL,
+    language: str | None = None,
+    no_speech: bool = False,
+    looped: bool = False,
 ) -> Comparison:
     """Compare an upload (pooled ``embedding``, ``frames``, ``transcript``) with a reference; ``reference_text``
     is the clip's text file when it has one, else its transcript. ``pool``: frames averaged before alignment
     (:func:`audio_score.alignment.pool_for` of the backend's frame length)."""
     if audio_similarity_kind not in AUDIO_SIMILARITIES:
         raise ValueError(f"audio_similarity {audio_similarity_kind!r}: use 'aligned' or 'pooled'")
+    # language, no_speech and looped are taken for the scoring policy of issue 15 (text helper's compare).
+    if reference_text is None:
+        reference_text = reference_transcript
     return Comparison(
         audio_pooled_sim_score=audio_similarity(embedding, reference_embedding),
         audio_aligned_sim_score=aligned_similarity(frames, reference_frames, pool),
