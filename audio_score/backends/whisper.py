@@ -261,9 +261,12 @@ class WhisperRunner:
             **kwargs,
         )
         steps = len(out.scores)
-        generated = out.sequences[:, out.sequences.shape[1] - steps :].tolist()
-        # Whisper's avg_logprob is over the log-softmax of the processed logits (suppressed tokens at -inf).
-        logprobs = torch.stack([s.float().log_softmax(dim=-1) for s in out.scores], dim=1) if steps else None
+        chosen = out.sequences[:, out.sequences.shape[1] - steps :]
+        generated = chosen.tolist()
+        # Whisper's avg_logprob is over the log-softmax of the processed logits (suppressed tokens at -inf); only
+        # the chosen token's is kept per step (not batch x steps x vocabulary).
+        picked = [s.float().log_softmax(dim=-1).gather(1, chosen[:, i : i + 1]) for i, s in enumerate(out.scores)]
+        logprobs = torch.cat(picked, dim=1).tolist() if steps else [[] for _ in range(count)]
         results = []
         for row in range(count):
             tokens = generated[row]
@@ -272,7 +275,7 @@ class WhisperRunner:
             ended = stop.eos in tokens and not stopped
             text_tokens = tokens[: tokens.index(stop.eos)] if stop.eos in tokens else tokens
             scored = len(text_tokens) + (1 if ended else 0)
-            token_logprobs = [float(logprobs[row, i, tokens[i]]) for i in range(scored)] if logprobs is not None else []
+            token_logprobs = logprobs[row][:scored]
             avg = average_logprob(token_logprobs, len(text_tokens))
             text = self._decode(text_tokens)
             ratio = compression_ratio(text)
