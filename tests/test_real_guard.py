@@ -24,7 +24,8 @@ from audio_score.backends import load_backend
 from audio_score.settings import load_settings
 from audio_score_tools.speech import load_takes
 
-pytestmark = pytest.mark.real_voices
+# base decodes every committed reading on the CPU: minutes on a shared 2-core machine.
+pytestmark = [pytest.mark.real_voices, pytest.mark.timeout(1500)]
 RATE = 16000
 
 
