@@ -1,6 +1,7 @@
 """The reference cache: one folder per model/video/clip, written whole or not at all.
 
-Layout: ``<cache_dir>/<model key>/<uid>/<cid>/`` holding ``meta.json``, ``transcript.txt``, ``embedding.npy``
+Layout: ``<cache_dir>/<model key>/<uid>/<cid>/`` holding ``meta.json`` (which also records the language the clip
+was heard in and the decoding guard's ``no_speech``/``looped`` flags), ``transcript.txt``, ``embedding.npy``
 (float32, pooled), ``frames.npy`` (float16, the frames that hold audio) and, when the clip comes with the words
 actually spoken, ``reference.txt``. An entry is written under a
 temporary name in the same folder and renamed into place, so a crash never leaves half an entry and readers
@@ -41,7 +42,7 @@ from audio_score.errors import InvalidIdentifier, quote_user_value
 log = logging.getLogger(__name__)
 
 #: Bump when the way features are computed or stored changes: every entry then becomes stale.
-CACHE_FORMAT_VERSION = 2  # 2: reference text (reference.txt, source["text"])
+CACHE_FORMAT_VERSION = 3  # 2: reference text (reference.txt, source["text"]); 3: language, no_speech, looped
 #: Extensions walked as clips: the seed's .mov plus whatever else FFmpeg reads that people keep clips in.
 CLIP_EXTENSIONS = frozenset(
     {
@@ -277,6 +278,24 @@ class CacheEntry:
     reference_text: str | None = None
 
     @property
+    def language(self) -> str | None:
+        """The language the clip was heard in (detected once when the entry was built, or the model's
+        ``language``); every upload scored against it is decoded in this language. None: the checkpoint does
+        not say (legacy) or the entry predates format 3."""
+        value = self.meta.get("language")
+        return value if isinstance(value, str) and value else None
+
+    @property
+    def no_speech(self) -> bool:
+        """The decoding guard heard no speech in the clip (its transcript is then empty)."""
+        return bool(self.meta.get("no_speech", False))
+
+    @property
+    def looped(self) -> bool:
+        """The clip's own transcript looped and was cut (logged by the Job: a reference worth checking)."""
+        return bool(self.meta.get("looped", False))
+
+    @property
     def nbytes(self) -> int:
         text = len(self.transcript.encode()) + len((self.reference_text or "").encode())
         return int(self.embedding.nbytes + self.frames.nbytes + text)
@@ -368,6 +387,9 @@ class ReferenceCache:
         duration_s: float,
         source: dict[str, Any] | None = None,
         reference_text: str | None = None,
+        language: str | None = None,
+        no_speech: bool = False,
+        looped: bool = False,
     ) -> CacheEntry:
         """Write an entry atomically, replacing a stale one.
 
@@ -395,6 +417,9 @@ class ReferenceCache:
             "duration_s": duration_s,
             "embedding_dim": int(np.asarray(embedding).shape[-1]),
             "frames": int(np.asarray(frames).shape[0]),
+            "language": language,
+            "no_speech": no_speech,
+            "looped": looped,
             "created_at": time.time(),
         }
         entry = CacheEntry(

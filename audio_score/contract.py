@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Datatype = Literal["FP32", "BYTES"]
+Datatype = Literal["FP32", "BYTES", "BOOL"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,18 @@ def _text(name: str, doc: str) -> TensorSpec:
     return TensorSpec(name, "BYTES", (1,), doc)
 
 
+def _flag(name: str, doc: str) -> TensorSpec:
+    return TensorSpec(name, "BOOL", (1,), doc)
+
+
+#: What the decoding guard says about the upload (:mod:`audio_score.backends.guard`), in score and embed answers.
+GUARD_OUTPUTS = (
+    _flag("no_speech", "no speech was heard (Whisper's no-speech rule): the transcript is empty, every score 0"),
+    _flag("looped", "the transcript looped or ran past what the audio can hold: it was cut, the text half not used"),
+    _text("language", "the language code the upload was transcribed in ('' when the checkpoint does not say)"),
+)
+
+
 #: Outputs every scoring response has.
 SCORE_REQUIRED_OUTPUTS = (
     _fp32("sim_score", "mean of audio_sim_score and text_sim_score"),
@@ -85,6 +97,8 @@ SCORE_OPTIONAL_OUTPUTS = (
     _fp32("word_accuracy", "max(0, 1 - word error rate) against the reference text"),
     _text("words", "JSON list of {op, word, said}, op one of WORD_OPS"),
     _text("reference_text", "the clip's reference text file ('' when it has none)"),
+    _text("text_similarity", "which text similarity feeds text_sim_score (config.json's text_similarity)"),
+    *GUARD_OUTPUTS,
 )
 SCORE_OUTPUTS = SCORE_REQUIRED_OUTPUTS + SCORE_OPTIONAL_OUTPUTS
 #: The embed-only answer (a request without uid/cid); ``embedding``'s D is the model's feature size.
@@ -92,11 +106,14 @@ EMBED_OUTPUTS = (
     _text("transcript", "the upload's transcript"),
     TensorSpec("embedding", "FP32", (1, -1), "pooled encoder features, D = the model's embedding size"),
 )
+#: Added to the embed-only answer later: a client parses them when present.
+EMBED_OPTIONAL_OUTPUTS = GUARD_OUTPUTS
 ALL_OUTPUTS = SCORE_OUTPUTS + tuple(t for t in EMBED_OUTPUTS if t.name not in {s.name for s in SCORE_OUTPUTS})
 
 SCORE_REQUIRED = tuple(t.name for t in SCORE_REQUIRED_OUTPUTS)
 SCORE_OPTIONAL = tuple(t.name for t in SCORE_OPTIONAL_OUTPUTS)
 EMBED_NAMES = tuple(t.name for t in EMBED_OUTPUTS)
+EMBED_OPTIONAL = tuple(t.name for t in EMBED_OPTIONAL_OUTPUTS)
 #: The three numbers a caller reads first.
 HEADLINE_SCORES = ("sim_score", "audio_sim_score", "text_sim_score")
 

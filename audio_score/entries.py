@@ -73,7 +73,8 @@ def compute_entries(
     """Run one batch of decoded clips through the backend and write their entries atomically.
 
     The Job calls it per batch, the predictor for one missing or stale entry; a clip that failed to decode
-    (``samples`` is None) is skipped, its error is the caller's to report.
+    (``samples`` is None) is skipped, its error is the caller's to report. Each clip's language is detected here,
+    once (no ``languages`` given), and stored in its entry: uploads scored against it are decoded in it.
     """
     ready = [d for d in decoded if d.samples is not None]
     features = backend.embed([d.samples for d in ready])  # type: ignore[misc]
@@ -91,6 +92,9 @@ def compute_entries(
                 duration_s=audio_duration(item.samples, settings.target_sampling_rate),
                 source=item.source,
                 reference_text=item.reference_text,
+                language=feats.language,
+                no_speech=feats.no_speech,
+                looped=feats.looped,
             )
         )
     return entries

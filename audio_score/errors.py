@@ -106,3 +106,29 @@ class ModelUnavailable(ScoreError):
 
 class ModelLoadError(AudioScoreError):
     """A backend could not be loaded; callers log it and skip the model."""
+
+    #: True when loading again cannot succeed: config.json and the checkpoint disagree (a language the checkpoint
+    #: does not know). A predictor none of whose models can load for such a reason exits with
+    #: :data:`EXIT_CONFIG`, and ``audio-score up`` does not restart it.
+    permanent: bool = False
+
+
+class CheckpointMismatch(ModelLoadError):
+    """config.json asks for something the checkpoint does not have; the message names the valid values."""
+
+    permanent = True
+
+
+#: The predictor's exit status when no model can load and retrying cannot help (sysexits' EX_CONFIG).
+EXIT_CONFIG = 78
+
+
+class LoadFailure(str):
+    """A model's load failure as its message (callers log and show it as a string), and whether it is permanent."""
+
+    permanent: bool
+
+    def __new__(cls, message: str, permanent: bool = False) -> LoadFailure:
+        value = super().__new__(cls, message)
+        value.permanent = permanent
+        return value

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from audio_score.env_settings import JobEnv, PredictorEnv, RouterEnv
 from audio_score.errors import ConfigError
+from audio_score.whisper_languages import LANGUAGES, language_code
 
 #: A model key names an InferenceService, its predictor Service and a cache folder, so it must be a DNS-1035
 #: label short enough that KServe's ``-predictor`` suffix and a namespace still fit.
@@ -40,6 +41,21 @@ class ModelSpec(BaseModel):
     revision: str | None = None
     language: str | None = None
     max_new_tokens: Annotated[int, Field(ge=1, le=444)] = 128
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        """A language Whisper knows (code, name or ``<|xx|>``), kept as its code; the checkpoint's own list is
+        checked again when it loads. An unknown one is refused here, not at the predictor's warm-up."""
+        if value is None:
+            return None
+        code = language_code(value)
+        if code is None:
+            raise ValueError(
+                f"unknown language {value!r}: use one of Whisper's language codes ({', '.join(LANGUAGES)}), or "
+                "leave it out to hear each upload in its reference clip's language"
+            )
+        return code
 
     @model_validator(mode="after")
     def _higgs_needs_helpers(self) -> ModelSpec:

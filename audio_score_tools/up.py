@@ -5,10 +5,12 @@ them running, and stop every process it started on Ctrl+C or SIGTERM.
 One predictor per model means one broken model costs only its own share: a predictor that dies is restarted with
 exponential backoff (1 s, 2 s, 4 s ... up to a minute, like a Deployment's pod in CrashLoopBackOff; the count is
 shown in a status line and in ``up.log``), while the router keeps serving the other models and answers 503 for
-the missing one. ``--shared-predictor`` puts every model in one process instead, which holds shared weights (the
-Higgs transcriber) once and saves memory, at the price of one crash taking every model down until it restarts.
-The router scales with ``--workers`` (uvicorn worker processes) or binds a Unix socket (``--socket``) behind your
-own proxy; it is supervised the same way.
+the missing one. A predictor that exits with ``EXIT_CONFIG`` (78: none of its models can load with this
+config.json, e.g. a ``language`` its checkpoint does not know) fails the same way on every start, so it is not
+restarted: ``up`` says why once and keeps the rest running. ``--shared-predictor`` puts every model in one
+process instead, which holds shared weights (the Higgs transcriber) once and saves memory, at the price of one
+crash taking every model down until it restarts. The router scales with ``--workers`` (uvicorn worker
+processes) or binds a Unix socket (``--socket``) behind your own proxy; it is supervised the same way.
 
 A port in use, a config error, or no model loading at start-up ends it with one line on stderr and a non-zero exit.
 Each child's output goes to a log file (printed at start); once everything is ready it is also shown here,
@@ -35,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from audio_score.errors import AudioScoreError, ConfigError
+from audio_score.errors import EXIT_CONFIG, AudioScoreError, ConfigError
 from audio_score_tools.procs import free_port
 
 #: How long a stopping child gets between SIGTERM and SIGKILL.
@@ -280,6 +282,8 @@ class Supervised:
         self.failures = 0  # consecutive, for the backoff
         self.restart_at: float | None = None
         self.awaiting_ready = False
+        #: Exited with EXIT_CONFIG (its models cannot load with this config.json): never restarted.
+        self.given_up = False
 
     def backoff_s(self) -> float:
         return min(BACKOFF_MAX_S, BACKOFF_BASE_S * 2 ** max(0, self.failures - 1))
@@ -327,7 +331,19 @@ class Up:
         now = time.monotonic()
         for unit in self.supervised:
             child = unit.child
-            if unit.restart_at is None and child.proc.poll() is not None:
+            if unit.given_up:
+                continue
+            if unit.restart_at is None and child.proc.poll() is not None and child.proc.returncode == EXIT_CONFIG:
+                child.wait_threads()
+                unit.given_up = True
+                self.status(
+                    "gave-up",
+                    f"{unit.name} exited (exit {EXIT_CONFIG}): {child.reason()}; not restarted: its models cannot "
+                    f"load with this config.json, so fix it and run up again (log: {child.log_path})",
+                    child=unit.name,
+                    returncode=EXIT_CONFIG,
+                )
+            elif unit.restart_at is None and child.proc.poll() is not None:
                 child.wait_threads()
                 ran_s = now - child.started_at
                 unit.failures = 1 if ran_s >= STABLE_AFTER_S else unit.failures + 1
@@ -491,9 +507,17 @@ class Up:
         if not ready:
             raise self.died(dead[0].child, "during start-up")
         for unit in dead:
+            code = unit.child.proc.returncode
+            if code == EXIT_CONFIG:
+                unit.given_up = True
+            then = (
+                "it is not restarted: its models cannot load with this config.json"
+                if code == EXIT_CONFIG
+                else "it is restarted with backoff"
+            )
             _write_err(
-                f"audio-score up: warning: the {unit.name} exited during start-up (exit {unit.child.proc.returncode}): "
-                f"{unit.child.reason()}; it is restarted with backoff (full log: {unit.child.log_path})\n"
+                f"audio-score up: warning: the {unit.name} exited during start-up (exit {code}): "
+                f"{unit.child.reason()}; {then} (full log: {unit.child.log_path})\n"
             )
         return [k for k in settings.model_keys if k in ready]
 

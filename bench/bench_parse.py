@@ -59,7 +59,13 @@ def instant_backend(spec: Any) -> Any:
         def embedding_dim(self) -> int:
             return 8
 
-        def embed(self, waveforms: Sequence[np.ndarray], *, max_new_tokens: int | None = None) -> list[Features]:
+        def embed(
+            self,
+            waveforms: Sequence[np.ndarray],
+            *,
+            max_new_tokens: int | None = None,
+            languages: Sequence[str | None] | None = None,
+        ) -> list[Features]:
             return [Features("hello", np.zeros(8, np.float32), np.zeros((1, 8), np.float32)) for _ in waveforms]
 
     return InstantBackend()

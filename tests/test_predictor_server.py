@@ -37,7 +37,16 @@ FLOAT_OUTPUTS = (
     "audio_aligned_sim_score",
     "word_accuracy",
 )
-STRING_OUTPUTS = ("transcript", "reference_transcript", "audio_similarity", "words", "reference_text")
+STRING_OUTPUTS = (
+    "transcript",
+    "reference_transcript",
+    "audio_similarity",
+    "words",
+    "reference_text",
+    "text_similarity",
+    "language",
+)
+BOOL_OUTPUTS = ("no_speech", "looped")
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +124,11 @@ def test_metadata_and_readiness(server) -> None:  # type: ignore[no-untyped-def]
     outputs = {o["name"]: (o["datatype"], o["shape"]) for o in meta["outputs"]}
     for name in FLOAT_OUTPUTS:
         assert outputs[name] == ("FP32", [1])
-    for name in ("transcript", "reference_transcript", "audio_similarity", "words", "reference_text"):
+    for name in STRING_OUTPUTS:
         assert outputs[name] == ("BYTES", [1])
-    assert set(outputs) == {*FLOAT_OUTPUTS, *STRING_OUTPUTS, "embedding"}
+    for name in BOOL_OUTPUTS:
+        assert outputs[name] == ("BOOL", [1])
+    assert set(outputs) == {*FLOAT_OUTPUTS, *STRING_OUTPUTS, *BOOL_OUTPUTS, "embedding"}
     assert outputs["embedding"] == ("FP32", [1, 64])
     for key in (MODEL, "higgs-tiny"):
         ready = httpx.get(v2.ready_url(server.http_url, key), timeout=TIMEOUT)
@@ -145,6 +156,7 @@ def test_own_clip_scores_one_over_rest_json(server, ws) -> None:  # type: ignore
     assert entry is not None
     assert out["reference_transcript"] == [entry.transcript]
     assert out["transcript"] == [entry.transcript]
+    assert out["no_speech"] == [entry.no_speech] and out["language"] == [entry.language]  # JSON: BOOL as true/false
 
 
 def test_own_clip_scores_one_over_rest_binary_and_other_clip_less(server, ws) -> None:  # type: ignore[no-untyped-def]
@@ -167,7 +179,13 @@ def test_feedback_fields_of_an_own_clip_and_another(server, ws) -> None:  # type
     own = post_binary(server, decoded(ws, OWN), *OWN)
     assert own.status_code == 200, own.text
     result = v2.parse_score_response(own.content, own.headers)
-    assert set(result) == {*FLOAT_OUTPUTS, *STRING_OUTPUTS}
+    assert set(result) == {*FLOAT_OUTPUTS, *STRING_OUTPUTS, *BOOL_OUTPUTS}
+    # The upload is heard in the language detected in its reference when the entry was built.
+    entry = ReferenceCache(ws.cache_dir, MODEL).read(*OWN)
+    assert entry is not None and entry.language is not None
+    assert result["language"] == entry.language
+    assert result["no_speech"] is entry.no_speech and result["looped"] is entry.looped
+    assert isinstance(result["text_similarity"], str) and result["text_similarity"]  # the configured kind
     assert result["audio_aligned_sim_score"] == 1.0  # the same frames: exactly one
     assert result["audio_pooled_sim_score"] == pytest.approx(1.0, abs=1e-4)
     assert result["audio_similarity"] == "aligned"  # the default: it feeds audio_sim_score
@@ -382,9 +400,12 @@ def test_embed_only_without_uid_and_cid(server, ws) -> None:  # type: ignore[no-
     response = post_binary(server, decoded(ws, OWN))
     assert response.status_code == 200, response.text
     outputs = v2.parse_infer_response(response.content, response.headers)
-    assert set(outputs) == {"transcript", "embedding"}
+    assert set(outputs) == {"transcript", "embedding", *BOOL_OUTPUTS, "language"}
     assert outputs["embedding"].shape == (1, 64) and outputs["embedding"].dtype == np.float32
     assert outputs["transcript"].shape == (1,)
+    # the guard's flags travel as BOOL (binary extension); the tiny multilingual model detects some language
+    assert outputs["no_speech"].dtype == np.bool_ and outputs["looped"].shape == (1,)
+    assert outputs["language"][0].decode() in {"en", "es", "fr", "de", "it", "pt", "ja", "zh"}
     entry = ReferenceCache(ws.cache_dir, MODEL).read(*OWN)
     assert np.allclose(outputs["embedding"][0], entry.embedding, atol=1e-4)
 

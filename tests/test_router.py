@@ -88,9 +88,17 @@ def test_another_clip_scores_less_and_the_default_model_is_the_first_ready(stack
         "word_accuracy",
         "words",
         "reference_text",
+        "text_similarity",
+        "no_speech",
+        "looped",
+        "language",
     }
     for name in ("sim_score", "audio_sim_score", "text_sim_score", "audio_pooled_sim_score", "word_accuracy"):
         assert 0.0 <= body[name] <= 1.0, name
+    # the decoding guard's answer, as JSON types: the upload is heard in its reference's (detected) language
+    assert body["no_speech"] is False and isinstance(body["looped"], bool)
+    assert body["language"] in {"en", "es", "fr", "de", "it", "pt", "ja", "zh"}
+    assert isinstance(body["text_similarity"], str) and body["text_similarity"]  # the configured kind
     assert body["audio_sim_score"] == body["audio_aligned_sim_score"] < 1.0
     assert {w["op"] for w in body["words"]} <= {"match", "substitution", "deletion", "insertion"}
 

@@ -162,3 +162,26 @@ def test_text_similarity_choice(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, {**BASE, "text_similarity": "char"}), env={}).text_similarity == "char"
     with pytest.raises(ConfigError, match="text_similarity"):
         load_settings(write(tmp_path, {**BASE, "text_similarity": "bleu"}), env={})
+
+
+@pytest.mark.parametrize(
+    ("given", "code"), [("en", "en"), ("German", "de"), ("<|fr|>", "fr"), ("castilian", "es"), (None, None)]
+)
+def test_language_is_checked_against_whispers_table_and_kept_as_its_code(tmp_path: Path, given, code) -> None:
+    config = {**BASE, "models": [{"key": "w", "type": "whisper", "model_id": "openai/whisper-base", "language": given}]}
+    assert load_settings(write(tmp_path, config)).models[0].language == code
+
+
+def test_an_unknown_language_is_refused_at_config_load_naming_the_valid_codes(tmp_path: Path) -> None:
+    config = {**BASE, "models": [{"key": "w", "type": "whisper", "model_id": "openai/whisper-base", "language": "xx"}]}
+    with pytest.raises(ConfigError, match=r"models\.0\.language: .*unknown language 'xx'.*\(en, zh, de, es,"):
+        load_settings(write(tmp_path, config))
+
+
+def test_the_language_table_is_transformers_own() -> None:
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    from audio_score import whisper_languages
+
+    assert whisper_languages.LANGUAGES == LANGUAGES
+    assert {**{n: c for c, n in whisper_languages.LANGUAGES.items()}, **whisper_languages.ALIASES} == TO_LANGUAGE_CODE

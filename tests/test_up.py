@@ -266,6 +266,29 @@ def test_a_killed_predictor_is_restarted_while_the_other_model_keeps_scoring(wor
         assert events[1]["restarts"] == 1 and events[0]["returncode"] == -signal.SIGKILL
 
 
+def test_a_predictor_whose_models_cannot_load_with_this_config_is_not_restarted(workspace, start_up) -> None:
+    """A ``language`` Whisper knows but the checkpoint lacks fails the same way on every start: its predictor exits
+    78 (EXIT_CONFIG), `up` says so once and never restarts it, and the other model keeps scoring."""
+    from audio_score.errors import EXIT_CONFIG
+
+    config = json.loads(workspace.config_path.read_text())
+    whisper = next(m for m in config["models"] if m["key"] == "whisper-tiny")
+    config["models"] = [whisper, {**whisper, "key": "whisper-ko", "language": "ko"}]
+    workspace.config_path.write_text(json.dumps(config))
+    clip = workspace.clips[("video1", "clip1")]
+    with start_up(workspace.config_path, args=["--no-cache-build"]) as up:
+        assert score(up.url, clip, "whisper-tiny").status_code == 200
+        down = score(up.url, clip, "whisper-ko")
+        assert down.status_code == 503, down.text
+        warning = next(line for line in up.stderr().splitlines() if "predictor-whisper-ko exited" in line)
+        assert f"(exit {EXIT_CONFIG})" in warning and "not restarted" in warning, warning
+        assert "language 'ko' is not one of this checkpoint's languages" in warning
+        log = up.log_dir / "up.log"
+        events = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        assert not [e for e in events if e["event"] == "restarted"], events
+        assert up.proc.poll() is None
+
+
 def test_children_die_with_up_even_when_it_is_killed(workspace, start_up) -> None:
     """SIGKILL leaves `up` no chance to clean up: its children must notice their parent's death themselves."""
     with start_up(workspace.config_path, args=["--no-cache-build"], env=ONE_MODEL) as up:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from audio_score.backends.base import FEATURE_VERSION, Backend, Features
-from audio_score.errors import ConfigError, ModelLoadError
+from audio_score.errors import ConfigError, LoadFailure, ModelLoadError
 from audio_score.settings import ModelSpec, Settings
 
 __all__ = [
@@ -121,7 +121,7 @@ def iter_backends(settings: Settings) -> Iterator[tuple[ModelSpec, Backend | Non
             yield spec, load_backend(spec, settings), None
         except ModelLoadError as exc:
             log.error("model skipped: it failed to load", extra={"model": spec.key, "error": str(exc)})
-            yield spec, None, str(exc)
+            yield spec, None, LoadFailure(str(exc), exc.permanent)
 
 
 def load_backends(settings: Settings) -> tuple[dict[str, Backend], dict[str, str]]:
@@ -132,5 +132,5 @@ def load_backends(settings: Settings) -> tuple[dict[str, Backend], dict[str, str
         if backend is not None:
             loaded[spec.key] = backend
         else:
-            failed[spec.key] = error or "unknown error"
+            failed[spec.key] = error or LoadFailure("unknown error")
     return loaded, failed

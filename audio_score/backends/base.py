@@ -16,7 +16,7 @@ import numpy as np
 from audio_score.settings import ModelSpec
 
 #: Bump when pooling, frame selection or decoding settings change; it is part of every cache fingerprint.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: decoding guard (duration budget, loop cut, no-speech, per-item language)
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,10 @@ class Features:
     """A backend's answer for one waveform.
 
     ``embedding`` is the mean of the encoder's hidden states over the frames that hold audio (never over
-    Whisper's padding to 30 s); ``frames`` are those hidden states, one row per frame.
+    Whisper's padding to 30 s); ``frames`` are those hidden states, one row per frame. The decoding guard
+    (:mod:`audio_score.backends.guard`) sets the flags: ``no_speech`` (then ``transcript`` is empty), ``looped``
+    (then ``transcript`` is the text before the repeats); ``language`` is the code the transcript was decoded in
+    ("en" for English-only checkpoints, None where the checkpoint does not say).
     """
 
     transcript: str  # "" when no_speech; the text before the loop when looped
@@ -59,11 +62,19 @@ class Backend(ABC):
         """Size of the pooled embedding."""
 
     @abstractmethod
-    def embed(self, waveforms: Sequence[np.ndarray], *, max_new_tokens: int | None = None) -> list[Features]:
+    def embed(
+        self,
+        waveforms: Sequence[np.ndarray],
+        *,
+        max_new_tokens: int | None = None,
+        languages: Sequence[str | None] | None = None,
+    ) -> list[Features]:
         """Features for each mono float32 waveform at ``sampling_rate``, computed as one batch.
 
         ``max_new_tokens`` lowers the transcript's token budget for this call only (the load-time warm-up uses a
         few tokens: it proves decoding runs, not how long it goes); None keeps the model's setting.
+        ``languages[i]`` forces item i's language on a multilingual checkpoint (None: detected from its audio);
+        the model's configured ``language`` wins over it, English-only checkpoints ignore it.
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -16,7 +16,12 @@ import torch
 
 from audio_score.backends.base import FEATURE_VERSION, Backend, Features
 from audio_score.backends.checkpoint import checkpoint_file, checkpoint_identity
-from audio_score.backends.whisper import WhisperRunner, encoder_frames_with_audio, pool_frames
+from audio_score.backends.whisper import (
+    WhisperRunner,
+    encoder_frames_with_audio,
+    pool_frames,
+    transcribed_features,
+)
 from audio_score.errors import ModelLoadError
 from audio_score.settings import ModelSpec, Settings
 
@@ -127,6 +132,7 @@ class HiggsAudioBackend(Backend):
             "transcriber_revision": self.transcriber.identity,
             "language": spec.language,
             "max_new_tokens": spec.max_new_tokens,
+            "guard": self.transcriber.guard.fingerprint(),
             "feature_version": FEATURE_VERSION,
         }
 
@@ -139,7 +145,13 @@ class HiggsAudioBackend(Backend):
         return self._dim
 
     @torch.inference_mode()
-    def embed(self, waveforms: Sequence[np.ndarray], *, max_new_tokens: int | None = None) -> list[Features]:
+    def embed(
+        self,
+        waveforms: Sequence[np.ndarray],
+        *,
+        max_new_tokens: int | None = None,
+        languages: Sequence[str | None] | None = None,
+    ) -> list[Features]:
         if not waveforms:
             return []
         batch = self.feature_extractor(
@@ -155,11 +167,11 @@ class HiggsAudioBackend(Backend):
         pooled = pool_frames(hidden, lengths)
 
         t_features, _ = self.transcriber.log_mel(waveforms)
-        transcripts = self.transcriber.transcribe(self.transcriber.encode(t_features), max_new_tokens)
-        return [
-            Features(transcript=text, embedding=emb, frames=frames)
-            for text, (emb, frames) in zip(transcripts, pooled, strict=True)
-        ]
+        durations = [len(w) / self.sampling_rate for w in waveforms]
+        transcripts = self.transcriber.transcribe(
+            self.transcriber.encode(t_features), durations, max_new_tokens, languages
+        )
+        return [transcribed_features(t, emb, frames) for t, (emb, frames) in zip(transcripts, pooled, strict=True)]
 
     def close(self) -> None:
         del self.tower, self.transcriber

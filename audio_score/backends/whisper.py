@@ -4,6 +4,12 @@ The encoder runs once per batch; its output feeds both the pooled embedding and 
 ``encoder_outputs``), so transcription does not run the encoder a second time. Which arguments ``generate`` gets
 (task/language or neither, and the token budget) is decided once per checkpoint at load
 (:mod:`audio_score.backends.whisper_prompt`), so multilingual, English-only and legacy checkpoints all work.
+
+Decoding is guarded (:mod:`audio_score.backends.guard`): one decoder step after ``<|startoftranscript|>`` gives
+each take's no-speech probability and, on multilingual checkpoints, its language (as Whisper's own
+``detect_language``), then one batched ``generate`` decodes every take in its own language (transformers 5's
+Whisper ``generate`` takes a list of languages, one per row) with a :class:`GuardStop` criterion that stops each
+row at its duration's token budget or as soon as it loops.
 """
 
 from __future__ import annotations
@@ -11,14 +17,26 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from transformers import StoppingCriteria
 
 from audio_score.backends.base import FEATURE_VERSION, Backend, Features
 from audio_score.backends.checkpoint import checkpoint_identity
+from audio_score.backends.guard import (
+    GUARD,
+    GuardSettings,
+    average_logprob,
+    compression_ratio,
+    find_loop,
+    is_no_speech,
+    token_budget,
+)
 from audio_score.backends.whisper_prompt import plan_decoding
+from audio_score.errors import CheckpointMismatch
 from audio_score.settings import ModelSpec, Settings
 
 log = logging.getLogger(__name__)
@@ -41,8 +59,59 @@ def pool_frames(hidden: torch.Tensor, lengths: Sequence[int]) -> list[tuple[np.n
     return out
 
 
+@dataclass(frozen=True)
+class Transcription:
+    """One take's transcript and what the decoding guard (:mod:`audio_score.backends.guard`) found."""
+
+    text: str
+    no_speech: bool
+    looped: bool
+    language: str | None
+    #: Evidence behind the flags (logged when debugging thresholds; not part of the answer).
+    no_speech_prob: float | None
+    avg_logprob: float
+    compression_ratio: float
+    tokens: int
+    budget: int
+
+
+class GuardStop(StoppingCriteria):
+    """Stops each row of one batched ``generate`` at its own budget, or as soon as its tokens end in a loop.
+
+    transformers' ``generate`` ands ``~criterion(input_ids, scores)`` (one bool per row) into its unfinished rows,
+    so each take stops on its own while the others go on. ``loop_cut[i]`` records where row i's repeats began.
+    """
+
+    def __init__(self, prompt_len: int, budgets: Sequence[int], eos_token_id: int, guard: GuardSettings) -> None:
+        self.prompt_len = prompt_len
+        self.budgets = list(budgets)
+        self.eos = eos_token_id
+        self.guard = guard
+        self.loop_cut: dict[int, int] = {}
+        #: Rows stopped at their budget (their padding after it is end-of-text, but they did not end).
+        self.at_budget: set[int] = set()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        generated = input_ids[:, self.prompt_len :].tolist()
+        done = []
+        for row, tokens in enumerate(generated):
+            if row in self.loop_cut or row in self.at_budget:
+                done.append(True)
+            elif self.eos in tokens:
+                done.append(False)  # it ended by itself; generate keeps it finished
+            elif len(tokens) >= self.budgets[row]:
+                self.at_budget.add(row)
+                done.append(True)
+            elif (cut := find_loop(tokens, self.guard)) is not None:
+                self.loop_cut[row] = cut
+                done.append(True)
+            else:
+                done.append(False)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
+
+
 class WhisperRunner:
-    """A Whisper checkpoint on a device: log-mel, encoder and batched greedy transcription."""
+    """A Whisper checkpoint on a device: log-mel, encoder and batched, guarded greedy transcription."""
 
     def __init__(
         self,
@@ -52,10 +121,12 @@ class WhisperRunner:
         device: str,
         language: str | None,
         max_new_tokens: int,
+        guard: GuardSettings = GUARD,
     ) -> None:
         from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
         self.device = device
+        self.guard = guard
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
         # transformers' own default when no revision is pinned (its signatures take a str, not None).
         hub_revision = "main" if revision is None else revision
@@ -64,11 +135,20 @@ class WhisperRunner:
         self.model = WhisperForConditionalGeneration.from_pretrained(ref, revision=hub_revision, dtype=self.dtype)
         # transformers wraps Module.to with functools.wraps, so its stub reads as unbound (self = the device).
         self.model.to(device).eval()  # type: ignore[arg-type]
-        self.language = language
-        self.plan = plan_decoding(
-            self.model.generation_config, self.model.config, language=language, max_new_tokens=max_new_tokens
-        )
+        gen = self.model.generation_config
+        self.plan = plan_decoding(gen, self.model.config, language=language, max_new_tokens=max_new_tokens)
+        #: The checkpoint's languages, code -> token id (multilingual checkpoints only).
+        self.lang_to_id: dict[str, int] = {}
+        if self.plan.kind == "multilingual":
+            self.lang_to_id = {token.strip("<|>"): int(i) for token, i in getattr(gen, "lang_to_id", {}).items()}
+            if language is not None and language not in self.lang_to_id:
+                raise CheckpointMismatch(
+                    f"{ref}: language {language!r} is not one of this checkpoint's languages "
+                    f"({', '.join(sorted(self.lang_to_id))}); fix 'language' in config.json or leave it out"
+                )
+        self.language = language if self.plan.kind == "multilingual" else None
         self.max_new_tokens = self.plan.max_new_tokens
+        self.no_speech_token = self._no_speech_token()
         for note in self.plan.notes:
             log.warning("whisper decoding adjusted", extra={"checkpoint": ref, "kind": self.plan.kind, "note": note})
         log.info(
@@ -79,13 +159,27 @@ class WhisperRunner:
                 "generate_kwargs": self.plan.generate_kwargs,
                 "prompt_tokens": len(self.plan.prompt),
                 "max_new_tokens": self.max_new_tokens,
+                "no_speech_token": self.no_speech_token,
             },
         )
         self.identity = checkpoint_identity(ref, revision, getattr(self.model.config, "_commit_hash", None))
 
+    def _no_speech_token(self) -> int | None:
+        """Whisper's no-speech token (``<|nospeech|>``, called ``<|nocaptions|>`` before large-v3), if it has one."""
+        unk = self.tokenizer.unk_token_id
+        for token in ("<|nospeech|>", "<|nocaptions|>"):
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != unk:
+                return token_id
+        return None
+
     @property
     def sampling_rate(self) -> int:
         return int(self.feature_extractor.sampling_rate)
+
+    @property
+    def english_only(self) -> bool:
+        return self.plan.kind == "english-only"
 
     def log_mel(self, waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[int]]:
         """Padded log-mel (computed on the model's device) and the number of mel frames holding audio."""
@@ -102,19 +196,137 @@ class WhisperRunner:
     def encode(self, input_features: torch.Tensor) -> torch.Tensor:
         return self.model.get_encoder()(input_features).last_hidden_state
 
-    def transcribe(self, encoder_hidden: torch.Tensor, max_new_tokens: int | None = None) -> list[str]:
-        """Greedy transcripts; ``max_new_tokens`` may lower (never raise) the checkpoint's budget for this call."""
+    @torch.inference_mode()
+    def first_step(self, encoder_hidden: torch.Tensor) -> tuple[list[float | None], list[str | None]]:
+        """One decoder step after ``<|startoftranscript|>``, per item: the no-speech probability and the most
+        likely language (multilingual checkpoints), as Whisper's ``DecodingTask`` and ``detect_language`` take
+        them from these same logits."""
         from transformers.modeling_outputs import BaseModelOutput
 
-        budget = self.max_new_tokens if max_new_tokens is None else min(max_new_tokens, self.max_new_tokens)
-        tokens = self.model.generate(
+        gen = self.model.generation_config
+        start = torch.full((encoder_hidden.shape[0], 1), gen.decoder_start_token_id, device=encoder_hidden.device)
+        logits = (
+            self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
+                decoder_input_ids=start,
+                use_cache=False,
+            )
+            .logits[:, -1]
+            .float()
+        )
+        probs: list[float | None] = [None] * logits.shape[0]
+        if self.no_speech_token is not None:
+            probs = [float(p) for p in logits.softmax(dim=-1)[:, self.no_speech_token].tolist()]
+        languages: list[str | None] = [None] * logits.shape[0]
+        if self.lang_to_id:
+            codes = list(self.lang_to_id)
+            ids = torch.tensor([self.lang_to_id[c] for c in codes], device=logits.device)
+            languages = [codes[i] for i in logits[:, ids].argmax(dim=-1).tolist()]
+        return probs, languages
+
+    @torch.inference_mode()
+    def transcribe(
+        self,
+        encoder_hidden: torch.Tensor,
+        durations_s: Sequence[float],
+        max_new_tokens: int | None = None,
+        languages: Sequence[str | None] | None = None,
+    ) -> list[Transcription]:
+        """Guarded greedy transcripts, one batched ``generate``: each take has its own budget (its duration's
+        share, never above the checkpoint's; ``max_new_tokens`` may lower it for this call) and its own language
+        (the model's ``language``, else ``languages[i]``, else the one detected in its audio)."""
+        from transformers import StoppingCriteriaList
+        from transformers.modeling_outputs import BaseModelOutput
+
+        count = encoder_hidden.shape[0]
+        cap = self.max_new_tokens if max_new_tokens is None else min(max_new_tokens, self.max_new_tokens)
+        budgets = [token_budget(d, cap, self.guard) for d in durations_s]
+        no_speech_probs, detected = self.first_step(encoder_hidden)
+        kwargs = dict(self.plan.generate_kwargs)
+        used: list[str | None] = ["en" if self.english_only else None] * count
+        if self.lang_to_id:
+            asked = list(languages or [None] * count)
+            used = [self._pick_language(asked[i], detected[i]) for i in range(count)]
+            kwargs["language"] = list(used)
+        gen = self.model.generation_config
+        stop = GuardStop(len(self.plan.prompt), budgets, int(gen.eos_token_id), self.guard)
+        out = self.model.generate(
             encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
-            max_new_tokens=budget,
+            max_new_tokens=max(budgets),
             do_sample=False,
             num_beams=1,
-            **self.plan.generate_kwargs,
+            stopping_criteria=StoppingCriteriaList([stop]),
+            return_dict_in_generate=True,
+            output_scores=True,
+            **kwargs,
         )
-        return [text.strip() for text in self.tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+        steps = len(out.scores)
+        chosen = out.sequences[:, out.sequences.shape[1] - steps :]
+        generated = chosen.tolist()
+        # Whisper's avg_logprob is over the log-softmax of the processed logits (suppressed tokens at -inf); only
+        # the chosen token's is kept per step (not batch x steps x vocabulary).
+        picked = [s.float().log_softmax(dim=-1).gather(1, chosen[:, i : i + 1]) for i, s in enumerate(out.scores)]
+        logprobs = torch.cat(picked, dim=1).tolist() if steps else [[] for _ in range(count)]
+        results = []
+        for row in range(count):
+            tokens = generated[row]
+            stopped = row in stop.loop_cut or row in stop.at_budget
+            # A stopped row is padded with end-of-text after its last token; only a row without a stop ended.
+            ended = stop.eos in tokens and not stopped
+            text_tokens = tokens[: tokens.index(stop.eos)] if stop.eos in tokens else tokens
+            scored = len(text_tokens) + (1 if ended else 0)
+            token_logprobs = logprobs[row][:scored]
+            avg = average_logprob(token_logprobs, len(text_tokens))
+            text = self._decode(text_tokens)
+            ratio = compression_ratio(text)
+            cut = stop.loop_cut.get(row)
+            if cut is None and not ended:
+                cut = find_loop(text_tokens, self.guard)
+            if cut is not None:
+                text = self._decode(text_tokens[:cut])
+            # Ran to its duration's budget without ending (and not a warm-up's lowered cap): more text than
+            # the audio can hold.
+            over_budget = row in stop.at_budget and max_new_tokens is None
+            looped = cut is not None or over_budget or ratio > self.guard.compression_ratio_threshold
+            no_speech = is_no_speech(no_speech_probs[row], avg, len(text_tokens), durations_s[row], self.guard)
+            results.append(
+                Transcription(
+                    text="" if no_speech else text,
+                    no_speech=no_speech,
+                    looped=looped and not no_speech,
+                    language=used[row],
+                    no_speech_prob=no_speech_probs[row],
+                    avg_logprob=avg,
+                    compression_ratio=ratio,
+                    tokens=len(text_tokens),
+                    budget=budgets[row],
+                )
+            )
+        log.debug("whisper transcripts", extra={"transcriptions": [vars(r) for r in results]})
+        return results
+
+    def _decode(self, tokens: list[int]) -> str:
+        return str(self.tokenizer.decode(tokens, skip_special_tokens=True)).strip()
+
+    def _pick_language(self, asked: str | None, detected: str | None) -> str | None:
+        if self.language is not None:
+            return self.language
+        if asked is not None and asked in self.lang_to_id:
+            return asked
+        if asked is not None:
+            log.warning("unknown language asked for; detecting it", extra={"language": asked})
+        return detected
+
+
+def transcribed_features(t: Transcription, embedding: np.ndarray, frames: np.ndarray) -> Features:
+    return Features(
+        transcript=t.text,
+        embedding=embedding,
+        frames=frames,
+        no_speech=t.no_speech,
+        looped=t.looped,
+        language=t.language,
+    )
 
 
 class WhisperBackend(Backend):
@@ -142,6 +354,7 @@ class WhisperBackend(Backend):
             "revision": self.runner.identity,
             "language": spec.language,
             "max_new_tokens": spec.max_new_tokens,
+            "guard": self.runner.guard.fingerprint(),
             "feature_version": FEATURE_VERSION,
         }
 
@@ -154,16 +367,23 @@ class WhisperBackend(Backend):
         return int(self.runner.model.config.d_model)
 
     @torch.inference_mode()
-    def embed(self, waveforms: Sequence[np.ndarray], *, max_new_tokens: int | None = None) -> list[Features]:
+    def embed(
+        self,
+        waveforms: Sequence[np.ndarray],
+        *,
+        max_new_tokens: int | None = None,
+        languages: Sequence[str | None] | None = None,
+    ) -> list[Features]:
         if not waveforms:
             return []
         features, mel_frames = self.runner.log_mel(waveforms)
         hidden = self.runner.encode(features)
         lengths = [encoder_frames_with_audio(n, hidden.shape[1]) for n in mel_frames]
-        transcripts = self.runner.transcribe(hidden, max_new_tokens)
+        durations = [len(w) / self.sampling_rate for w in waveforms]
+        transcripts = self.runner.transcribe(hidden, durations, max_new_tokens, languages)
         return [
-            Features(transcript=text, embedding=emb, frames=frames)
-            for text, (emb, frames) in zip(transcripts, pool_frames(hidden, lengths), strict=True)
+            transcribed_features(t, emb, frames)
+            for t, (emb, frames) in zip(transcripts, pool_frames(hidden, lengths), strict=True)
         ]
 
     def close(self) -> None:
