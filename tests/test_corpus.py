@@ -114,3 +114,56 @@ def test_no_speech_takes_are_seeded_and_what_they_say() -> None:
     assert float(np.max(np.abs(takes["near-silence"]))) < 0.01
     spectrum = np.abs(np.fft.rfft(takes["tone-440Hz"]))
     assert np.argmax(spectrum) * 16000 / 48000 == pytest.approx(440, abs=1)
+
+
+def test_the_benchmark_groups_wrong_readings_and_per_reference_margins_by_hand() -> None:
+    """bench_quality's evaluate() on hand-made features through the real compare: which takes are wrong for which
+    reference, and that the per-reference margin and the no-speech check come out as computed by hand."""
+    from types import SimpleNamespace
+
+    import bench_quality as bq
+
+    rng = np.random.default_rng(0)
+    bases = {s: rng.normal(size=(40, 8)).astype(np.float32) for s in ("a", "b")}
+
+    def features(sentence: str, noise: float, transcript: str) -> SimpleNamespace:
+        frames = (bases[sentence] + noise * rng.normal(size=(40, 8))).astype(np.float32)
+        return SimpleNamespace(transcript=transcript, embedding=frames.mean(axis=0), frames=frames)
+
+    texts = {"a": "open the window", "b": "drink hot coffee"}
+    takes, refs = [], []
+    for s in ("a", "b"):
+        ref = bq.Take(f"corpus/{s}/reference", "corpus", f"corpus/{s}", "en", "reference", "clip", np.zeros(1))
+        ref.features[None] = features(s, 0.0, texts[s])
+        refs.append(bq.Reference(ref.sentence, "corpus", "en", texts[s], ("digits",) if s == "a" else (), ref))
+        takes.append(ref)
+        for i, noise in enumerate((0.3, 0.6)):
+            take = bq.Take(f"corpus/{s}/n{i}", "corpus", f"corpus/{s}", "en", "native", f"v{i}", np.zeros(1))
+            take.features[None] = features(s, noise, texts[s] if i == 0 else texts[s].split()[0])
+            takes.append(take)
+    silence = bq.Take("none/silence", "", "", None, "nospeech", "silence", np.zeros(1))
+    silence.features[None] = SimpleNamespace(transcript="", embedding=np.zeros(8), frames=np.zeros((40, 8)))
+    takes.append(silence)
+    assert not bq.is_wrong(takes[1], refs[0]) and bq.is_wrong(takes[4], refs[0]) and bq.is_wrong(takes[3], refs[0])
+
+    result = bq.evaluate(refs, takes, forced=False)
+    native = result["groups"]["native, corpus"]["sim"]
+    scores: dict[str, dict[str, list[float]]] = {"right": {}, "wrong": {}}
+    for ref in refs:
+        ref_features = ref.take.features[None]
+        for take in takes:
+            if take is ref.take or take.group == "nospeech":
+                continue
+            kind = "right" if take.sentence == ref.key else "wrong"
+            c = bq.compare_take(take.features[None], ref_features, ref.text, "en")
+            scores[kind].setdefault(ref.key, []).append(c.sim_score)
+    margins = {r: min(scores["right"][r]) - max(scores["wrong"][r]) for r in scores["right"]}
+    assert native["n"] == 4 and result["wrong"]["sim"]["n"] == 6  # each reference: the other's 3 readings
+    assert native["worst_margin_per_reference"] == pytest.approx(min(margins.values()))
+    assert native["worst_reference"] == min(margins, key=lambda r: margins[r])
+    assert native["auc_vs_wrong"] == pytest.approx(
+        auc([v for vs in scores["right"].values() for v in vs], [v for vs in scores["wrong"].values() for v in vs])
+    )
+    assert result["self"]["corpus/a"]["with_text"]["sim"] == pytest.approx(1.0)
+    assert result["no_speech"]["word_accuracy"]["max"] == 0.0
+    assert [c["take"] for c in result["word_checks"]] == ["v0", "v1", "the reference itself"]
