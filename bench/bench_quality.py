@@ -94,6 +94,11 @@ READINGS = ("reference", "native", "accented")
 # ---------------------------------------------------------------------------------------------------------------
 
 
+#: ``--text-similarity``: the text similarity kind compare uses (None: compare's default; code without the
+#: ``text_similarity_kind`` argument ignores it).
+TEXT_SIMILARITY: dict[str, str | None] = {"kind": None}
+
+
 def embed_one(backend: Any, samples: np.ndarray, language: str | None) -> Any:
     """One take's Features from one embed call; ``language`` forces its language when the backend takes
     ``languages=`` (multilingual checkpoints), else is ignored."""
@@ -130,11 +135,12 @@ def compare_take(features: Any, reference: Any, reference_text: str | None, lang
     else:
         kwargs["reference_text"] = reference_text if reference_text is not None else reference.transcript
     for name, value in (
+        ("text_similarity_kind", TEXT_SIMILARITY["kind"]),
         ("language", getattr(features, "language", None) or language),
         ("no_speech", getattr(features, "no_speech", False)),
         ("looped", getattr(features, "looped", False)),
     ):
-        if name in params:
+        if name in params and value is not None:
             kwargs[name] = value
     return compare(**kwargs)
 
@@ -591,6 +597,7 @@ def run_model(name: str, model_dir: Path, work: Path, quick: bool, log: Callable
     finally:
         backend.close()
     results: dict[str, Any] = {"model": name, "english_only": english_only}
+    results["text_similarity"] = TEXT_SIMILARITY["kind"] or "compare's default"
     for forced in modes:
         key = "forced_language" if forced else "no_language"
         results[key] = evaluate(references, takes, forced) | {"latency": latency_and_flags(takes, forced)}
@@ -689,7 +696,10 @@ def render(results: dict[str, Any]) -> str:
             f" take (empty: this code does not report them).{ratio}\n"
         )
         out.append(markdown_table(rows) + "\n")
-    out.append(f"Takes: {json.dumps(results['counts'])}. Run time {results['seconds']:.0f} s.\n")
+    out.append(
+        f"Takes: {json.dumps(results['counts'])}. Text similarity: {results['text_similarity']}."
+        f" Run time {results['seconds']:.0f} s.\n"
+    )
     return "\n".join(out)
 
 
@@ -700,6 +710,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None, help="where converted models are kept (default: temp)")
     parser.add_argument("--base-model", type=Path, default=None, help="a whisper base checkpoint folder")
     parser.add_argument("--name", default=None, help="results name (default: quality, quality-quick with --quick)")
+    parser.add_argument(
+        "--text-similarity", default=None, help="compare's text_similarity_kind (default: the product's default)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args(argv)
 
@@ -708,6 +721,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    TEXT_SIMILARITY["kind"] = args.text_similarity
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))
     results: list[dict[str, Any]] = []
     skipped: list[str] = []
