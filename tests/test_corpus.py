@@ -1,0 +1,169 @@
+"""The committed quality corpus matches its manifest and the quality benchmark's measures are right.
+
+No model runs here: the corpus files are decoded for real (the product's decoder), and the benchmark's metric
+functions are checked on inputs whose answers are known by hand.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from audio_score.audio import decode_audio
+from audio_score_tools.corpus import CORPUS_DIR, VARIANTS, load_corpus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from quality_metrics import (
+    auc,
+    no_speech_takes,
+    per_reference_worst_margin,
+    percentile,
+    worst_case_margin,
+)
+
+CORPUS = load_corpus()
+
+
+def test_every_manifest_file_is_there_and_every_file_is_in_the_manifest() -> None:
+    listed = {t.path.relative_to(CORPUS_DIR).as_posix() for t in CORPUS.takes}
+    on_disk = {p.relative_to(CORPUS_DIR).as_posix() for p in CORPUS_DIR.rglob("*") if p.is_file()}
+    texts = {t.path.with_suffix(".txt").relative_to(CORPUS_DIR).as_posix() for t in CORPUS.references().values()}
+    assert on_disk == listed | texts | {"manifest.json"}
+    assert len(listed) == len(CORPUS.takes), "two manifest rows name one file"
+
+
+def test_each_reference_has_its_sentence_as_text_and_each_sentence_one_reference() -> None:
+    references = CORPUS.references()
+    assert set(references) == set(CORPUS.sentences)
+    for sid, ref in references.items():
+        assert ref.path.suffix == ".mov" and (ref.uid, ref.cid) == ("corpus", sid)
+        assert ref.path.with_suffix(".txt").read_text().strip() == CORPUS.sentences[sid].text == ref.text
+
+
+def test_the_corpus_covers_what_the_benchmark_reports() -> None:
+    english = [s for s in CORPUS.sentences.values() if s.language == "en"]
+    assert len(english) >= 10
+    assert {"fr", "de"} <= {s.language for s in CORPUS.sentences.values()}
+    # traits are claimed honestly: digits, contractions, capitalised names in the text
+    for s in CORPUS.sentences.values():
+        assert ("digits" in s.traits) == bool(re.search(r"\d", s.text)), s.sid
+        if "contraction" in s.traits:
+            assert re.search(r"\w'(re|s|t|d|ve|ll|m)\b", s.text), s.sid
+    assert {"digits", "contraction", "name"} <= {t for s in english for t in s.traits}
+    engines = {t.engine for t in CORPUS.takes if t.language == "en"}
+    assert {"piper", "flite", "festival", "espeak-ng"} <= engines
+    assert all(CORPUS.references()[s.sid].engine == "piper" for s in english)
+    accents = {t.voice for t in CORPUS.takes if t.variant == "accented"}
+    assert len(accents) >= 5 and not any(v.startswith("en") for v in accents)
+    for s in english:
+        variants = {t.variant for t in CORPUS.takes if t.sentence == s.sid}
+        assert variants == set(VARIANTS), s.sid
+        readers = {t.voice for t in CORPUS.takes if t.sentence == s.sid and t.variant in ("native", "accented")}
+        assert CORPUS.references()[s.sid].voice not in readers
+
+
+def test_the_corpus_is_small_and_every_file_decodes_to_speech_length_audio() -> None:
+    total = sum(p.stat().st_size for p in CORPUS_DIR.rglob("*") if p.is_file())
+    assert total < 3 * 1024 * 1024
+    for take in CORPUS.takes:
+        assert take.path.suffix == (".mov" if take.variant == "reference" else ".ogg")
+        samples = decode_audio(take.path, sampling_rate=16000, max_seconds=30)
+        assert 0.8 < samples.size / 16000 < 8, take.path.name
+        assert float(np.sqrt(np.mean(samples.astype(np.float64) ** 2))) > 0.01, take.path.name
+
+
+def test_auc_counts_pairs_and_ties_half() -> None:
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auc([0.1], [0.9]) == 0.0
+    # pairs: (0.5 vs 0.5) tie, (0.5 vs 0.2) win, (0.3 vs 0.5) loss, (0.3 vs 0.2) win -> 2.5 / 4
+    assert auc([0.5, 0.3], [0.5, 0.2]) == pytest.approx(0.625)
+    with pytest.raises(ValueError):
+        auc([], [0.1])
+
+
+def test_margins_overall_and_per_reference() -> None:
+    assert worst_case_margin([0.9, 0.7], [0.2, 0.5]) == pytest.approx(0.2)
+    positives = {"a": [0.9, 0.8], "b": [0.6, 0.7], "c": [0.99]}
+    negatives = {"a": [0.3], "b": [0.5, 0.1]}  # c has no negatives: left out
+    assert per_reference_worst_margin(positives, negatives) == (pytest.approx(0.1), "b")
+    # one threshold for all fails (0.6 < 0.3? no: pooled margin 0.6 - 0.5) but per reference is what is asked
+    negatives["a"] = [0.85]
+    assert per_reference_worst_margin(positives, negatives) == (pytest.approx(-0.05), "a")
+    with pytest.raises(ValueError):
+        per_reference_worst_margin({"a": [0.5]}, {})
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
+    assert percentile(list(range(101)), 95) == pytest.approx(95.0)
+    assert percentile([1.0, 2.0], 95) == pytest.approx(1.95)
+
+
+def test_no_speech_takes_are_seeded_and_what_they_say() -> None:
+    first, again = no_speech_takes(), no_speech_takes()
+    assert [n for n, _ in first] == ["silence", "near-silence", "white-noise", "tone-440Hz", "mains-hum", "rumble"]
+    for (_, a), (_, b) in zip(first, again, strict=True):
+        assert a.dtype == np.float32 and a.size == 48000 and np.array_equal(a, b)
+    takes = dict(first)
+    assert not np.any(takes["silence"])
+    assert float(np.max(np.abs(takes["near-silence"]))) < 0.01
+    spectrum = np.abs(np.fft.rfft(takes["tone-440Hz"]))
+    assert np.argmax(spectrum) * 16000 / 48000 == pytest.approx(440, abs=1)
+
+
+def test_the_benchmark_groups_wrong_readings_and_per_reference_margins_by_hand() -> None:
+    """bench_quality's evaluate() on hand-made features through the real compare: which takes are wrong for which
+    reference, and that the per-reference margin and the no-speech check come out as computed by hand."""
+    from types import SimpleNamespace
+
+    import bench_quality as bq
+
+    rng = np.random.default_rng(0)
+    bases = {s: rng.normal(size=(40, 8)).astype(np.float32) for s in ("a", "b")}
+
+    def features(sentence: str, noise: float, transcript: str) -> SimpleNamespace:
+        frames = (bases[sentence] + noise * rng.normal(size=(40, 8))).astype(np.float32)
+        return SimpleNamespace(transcript=transcript, embedding=frames.mean(axis=0), frames=frames)
+
+    texts = {"a": "open the window", "b": "drink hot coffee"}
+    takes, refs = [], []
+    for s in ("a", "b"):
+        ref = bq.Take(f"corpus/{s}/reference", "corpus", f"corpus/{s}", "en", "reference", "clip", np.zeros(1))
+        ref.features[None] = features(s, 0.0, texts[s])
+        refs.append(bq.Reference(ref.sentence, "corpus", "en", texts[s], ("digits",) if s == "a" else (), ref))
+        takes.append(ref)
+        for i, noise in enumerate((0.3, 0.6)):
+            take = bq.Take(f"corpus/{s}/n{i}", "corpus", f"corpus/{s}", "en", "native", f"v{i}", np.zeros(1))
+            take.features[None] = features(s, noise, texts[s] if i == 0 else texts[s].split()[0])
+            takes.append(take)
+    silence = bq.Take("none/silence", "", "", None, "nospeech", "silence", np.zeros(1))
+    silence.features[None] = SimpleNamespace(transcript="", embedding=np.zeros(8), frames=np.zeros((40, 8)))
+    takes.append(silence)
+    assert not bq.is_wrong(takes[1], refs[0]) and bq.is_wrong(takes[4], refs[0]) and bq.is_wrong(takes[3], refs[0])
+
+    result = bq.evaluate(refs, takes, forced=False)
+    native = result["groups"]["native, corpus"]["sim"]
+    scores: dict[str, dict[str, list[float]]] = {"right": {}, "wrong": {}}
+    for ref in refs:
+        ref_features = ref.take.features[None]
+        for take in takes:
+            if take is ref.take or take.group == "nospeech":
+                continue
+            kind = "right" if take.sentence == ref.key else "wrong"
+            c = bq.compare_take(take.features[None], ref_features, ref.text, "en")
+            scores[kind].setdefault(ref.key, []).append(c.sim_score)
+    margins = {r: min(scores["right"][r]) - max(scores["wrong"][r]) for r in scores["right"]}
+    assert native["n"] == 4 and result["wrong"]["sim"]["n"] == 6  # each reference: the other's 3 readings
+    assert native["worst_margin_per_reference"] == pytest.approx(min(margins.values()))
+    assert native["worst_reference"] == min(margins, key=lambda r: margins[r])
+    assert native["auc_vs_wrong"] == pytest.approx(
+        auc([v for vs in scores["right"].values() for v in vs], [v for vs in scores["wrong"].values() for v in vs])
+    )
+    assert result["self"]["corpus/a"]["with_text"]["sim"] == pytest.approx(1.0)
+    assert result["no_speech"]["word_accuracy"]["max"] == 0.0
+    assert [c["take"] for c in result["word_checks"]] == ["v0", "v1", "the reference itself"]
