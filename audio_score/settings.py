@@ -82,7 +82,7 @@ class FileConfig(BaseModel):
     audio_similarity: Literal["aligned", "pooled"] = "aligned"
     #: Which text similarity feeds text_sim_score: word-level (no floor for unrelated sentences) or the seed's
     #: character ratio (audio_score.similarity says why; the default is what the quality benchmark chose).
-    text_similarity: Literal["word", "char"] = "word"
+    text_similarity: Literal["word", "char", "fuzzy_word"] = "fuzzy_word"
     #: The one decoder for reference clips and uploads: in config.json so that every pod (the Job, each
     #: predictor, the router) decodes alike; a clip uploaded as itself scores 1.0 only if they do.
     decoder: Literal["pyav", "pydub"] = "pyav"
@@ -111,7 +111,7 @@ class Settings(BaseModel):
     max_upload_bytes: int
     max_audio_seconds: float
     audio_similarity: Literal["aligned", "pooled"]
-    text_similarity: Literal["word", "char"]
+    text_similarity: Literal["word", "char", "fuzzy_word"]
     decoder: Literal["pyav", "pydub"]
     # The environment's part, resolved; each knob's default and bounds are in audio_score.env_settings, in the
     # class of the part that reads it (PredictorEnv, JobEnv, RouterEnv).

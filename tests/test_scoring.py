@@ -56,7 +56,7 @@ def test_text_similarity_is_the_better_of_text_file_and_reference_transcript() -
     assert said_as_text.text_sim_score == 1.0 and said_as_text.word_accuracy == 1.0
     unrelated = "she sells sea shells by the seashore every single morning"
     wrong = against_reference(upload, unrelated)
-    assert wrong.text_similarity == "word"  # the default kind
+    assert wrong.text_similarity == "fuzzy_word"  # the default kind
     assert wrong.text_sim_score < 0.15  # no floor for an unrelated sentence
     assert against_reference(upload, unrelated, text_similarity_kind="char").text_sim_score > 0.3
 

@@ -118,7 +118,7 @@ def test_normaliser_follows_the_language() -> None:
     assert normalizer_for("fr")("Colour") == "colour"
 
 
-@pytest.mark.parametrize("kind", ["word", "char"])
+@pytest.mark.parametrize("kind", ["word", "char", "fuzzy_word"])
 def test_spelling_numbers_and_contractions_are_the_same_text(kind: str) -> None:
     for a, b in [("in 5 minutes", "in five minutes"), ("5.0", "five"), ("we're here", "we are here")]:
         assert text_similarity(a, b, kind) == 1.0  # type: ignore[arg-type]
@@ -129,6 +129,19 @@ def test_the_word_kind_has_no_floor_for_an_unrelated_sentence() -> None:
     a, b = "the quick brown fox jumps over the lazy dog", "she sells sea shells by the seashore every morning"
     assert text_similarity(a, b, "char") > 0.35  # letters in order are shared by any two sentences
     assert text_similarity(a, b, "word") < 0.15
+    assert text_similarity(a, b, "fuzzy_word") < 0.15
     assert text_similarity("the cat sat on the mat", "the cat sat on a mat", "word") == pytest.approx(5 / 6)
     with pytest.raises(ValueError, match="word"):
         text_similarity(a, b, "bogus")  # type: ignore[arg-type]
+
+
+def test_fuzzy_word_credits_a_near_miss_by_its_spelling_and_an_unrelated_word_not_at_all() -> None:
+    ref = "david doesn't like cold weather"
+    # Six tokens once normalised ("doesn't" = "does not"). "gold" for "cold": Indel similarity 0.75, so that word
+    # costs 0.25 of 6 (the exact kind charges a whole word).
+    assert text_similarity("david doesn't like gold weather", ref, "fuzzy_word") == pytest.approx(1 - 0.25 / 6)
+    assert text_similarity("david doesn't like gold weather", ref, "word") == pytest.approx(5 / 6)
+    # "warm" for "cold": no letters in common, similarity 0 (< 0.5): a whole word.
+    assert text_similarity("david doesn't like warm weather", ref, "fuzzy_word") == pytest.approx(5 / 6)
+    assert text_similarity("", ref, "fuzzy_word") == 0.0
+    assert text_similarity(ref, ref, "fuzzy_word") == 1.0
