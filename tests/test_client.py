@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from audio_score.textnorm import tokens
+
 from conftest import REPO_ROOT, free_port
 
 SCORE_FIELDS = {"model", "sim_score", "audio_sim_score", "text_sim_score", "transcript", "reference_transcript"}
@@ -55,7 +57,11 @@ def test_another_clip_and_model_and_table(up_stack) -> None:
     answer = json.loads(done.stdout)
     assert answer["model"] == "higgs-tiny"
     assert 0.0 <= answer["sim_score"] <= 1.0
-    assert answer["sim_score"] == pytest.approx((answer["audio_sim_score"] + answer["text_sim_score"]) / 2, abs=1e-4)
+    # docs/architecture.md "Scores": the mean of the halves, or the audio half alone when the decoder cut a loop or
+    # heard no words (tiny random weights often do either).
+    text_counted = not answer["looped"] and bool(tokens(answer["transcript"], answer["language"]))
+    halves = (answer["audio_sim_score"] + answer["text_sim_score"]) / 2
+    assert answer["sim_score"] == pytest.approx(halves if text_counted else answer["audio_sim_score"], abs=1e-4)
 
     done = score(str(other), "--uid", "video1", "--cid", "clip1", "--url", up_stack.url, "--table")
     assert done.returncode == 0, done.stderr
