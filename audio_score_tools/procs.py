@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,30 +19,64 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+#: Where :func:`free_port_block` looks on Linux: below the kernel's ephemeral range, which is where every outgoing
+#: connection takes its local port. A port the OS hands out as free (bind to 0) lies *in* that range, so between
+#: choosing it and the server binding it, any client connection on the machine (httpx to a predictor, a readiness
+#: probe) may take it: seen as a predictor failing with "address already in use" in a busy test run.
+LOW_PORT = 10000
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def ephemeral_ports() -> range | None:
+    """The kernel's ephemeral port range (Linux), or None where it cannot be read."""
+    try:
+        low, high = (int(v) for v in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return None
+    return range(low, high + 1)
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free on ``host`` right now, outside the ephemeral range where possible (:func:`free_port_block`)."""
+    return free_port_block(1, host)
+
+
+def _bindable(block: range, host: str) -> bool:
+    try:
+        with contextlib.ExitStack() as stack:
+            for port in block:
+                sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                sock.bind((host, port))
+    except OSError:
+        return False
+    return True
 
 
 def free_port_block(count: int, host: str = "127.0.0.1", avoid: Sequence[range] = ()) -> int:
     """The first of ``count`` consecutive TCP ports all free on ``host`` right now and outside every ``avoid``
-    range: for a server that numbers its ports up from one flag (``up --predictor-port``, one port per model)."""
+    range: for a server that numbers its ports up from one flag (``up --predictor-port``, one port per model).
+
+    On Linux the block is drawn at random below the ephemeral range (see :data:`LOW_PORT`), so no outgoing
+    connection can take it before the server binds it; elsewhere the OS picks the first port."""
+    ephemeral = ephemeral_ports()
+    draw = random.SystemRandom()
+
+    def overlaps(block: range) -> bool:
+        return any(block.start < other.stop and other.start < block.stop for other in avoid)
+
+    if ephemeral is not None and ephemeral.start - count > LOW_PORT:
+        for _ in range(10_000):
+            base = draw.randrange(LOW_PORT, ephemeral.start - count)
+            block = range(base, base + count)
+            if not overlaps(block) and _bindable(block, host):
+                return base
     while True:
-        base = free_port(host)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            base = int(sock.getsockname()[1])
         block = range(base, base + count)
-        if block.stop > 65536 or any(block.start < other.stop and other.start < block.stop for other in avoid):
-            continue
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in block[1:]:
-                    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-                    sock.bind((host, port))
-        except OSError:
-            continue
-        return base
+        if block.stop <= 65536 and not overlaps(block) and _bindable(block[1:], host):
+            return base
 
 
 def subcommand(*args: str) -> list[str]:

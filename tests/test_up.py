@@ -341,3 +341,23 @@ def test_overlapping_rest_and_grpc_port_ranges_are_refused_before_anything_start
     args.grpc_port = 9100
     groups = plan_predictors(["whisper-tiny", "higgs-tiny"], args)
     assert [(g.http_port, g.grpc_port) for g in groups] == [(9000, 9100), (9001, 9101)]
+
+
+def test_free_port_blocks_lie_outside_the_ephemeral_range_and_avoid_what_they_are_told() -> None:
+    """Ports for test servers are drawn below the kernel's ephemeral range, where no client connection can take them
+    between the choice and the server's bind (the cause of a predictor's "address already in use" under load)."""
+    import socket
+
+    from audio_score_tools.procs import LOW_PORT, ephemeral_ports, free_port_block
+
+    ephemeral = ephemeral_ports()
+    if ephemeral is None:
+        pytest.skip("no /proc/sys/net/ipv4/ip_local_port_range here: the OS picks the ports")
+    first = free_port_block(8)
+    block = range(first, first + 8)
+    assert block.start >= LOW_PORT and block.stop <= ephemeral.start
+    second = free_port_block(8, avoid=[block])
+    assert second + 8 <= block.start or block.stop <= second  # no overlap with the range to avoid
+    for port in range(second, second + 8):  # every port of the block is free right now
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", port))
