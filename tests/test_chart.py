@@ -33,6 +33,7 @@ from helm_tools import (
 )
 
 from audio_score.cli import build_parser
+from audio_score.env_settings import JobEnv, PredictorEnv, RouterEnv
 from audio_score.settings import FileConfig, load_settings
 
 VALUE_SETS = {"default": (), "kind": (KIND_VALUES,), "site": (SITE_VALUES,)}
@@ -299,7 +300,10 @@ def test_the_job_predictors_and_router_read_one_decoder(name: str, tmp_path: Pat
             continue
         env = {k: v for k, v in env_of(spec["containers"][0]).items() if isinstance(v, str)}
         assert "AUDIO_SCORE_DECODER" not in env, where
-        seen[where] = load_settings(config, env=env).decoder
+        part = (
+            JobEnv if where.startswith("Job/") else PredictorEnv if where.startswith("InferenceService/") else RouterEnv
+        )
+        seen[where] = load_settings(part, config, env=env).config.decoder
     assert any(w.startswith("Job/") for w in seen) and any(w.startswith("Deployment/") for w in seen), seen
     assert any(w.startswith("InferenceService/") for w in seen), seen
     assert set(seen.values()) == {expected}, seen
