@@ -32,16 +32,31 @@ P = TypeVar("P", bound=PartEnv, covariant=True)
 class ModelSpec(BaseModel):
     """One entry of ``models`` in config.json."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     key: Annotated[str, Field(pattern=MODEL_KEY_PATTERN)]
+    """a lowercase DNS label of at most 40 characters: it names the InferenceService, its Service and a cache
+    folder"""
     type: Literal["whisper", "higgs_audio"]
+    """the backend"""
     model_id: Annotated[str, Field(min_length=1)]
+    """hub id (`openai/whisper-small`) or local folder (starts with `/`, `./`, `../`, `~`, or exists relative to
+    config.json's folder: `./models/x`, `/mnt/models`)"""
     processor_id: str | None = None
+    """`higgs_audio` only, and required there: the Whisper feature extractor (e.g. `openai/whisper-large-v3`)"""
     transcriber_id: str | None = None
+    """`higgs_audio` only, and required there: the Whisper model that transcribes"""
     revision: str | None = None
+    """a hub revision (branch, tag or commit); unset: the hub's default"""
     language: str | None = None
+    """force the transcription language of a multilingual Whisper (`en`, `es`, ...; a Whisper code, name or
+    `<|xx|>`, refused at config load when Whisper has no such language and at model load when the checkpoint lacks
+    it); unset, each reference clip's language is detected once when its entry is built and every upload scored
+    against it is heard in it. Ignored, with a warning at load, by English-only (`*.en`) checkpoints and by legacy
+    ones whose generation config predates `task_to_id` (their `forced_decoder_ids` decide)"""
     max_new_tokens: Annotated[int, Field(ge=1, le=444)] = 128
+    """transcript length limit; capped, with a warning at load, to what the checkpoint's decoder holds
+    (`max_target_positions` minus generate's prompt)"""
 
     @field_validator("language")
     @classmethod
@@ -75,22 +90,31 @@ class FileConfig(BaseModel):
     relative to config.json's own folder.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     models: Annotated[list[ModelSpec], Field(min_length=1)]
+    """the models (the `models[].*` rows); keys must be unique"""
     video_clip_dir: Path
+    """the reference clips (relative to config.json's folder)"""
     cache_dir: Path
+    """the reference cache (relative to config.json's folder)"""
     target_sampling_rate: Annotated[int, Field(ge=8000, le=48000)] = 16000
+    """the rate everything is decoded to; must equal the feature extractor's rate or the model fails to load"""
     max_upload_bytes: MaxUploadBytes = 25 * 1024 * 1024
+    """uploads above it (25 MiB) get 413; the router's `AUDIO_SCORE_MAX_UPLOAD_BYTES` overrides it"""
     max_audio_seconds: MaxAudioSeconds = 30.0
-    #: Which audio similarity feeds audio_sim_score and sim_score: frames aligned in time, or pooled embeddings.
+    """recordings longer than this get 413; `AUDIO_SCORE_MAX_AUDIO_SECONDS` overrides it (router and predictor)"""
     audio_similarity: Literal["aligned", "pooled"] = "aligned"
-    #: Which text similarity feeds text_sim_score: word-level (no floor for unrelated sentences) or the seed's
-    #: character ratio (audio_score.similarity says why; the default is what the quality benchmark chose).
+    """which audio similarity is `audio_sim_score` (and so half of `sim_score`): `aligned` (frames aligned in
+    time) or `pooled` (mean frames); `/score` returns both either way"""
     text_similarity: Literal["word", "char", "fuzzy_word"] = "fuzzy_word"
-    #: The one decoder for reference clips and uploads: in config.json so that every pod (the Job, each
-    #: predictor, the router) decodes alike; a clip uploaded as itself scores 1.0 only if they do.
+    """which similarity is `text_sim_score`: word-level edit distance with near-miss words partly credited
+    (`fuzzy_word`), exact word-level Levenshtein (`word`; both: no floor for unrelated sentences), or the seed's
+    character ratio (`char`); `audio_score.similarity` says why, the default is what the quality benchmark chose"""
     decoder: Literal["pyav", "pydub"] = "pyav"
+    """the one decoder for reference clips (cache Job, predictor) and uploads (router): `pyav` (in-process FFmpeg)
+    or `pydub` (the seed's, calls the ffmpeg binary). It lives here, in the file every pod mounts, so no part can
+    decode differently (a clip uploaded as itself scores 1.0 only if they agree); chart value `config.decoder`"""
 
     @field_validator("models")
     @classmethod

@@ -295,3 +295,32 @@ def test_the_language_table_is_transformers_own() -> None:
 
     assert whisper_languages.LANGUAGES == LANGUAGES
     assert {**{n: c for c, n in whisper_languages.LANGUAGES.items()}, **whisper_languages.ALIASES} == TO_LANGUAGE_CODE
+
+
+# --- the documentation's tables are the declarations ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/architecture.md"])
+def test_the_settings_tables_are_generated_from_the_declarations(document: str) -> None:
+    """README's and the architecture doc's tables are exactly what the declarations render (run
+    ``python -m audio_score_tools.settings_tables`` after changing a setting)."""
+    from audio_score_tools.settings_tables import render
+
+    text = (REPO_ROOT / document).read_text(encoding="utf-8")
+    assert render(document, text) == text, f"{document}: stale; run python -m audio_score_tools.settings_tables"
+
+
+def test_the_tables_show_every_declared_setting_with_its_default_and_bounds() -> None:
+    from audio_score.env_settings import env_name
+    from audio_score_tools.settings_tables import TABLES
+
+    readme = TABLES[("README.md", "environment")]()
+    for part in PARTS.values():
+        for name, field in part.model_fields.items():
+            assert f"| `{env_name(name, field)}` |" in readme, name
+    assert "| `AUDIO_SCORE_MAX_QUEUE_SIZE` | 64 | integer, ≥ 1 | predictor | queued requests" in readme
+    assert "| `AUDIO_SCORE_MAX_AUDIO_SECONDS` | — | number, > 0, ≤ 600 | router, predictor |" in readme
+    assert "| `AUDIO_SCORE_CONFIG` | `config.json` | path | every part |" in readme
+    config = TABLES[("README.md", "config")]()
+    assert "| `max_upload_bytes` | 26214400 | integer, ≥ 1024 |" in config
+    assert "| `models[].type` | required | `whisper` \\| `higgs_audio` |" in config
