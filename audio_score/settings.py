@@ -134,7 +134,7 @@ class FileConfig(BaseModel):
 
 class Settings(BaseModel, Generic[P]):
     """What one part reads: config.json (paths resolved, the part's overrides applied), the part's own
-    environment class ``E`` (:class:`RouterEnv`, :class:`PredictorEnv` or :class:`JobEnv`) and the models selected.
+    environment class ``P`` (:class:`RouterEnv`, :class:`PredictorEnv` or :class:`JobEnv`) and the models selected.
 
     Nothing is copied across: a config.json field is ``settings.config.<field>``, a knob ``settings.env.<field>``,
     each declared once (:class:`FileConfig`, :mod:`audio_score.env_settings`).
