@@ -788,3 +788,23 @@ def test_helm_test_pod_scores_the_configured_clip() -> None:
 def test_notes_render() -> None:
     proc = helm("install", "rel", str(CHART), "--dry-run=client", "-n", "audio", "-f", str(KIND_VALUES))
     assert "curl" in proc.stdout and "/score" in proc.stdout and "helm test rel" in proc.stdout
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_each_pod_gets_only_variables_its_part_reads(name: str) -> None:
+    """Every ``AUDIO_SCORE_*`` variable the chart sets on a pod is declared by that pod's part (RouterEnv,
+    PredictorEnv, JobEnv): the chart never sets a knob the pod would ignore, e.g. a predictor's on the router."""
+    from audio_score.env_settings import env_name
+
+    checked = set()
+    for where, spec in pod_specs(rendered(name)):
+        if "-test" in where:
+            continue
+        part = (
+            JobEnv if where.startswith("Job/") else PredictorEnv if where.startswith("InferenceService/") else RouterEnv
+        )
+        declared = {env_name(n, f) for n, f in part.model_fields.items()}
+        given = {k for k in env_of(spec["containers"][0]) if k.startswith("AUDIO_SCORE_")}
+        assert given <= declared, f"{where}: {sorted(given - declared)} are not {part.__name__}'s"
+        checked.add(part)
+    assert checked == {JobEnv, PredictorEnv, RouterEnv}
