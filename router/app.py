@@ -26,8 +26,7 @@ from pydantic import BaseModel, Field
 
 from audio_score import __version__
 from audio_score.audio import decode_audio
-from audio_score.cache import validate_id
-from audio_score.contract import DEADLINE_HEADER
+from audio_score.contract import DEADLINE_HEADER, validate_id
 from audio_score.errors import ModelUnavailable, ScoreError, UnknownModel
 from audio_score.settings import Settings, load_settings
 from router.auth import APIKeyMiddleware
