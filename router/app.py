@@ -16,9 +16,11 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import httpx
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -181,6 +183,63 @@ PredictorDep = Annotated[PredictorClient, Depends(get_predictor)]
 TrackerDep = Annotated[ReadinessTracker, Depends(get_tracker)]
 DecodePoolDep = Annotated[ThreadPoolExecutor, Depends(get_decode_pool)]
 
+
+@dataclass(frozen=True)
+class Services:
+    """What the score path uses of the app (its settings, metrics, predictor client, readiness tracker and decode
+    pool): one argument instead of five, so each step takes ``(services, call)``."""
+
+    settings: Settings
+    metrics: RouterMetrics
+    predictor: PredictorClient
+    tracker: ReadinessTracker
+    decode_pool: ThreadPoolExecutor
+
+
+def get_services(request: Request) -> Services:
+    state = request.app.state
+    return Services(state.settings, state.metrics, state.predictor, state.tracker, state.decode_pool)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+@dataclass
+class ScoreCall:
+    """One ``POST /score`` on its way through the router: what it asked, what has been settled so far, and when it
+    began. The steps fill it in order (deadline, model, samples); the log lines and metrics read it at the end, so
+    a refusal at any step is logged and counted with whatever was known by then."""
+
+    uid: str
+    cid: str
+    #: The ``model`` form field as sent ('' and absent both mean the default model).
+    asked_model: str | None
+    #: ``time.perf_counter()`` when the route began: the caller's deadline counts from here.
+    started: float
+    #: The metric label: a configured key, or "default"/"unknown", never a caller's arbitrary text.
+    label: str
+    #: Seconds the caller will still wait (:data:`DEADLINE_HEADER`), None when it did not say.
+    caller_wait_s: float | None = None
+    #: The model key chosen (set by :func:`choose_model`).
+    key: str | None = None
+    #: The decoded upload: mono float32 at the target rate.
+    samples: np.ndarray | None = field(default=None, repr=False)
+    status: int = 500
+
+    def predictor_budget_s(self, timeout_s: float) -> float:
+        """How long the predictor call may take: ``timeout_s``, or less if the caller's deadline is nearer; 504
+        when that deadline has already passed."""
+        if self.caller_wait_s is None:
+            return timeout_s
+        budget = min(timeout_s, self.caller_wait_s - (time.perf_counter() - self.started))
+        if budget <= 0:
+            raise APIError(504, f"the caller's deadline ({DEADLINE_HEADER}) passed before scoring began")
+        return budget
+
+    def log_fields(self, **more: Any) -> dict[str, Any]:
+        return {"model": self.key or self.label, "uid": self.uid, "cid": self.cid, **more}
+
+
 router = APIRouter()
 
 
@@ -188,22 +247,21 @@ async def choose_model(tracker: ReadinessTracker, predictor: PredictorClient, mo
     """The model asked for (UnknownModel; ModelUnavailable when not ready, PredictorError while its breaker is
     open: fail fast, no readiness check, no call), else the first ready one (ModelUnavailable when none is)."""
     if model:
-        if model not in tracker.states:
-            raise UnknownModel(model, list(tracker.states))
+        if not tracker.knows(model):
+            raise UnknownModel(model, tracker.keys)
         predictor.raise_if_open(model)
-        state = tracker.states[model]
-        if not state.ready:
-            state = await tracker.check(model)  # the poll may be a moment behind
-        if not state.ready:
-            raise ModelUnavailable(f"model {model!r} is not ready: {state.reason}")
+        ready, reason = await tracker.ensure_checked(model)  # the poll may be a moment behind
+        if not ready:
+            raise ModelUnavailable(f"model {model!r} is not ready: {reason}")
         return model
     default = tracker.default_model()
     if default is None:
         await tracker.check_all(skip_open=True)
         default = tracker.default_model()
     if default is None:
-        reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
-        raise ModelUnavailable(f"no model is ready ({reasons})", retry_after_s=predictor.breakers.retry_after_s)
+        raise ModelUnavailable(
+            f"no model is ready ({tracker.reasons()})", retry_after_s=predictor.breakers.retry_after_s
+        )
     return default
 
 
@@ -223,11 +281,7 @@ async def choose_model(tracker: ReadinessTracker, predictor: PredictorClient, mo
 )
 async def score(
     request: Request,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    predictor: PredictorDep,
-    tracker: TrackerDep,
-    decode_pool: DecodePoolDep,
+    services: ServicesDep,
     uid: Annotated[str, Form(description="video id of the reference clip", examples=["video1"])],
     cid: Annotated[str, Form(description="clip id within the video", examples=["clip1"])],
     audio: Annotated[UploadFile, File(description="the recording: any format FFmpeg reads (wav, mp3, m4a, ...)")],
@@ -239,54 +293,45 @@ async def score(
         ),
     ] = None,
 ) -> dict[str, Any]:
-    started = time.perf_counter()
+    settings, metrics, tracker = services.settings, services.metrics, services.tracker
+    call = ScoreCall(
+        uid=uid, cid=cid, asked_model=model or None, started=time.perf_counter(), label=tracker.label(model)
+    )
     # One line per request only when asked for (AUDIO_SCORE_DEBUG_REQUEST_LOGS=1): metrics carry the counts.
     request_log_level = logging.INFO if settings.debug_request_logs else logging.DEBUG
-    # Metric labels only ever take configured keys: a caller's arbitrary model name must not create series.
-    label = model if model in tracker.states else ("unknown" if model else "default")
-    status = 500
     try:
         try:
-            caller_wait_s = _caller_wait_s(request)
+            call.caller_wait_s = _caller_wait_s(request)
             validate_id(uid, "uid")
             validate_id(cid, "cid")
-            key = label = await choose_model(tracker, predictor, model or None)
-            samples = await _decode(await audio.read(), settings, metrics, decode_pool)
-            result = await _call_predictor(
-                key, samples, uid, cid, settings, metrics, predictor, tracker, caller_wait_s, started
-            )
+            call.key = call.label = await choose_model(tracker, services.predictor, call.asked_model)
+            call.samples = await _decode(services, await audio.read())
+            result = await _call_predictor(services, call)
         except (ScoreError, PredictorError) as exc:
             raise api_error(exc) from None
-        status = 200
-        log.log(
-            request_log_level,
-            "scored",
-            extra={"model": key, "uid": uid, "cid": cid, "sim_score": round(result["sim_score"], 4)},
-        )
+        call.status = 200
+        log.log(request_log_level, "scored", extra=call.log_fields(sim_score=round(result["sim_score"], 4)))
         if "reference_text" in result:
             result["reference_text"] = result["reference_text"] or None  # "" on the wire: the clip has none
         if "language" in result:
             result["language"] = result["language"] or None  # "" on the wire: the checkpoint does not say
-        return {"model": key, **result}
+        return {"model": call.key, **result}
     except APIError as exc:
-        status = exc.status_code
-        log.log(
-            request_log_level,
-            "score refused",
-            extra={"model": label, "uid": uid, "cid": cid, "status": status, "detail": exc.detail},
-        )
+        call.status = exc.status_code
+        log.log(request_log_level, "score refused", extra=call.log_fields(status=call.status, detail=exc.detail))
         raise
     finally:
-        metrics.requests.labels(label, str(status)).inc()
-        metrics.latency.labels(label).observe(time.perf_counter() - started)
+        metrics.requests.labels(call.label, str(call.status)).inc()
+        metrics.latency.labels(call.label).observe(time.perf_counter() - call.started)
 
 
-async def _decode(data: bytes, settings: Settings, metrics: RouterMetrics, pool: ThreadPoolExecutor) -> Any:
+async def _decode(services: Services, data: bytes) -> np.ndarray:
     """The upload through the one decoder (config.json's), on a worker thread; the core's AudioError if it fails."""
+    settings = services.settings
     decode_started = time.perf_counter()
     try:
         return await asyncio.get_running_loop().run_in_executor(
-            pool,
+            services.decode_pool,
             functools.partial(
                 decode_audio,
                 data,
@@ -297,37 +342,24 @@ async def _decode(data: bytes, settings: Settings, metrics: RouterMetrics, pool:
             ),
         )
     finally:
-        metrics.decode.observe(time.perf_counter() - decode_started)
+        services.metrics.decode.observe(time.perf_counter() - decode_started)
 
 
-async def _call_predictor(
-    key: str,
-    samples: Any,
-    uid: str,
-    cid: str,
-    settings: Settings,
-    metrics: RouterMetrics,
-    predictor: PredictorClient,
-    tracker: ReadinessTracker,
-    caller_wait_s: float | None,
-    started: float,
-) -> dict[str, Any]:
+async def _call_predictor(services: Services, call: ScoreCall) -> dict[str, Any]:
     """The model's scores, within what is left of the caller's deadline; marks the model unready when its
     predictor is unreachable or its breaker opened."""
+    assert call.key is not None and call.samples is not None, "choose the model and decode the upload first"
+    predictor, key = services.predictor, call.key
     call_started = time.perf_counter()
-    budget = settings.predictor_timeout_s
-    if caller_wait_s is not None:
-        budget = min(budget, caller_wait_s - (call_started - started))
-        if budget <= 0:
-            raise APIError(504, f"the caller's deadline ({DEADLINE_HEADER}) passed before scoring began")
+    budget = call.predictor_budget_s(services.settings.predictor_timeout_s)
     try:
-        return await predictor.score(key, samples, uid, cid, deadline_s=budget)
+        return await predictor.score(key, call.samples, call.uid, call.cid, deadline_s=budget)
     except PredictorError as exc:
         if exc.unreachable or predictor.breakers.is_open(key):
-            tracker.mark_unready(key, exc.detail)
+            services.tracker.mark_unready(key, exc.detail)
         raise
     finally:
-        metrics.predictor.labels(key).observe(time.perf_counter() - call_started)
+        services.metrics.predictor.labels(key).observe(time.perf_counter() - call_started)
 
 
 @router.get("/models", response_model=ModelsResponse, summary="Configured models, readiness and the default")
@@ -337,7 +369,7 @@ async def models(settings: SettingsDep, predictor: PredictorDep, tracker: Tracke
         "default": tracker.default_model(),
         "models": [
             {"key": k, "type": types[k], "ready": s.ready, "reason": s.reason, "predictor_url": predictor.base_url(k)}
-            for k, s in tracker.states.items()
+            for k, s in tracker.snapshot()
         ],
     }
 
@@ -352,8 +384,7 @@ async def readyz(tracker: TrackerDep) -> JSONResponse:
     ready = tracker.ready_keys()
     if ready:
         return JSONResponse({"status": "ready", "models": ready})
-    reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
-    return JSONResponse({"detail": f"no model is ready ({reasons})"}, status_code=503)
+    return JSONResponse({"detail": f"no model is ready ({tracker.reasons()})"}, status_code=503)
 
 
 @router.get("/metrics", include_in_schema=False)
