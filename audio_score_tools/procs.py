@@ -88,6 +88,14 @@ def subcommand(*args: str) -> list[str]:
     return [sys.executable, "-m", "audio_score", *args]
 
 
+def spawn(argv: Sequence[str], *, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[Any]:
+    """Start ``argv`` leading its own session (so :func:`stop_process` reaches all it forks and the terminal's
+    Ctrl+C does not hit it twice), unbuffered, with this process's environment plus ``env``."""
+    return subprocess.Popen(
+        list(argv), env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True, **popen
+    )
+
+
 def http_ok(url: str, timeout_s: float = 5.0) -> Callable[[], bool]:
     """A readiness probe: ``url`` answers 200."""
 
@@ -242,12 +250,11 @@ def started(
 ) -> Iterator[subprocess.Popen[Any]]:
     """Start ``argv`` in its own session (output to ``log_path`` unless ``popen`` says otherwise), wait until
     ``ready()``, yield the process, and stop its group on the way out, also when start-up failed."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **popen.pop("env", {})}
     with contextlib.ExitStack() as stack:
         if log_path is not None and "stdout" not in popen:
             log = stack.enter_context(log_path.open("wb"))
             popen.update(stdout=log, stderr=subprocess.STDOUT)
-        proc = subprocess.Popen(list(argv), env=env, start_new_session=True, **popen)
+        proc = spawn(argv, **popen)
     if details is None:
         details = log_tail(log_path) if log_path is not None else (lambda: "")
     try:

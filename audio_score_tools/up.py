@@ -146,16 +146,14 @@ class Child:
         self.stdout_path = log_dir / f"{name}.out"
         self.tail: collections.deque[str] = collections.deque(maxlen=300)
         self.forward = False
-        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1", _PARENT_ENV: str(os.getpid())}
         # A bar-drawing child keeps stdout (its JSON summary) apart; the servers' stdout and stderr are one log.
         self._stdout_file: IO[bytes] | None = self.stdout_path.open("wb") if progress_bars else None
-        self.proc = subprocess.Popen(
+        self.proc = procs.spawn(  # its own process group: stopped as a whole, untouched by the terminal's ^C
             [sys.executable, "-c", _CHILD_CODE, *argv],
+            env={**self.extra_env, _PARENT_ENV: str(os.getpid())},
             stdin=subprocess.DEVNULL,
             stdout=self._stdout_file if progress_bars else subprocess.PIPE,
             stderr=subprocess.PIPE if progress_bars else subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own process group: stopped as a whole, untouched by the terminal's ^C
         )
         stream = self.proc.stderr if progress_bars else self.proc.stdout
         assert stream is not None
