@@ -173,10 +173,10 @@ class ReferenceCache:
         """Write an entry atomically, replacing a stale one.
 
         The files go to a temporary folder beside the final one (same filesystem), are fsynced, then the folder
-        is renamed into place. ``source`` (:func:`source_info` plus ``"text"``, the text
-        file's identity from :func:`read_reference_text`) names the clip and text as they were read; without it
-        both are read now. Replacing an existing entry renames the old one aside first; a reader in that
-        instant sees no entry and takes the missing-entry path, never a half-written one.
+        is renamed into place. ``source`` (:func:`~audio_score.clips.source_info` plus ``"text"``, the text
+        file's identity from :func:`~audio_score.clips.read_reference_text`) names the clip and text as they
+        were read; without it both are read now. Replacing an existing entry renames the old one aside first; a
+        reader in that instant sees no entry and takes the missing-entry path, never a half-written one.
         """
         final = self.entry_dir(clip.uid, clip.cid)
         final.parent.mkdir(parents=True, exist_ok=True)
