@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from audio_score.errors import InvalidIdentifier, quote_user_value
+
 Datatype = Literal["FP32", "BYTES", "BOOL"]
 
 
@@ -49,8 +51,23 @@ INPUTS = (AUDIO, UID, CID)
 INPUT_NAMES = tuple(t.name for t in INPUTS)
 
 #: A uid or cid: a path component of the clip store and the cache, so no separators and no traversal (a value
-#: made only of dots is refused too, by :func:`audio_score.cache.validate_id`).
+#: made only of dots, or starting with one, is refused too, by :func:`validate_id`).
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def validate_id(value: str, what: str = "id") -> str:
+    """The id rule, whole: :data:`ID_PATTERN`, not made only of dots, not starting with '.' (a hidden name that
+    the cache's own temporary folders use). Every part checks a uid, cid or model key with this before a path is
+    built from it or it is sent on; :class:`~audio_score.errors.InvalidIdentifier` (a 400) otherwise."""
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value) or set(value) == {"."}:
+        raise InvalidIdentifier(
+            f"invalid {what} {quote_user_value(value)}: use 1-128 letters, digits, '.', '_' or '-' "
+            "(no path separators, not '..')"
+        )
+    if value.startswith("."):
+        raise InvalidIdentifier(f"invalid {what} {quote_user_value(value)}: must not start with '.'")
+    return value
+
 
 #: Request header (REST) / metadata key (gRPC): milliseconds the caller will still wait for this answer. The
 #: router's own callers may send it too; the router passes on what is left of it.

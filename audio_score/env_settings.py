@@ -249,4 +249,4 @@ class RouterEnv(SharedEnv):
 
 
 #: The parts and the class each reads, in the order the documentation lists them.
-PARTS: dict[str, type[PartEnv]] = {"router": RouterEnv, "predictor": PredictorEnv, "cache-build": JobEnv}
+PARTS: dict[str, type[PartEnv]] = {"router": RouterEnv, "predictor": PredictorEnv, "cache build": JobEnv}

@@ -121,7 +121,7 @@ def render_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def find_batch_files(folder: Path) -> tuple[list[Outcome], list[Outcome]]:
     """``(to score, unusable names)`` for the audio files directly in ``folder``."""
-    from audio_score.cache import parse_clip_path
+    from audio_score.clips import parse_clip_path
     from audio_score.errors import InvalidIdentifier
 
     todo, bad = [], []

@@ -128,7 +128,7 @@ def env_rows() -> Iterator[dict[str, str]]:
                 "variable": f"`{env_name(name, field)}`",
                 "default": default(field),
                 "values": values(field),
-                "read by": "every part" if len(readers) == len(PARTS) else ", ".join(readers),
+                "used by": "all" if len(readers) == len(PARTS) else ", ".join(readers),
                 "meaning": _cell(field.description or ""),
                 "declared in": f"`{cls.__name__}`",
             }
@@ -162,10 +162,10 @@ def table(rows: Iterator[dict[str, str]], columns: list[str]) -> str:
 #: (document, table name) -> the table's text.
 TABLES: dict[tuple[str, str], Callable[[], str]] = {
     ("README.md", "config"): lambda: table(config_rows(), ["field", "default", "values", "meaning"]),
-    ("README.md", "environment"): lambda: table(env_rows(), ["variable", "default", "values", "read by", "meaning"]),
+    ("README.md", "environment"): lambda: table(env_rows(), ["variable", "default", "values", "used by", "meaning"]),
     ("docs/architecture.md", "config"): lambda: table(config_rows(), ["field", "default", "values"]),
     ("docs/architecture.md", "environment"): lambda: table(
-        env_rows(), ["variable", "default", "values", "read by", "declared in"]
+        env_rows(), ["variable", "default", "values", "used by", "declared in"]
     ),
 }
 

@@ -40,8 +40,7 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotR
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from audio_score import contract
-from audio_score.cache import validate_id
-from audio_score.contract import DEADLINE_HEADER
+from audio_score.contract import DEADLINE_HEADER, validate_id
 from audio_score.errors import (
     InvalidIdentifier,
     ModelLoadError,

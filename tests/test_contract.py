@@ -7,9 +7,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
-from audio_score import cache, contract, v2
+from audio_score import contract, v2
+from audio_score.errors import InvalidIdentifier
 from router.app import ScoreResponse
+
+from conftest import REPO_ROOT
 
 
 def test_the_router_answer_has_exactly_the_score_outputs() -> None:
@@ -34,5 +38,23 @@ def test_embed_only_and_score_outputs_share_only_the_transcript() -> None:
 
 
 def test_the_id_rule_is_the_contracts() -> None:
-    assert cache.ID_PATTERN is contract.ID_PATTERN
-    assert cache.validate_id("clip-1.a_b", "cid") == "clip-1.a_b"
+    """The id rule is defined once, in the contract; the store, the clip finder, the predictor and the router use
+    that one function (no part keeps a copy of the pattern or of the check)."""
+    from audio_score import cache, clips
+    from predictors import model, references
+    from router import app, try_page
+    from router import clips as router_clips
+
+    assert contract.validate_id("clip-1.a_b", "cid") == "clip-1.a_b"
+    for refused in ("..", ".", ".hidden", "a/b", "", "x" * 129):
+        with pytest.raises(InvalidIdentifier):
+            contract.validate_id(refused, "cid")
+    for module in (cache, clips, model, references, app, router_clips, try_page):
+        assert module.validate_id is contract.validate_id, module.__name__
+    defining = [
+        str(path.relative_to(REPO_ROOT))
+        for folder in ("audio_score", "predictors", "router", "cache-job", "audio_score_tools")
+        for path in (REPO_ROOT / folder).rglob("*.py")
+        if "def validate_id(" in path.read_text(encoding="utf-8") or 're.compile(r"^[A-Za-z0-9._-]' in path.read_text()
+    ]
+    assert defining == ["audio_score/contract.py"], defining

@@ -168,7 +168,7 @@ def test_bad_environment_values(tmp_path: Path, part: type[PartEnv], name: str, 
 #: A bad value of a variable only one part reads, for each part.
 BAD_FOR = {
     "predictor": {"AUDIO_SCORE_MAX_QUEUE_SIZE": "0"},
-    "cache-build": {"AUDIO_SCORE_DISABLE_CACHE_FLUSH": "maybe"},
+    "cache build": {"AUDIO_SCORE_DISABLE_CACHE_FLUSH": "maybe"},
     "router": {"AUDIO_SCORE_PREDICTOR_TIMEOUT_S": "0"},
 }
 
@@ -186,13 +186,13 @@ def test_another_parts_bad_variable_does_not_stop_this_one(tmp_path: Path, part:
 
 
 def test_each_variable_is_read_by_the_parts_that_declare_it() -> None:
-    """The table's "read by" column is the classes: a variable only the predictor reads is no router field."""
+    """The table's "used by" column is the classes: a variable only the predictor reads is no router field."""
     fields = {part: set(cls.model_fields) for part, cls in PARTS.items()}
-    assert "max_queue_size" in fields["predictor"] and "max_queue_size" not in fields["router"] | fields["cache-build"]
+    assert "max_queue_size" in fields["predictor"] and "max_queue_size" not in fields["router"] | fields["cache build"]
     assert "max_audio_seconds" in fields["router"] & fields["predictor"]  # both enforce the duration limit
     assert "max_upload_bytes" in fields["router"] and "max_upload_bytes" not in fields["predictor"]
-    assert {"device", "torch_threads"} <= fields["predictor"] & fields["cache-build"] - fields["router"]
-    assert set(PartEnv.model_fields) <= fields["router"] & fields["predictor"] & fields["cache-build"]
+    assert {"device", "torch_threads"} <= fields["predictor"] & fields["cache build"] - fields["router"]
+    assert set(PartEnv.model_fields) <= fields["router"] & fields["predictor"] & fields["cache build"]
     # An override is the config.json field's own type, so its bounds are declared once.
     for cls in PARTS.values():
         for name in set(cls.model_fields) & set(FileConfig.model_fields):
@@ -320,7 +320,7 @@ def test_the_tables_show_every_declared_setting_with_its_default_and_bounds() ->
             assert f"| `{env_name(name, field)}` |" in readme, name
     assert "| `AUDIO_SCORE_MAX_QUEUE_SIZE` | 64 | integer, ≥ 1 | predictor | queued requests" in readme
     assert "| `AUDIO_SCORE_MAX_AUDIO_SECONDS` | — | number, > 0, ≤ 600 | router, predictor |" in readme
-    assert "| `AUDIO_SCORE_CONFIG` | `config.json` | path | every part |" in readme
+    assert "| `AUDIO_SCORE_CONFIG` | `config.json` | path | all |" in readme
     config = TABLES[("README.md", "config")]()
     assert "| `max_upload_bytes` | 26214400 | integer, ≥ 1024 |" in config
     assert "| `models[].type` | required | `whisper` \\| `higgs_audio` |" in config
