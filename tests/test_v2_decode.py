@@ -92,7 +92,7 @@ def test_malformed_bodies_are_invalid_input_with_a_reason(case: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("length", "reason"), [("abc", "not a byte count"), ("99999", "outside the body"), ("-1", "outside the body")]
+    ("length", "reason"), [("abc", "not a byte count"), ("99999", "outside the body"), ("-1", "not a byte count")]
 )
 def test_bad_header_lengths_are_invalid_input(length: str, reason: str) -> None:
     head = _head([AUDIO])
