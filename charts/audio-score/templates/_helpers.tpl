@@ -27,15 +27,12 @@ Names, labels, images and the pieces every pod shares (config.json, cache, clips
 {{/*
 One YAML mapping from a list of maps (null entries skipped), a later map's value winning key by key: a key the
 chart sets and the user's values set too is written once, with the user's value (a key written twice is kept
-last by helm and the API server but refused by strict YAML decoders). A `set` per key rather than sprig's
-mergeOverwrite, which would keep the chart's value where the user's is "" (mergo skips empty values).
-Call with (list $chartMap $userMap ...).
+last by helm and the API server but refused by strict YAML decoders). sprig's mustMergeOverwrite into a fresh
+dict, so no values map is changed. Call with (list $chartMap $userMap ...).
 */}}
 {{- define "audio-score.mergedMap" -}}
 {{- $out := dict }}
-{{- range . }}
-{{- range $k, $v := (default dict .) }}{{ $_ := set $out $k $v }}{{ end }}
-{{- end }}
+{{- range . }}{{ $out = mustMergeOverwrite $out (deepCopy (default dict .)) }}{{ end }}
 {{- with $out }}{{ toYaml . }}{{ end }}
 {{- end }}
 
