@@ -17,6 +17,7 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from audio_score.contract import DEFAULT_AUDIO_SIMILARITY, DEFAULT_TEXT_SIMILARITY, AudioSimilarity, TextSimilarity
 from audio_score.env_settings import E, JobEnv, MaxAudioSeconds, MaxUploadBytes, PartEnv, PredictorEnv, RouterEnv
 from audio_score.errors import ConfigError
 from audio_score.whisper_languages import LANGUAGES, language_code
@@ -104,13 +105,14 @@ class FileConfig(BaseModel):
     """uploads above it (25 MiB) get 413; the router's `AUDIO_SCORE_MAX_UPLOAD_BYTES` overrides it"""
     max_audio_seconds: MaxAudioSeconds = 30.0
     """recordings longer than this get 413; `AUDIO_SCORE_MAX_AUDIO_SECONDS` overrides it (router and predictor)"""
-    audio_similarity: Literal["aligned", "pooled"] = "aligned"
+    audio_similarity: AudioSimilarity = DEFAULT_AUDIO_SIMILARITY
     """which audio similarity is `audio_sim_score` (and so half of `sim_score`): `aligned` (frames aligned in
     time) or `pooled` (mean frames); `/score` returns both either way"""
-    text_similarity: Literal["word", "char", "fuzzy_word"] = "fuzzy_word"
+    text_similarity: TextSimilarity = DEFAULT_TEXT_SIMILARITY
     """which similarity is `text_sim_score`: word-level edit distance with near-miss words partly credited
     (`fuzzy_word`), exact word-level Levenshtein (`word`; both: no floor for unrelated sentences), or the seed's
-    character ratio (`char`); `audio_score.similarity` says why, the default is what the quality benchmark chose"""
+    character ratio (`char`); `audio_score.similarity` says why, the default is what the quality benchmark chose
+    (both kinds' vocabularies and defaults are `audio_score.contract`'s)"""
     decoder: Literal["pyav", "pydub"] = "pyav"
     """the one decoder for reference clips (cache Job, predictor) and uploads (router): `pyav` (in-process FFmpeg)
     or `pydub` (the seed's, calls the ffmpeg binary). It lives here, in the file every pod mounts, so no part can

@@ -1,8 +1,10 @@
-"""How close an upload is to a reference: by sound (encoder features) and by words (transcripts).
+"""How close an upload is to a reference: by sound (pooled encoder features) and by words (transcripts).
 
-Audio similarity is the cosine of the two pooled embeddings clipped to [0, 1]. Text similarity compares the
+:func:`pooled_cosine` is the cosine of the two pooled embeddings clipped to [0, 1] (the ``pooled`` audio
+similarity; the ``aligned`` one is :mod:`audio_score.alignment`). :func:`text_similarity` compares the
 transcripts after Whisper's normalisation (:mod:`audio_score.textnorm`: English rules for English, the basic
-normaliser for other languages), in one of two kinds, ``text_similarity`` in config.json:
+normaliser for other languages), in one of three kinds (:data:`audio_score.contract.TEXT_SIMILARITY_KINDS`),
+``text_similarity`` in config.json:
 
 - ``"word"``: 1 - (word-level Levenshtein distance) / (length of the longer token list), over the normalised
   tokens (RapidFuzz ``Levenshtein.normalized_similarity`` on token lists). Unrelated sentences share few words, so
@@ -22,32 +24,18 @@ tiny.en mishears a synthetic voice by a letter or two.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import numpy as np
 from rapidfuzz import fuzz
 from rapidfuzz.distance import Indel, Levenshtein
 
+from audio_score.contract import DEFAULT_TEXT_SIMILARITY, TEXT_SIMILARITY_KINDS, TextSimilarity, kinds_text
 from audio_score.textnorm import normalize_text, tokens
 
-__all__ = [
-    "DEFAULT_TEXT_SIMILARITY",
-    "TEXT_SIMILARITIES",
-    "Scores",
-    "TextSimilarity",
-    "audio_similarity",
-    "normalize_text",
-    "score",
-    "text_similarity",
-]
+__all__ = ["fuzzy_word_similarity", "normalize_text", "pooled_cosine", "text_similarity"]
 
-TextSimilarity = Literal["word", "char", "fuzzy_word"]
-TEXT_SIMILARITIES: tuple[TextSimilarity, ...] = ("word", "char", "fuzzy_word")
 #: ``fuzzy_word``: a substituted word earns back its character similarity when that is at least this much
 #: ("gold" for "cold", 0.75; "Marie" for "Maria", 0.8); below it (unrelated words) it earns nothing.
 FUZZY_WORD_MIN_SIMILARITY = 0.5
-DEFAULT_TEXT_SIMILARITY: TextSimilarity = "fuzzy_word"
 
 
 def text_similarity(
@@ -57,8 +45,8 @@ def text_similarity(
 
     Two empty transcripts (both clips without words) are identical: 1.0. One empty and one not: 0.0.
     """
-    if kind not in TEXT_SIMILARITIES:
-        raise ValueError(f"text_similarity {kind!r}: use one of {', '.join(TEXT_SIMILARITIES)}")
+    if kind not in TEXT_SIMILARITY_KINDS:
+        raise ValueError(f"text_similarity {kind!r}: use {kinds_text(TEXT_SIMILARITY_KINDS)}")
     a, b = tokens(hypothesis, language), tokens(reference, language)
     if not a and not b:
         return 1.0
@@ -90,7 +78,7 @@ def fuzzy_word_similarity(a: list[str], b: list[str]) -> float:
     return max(0.0, 1.0 - previous[-1] / max(len(a), len(b)))
 
 
-def audio_similarity(embedding: np.ndarray, reference: np.ndarray) -> float:
+def pooled_cosine(embedding: np.ndarray, reference: np.ndarray) -> float:
     """Cosine of two pooled embeddings, clipped to [0, 1]; a zero vector gives 0.0.
 
     Written as ``a.b / sqrt((a.a)(b.b))`` rather than ``a.b / (|a| |b|)``: for identical vectors the second
@@ -106,30 +94,3 @@ def audio_similarity(embedding: np.ndarray, reference: np.ndarray) -> float:
     if denom == 0.0 or not np.isfinite(denom):
         return 0.0
     return float(np.clip(np.dot(a, b) / denom, 0.0, 1.0))
-
-
-@dataclass(frozen=True)
-class Scores:
-    """The three numbers of the /score contract."""
-
-    audio_sim_score: float
-    text_sim_score: float
-
-    @property
-    def sim_score(self) -> float:
-        return (self.audio_sim_score + self.text_sim_score) / 2.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "sim_score": self.sim_score,
-            "audio_sim_score": self.audio_sim_score,
-            "text_sim_score": self.text_sim_score,
-        }
-
-
-def score(embedding: np.ndarray, transcript: str, reference_embedding: np.ndarray, reference_transcript: str) -> Scores:
-    """Both similarities of an upload against a reference."""
-    return Scores(
-        audio_sim_score=audio_similarity(embedding, reference_embedding),
-        text_sim_score=text_similarity(transcript, reference_transcript),
-    )

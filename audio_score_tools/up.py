@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from audio_score.errors import EXIT_CONFIG, AudioScoreError, ConfigError
+from audio_score.errors import EXIT_CONFIG, ConfigError, ScoreError
 from audio_score_tools import procs
 
 #: How long a stopping child gets between SIGTERM and SIGKILL.
@@ -50,7 +50,7 @@ _BAR = re.compile(r"^cache [A-Za-z0-9._-]+:[^\r\n]*?\| *\d+/\d+ \[[^\]\r\n]*\]")
 _print_lock = threading.Lock()
 
 
-class UpError(AudioScoreError):
+class UpError(ScoreError):
     """``up`` could not start or keep running; the message is the one line the user sees."""
 
     def __init__(self, message: str) -> None:

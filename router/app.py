@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import httpx
 import numpy as np
@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from audio_score import __version__
 from audio_score.audio import decode_audio
-from audio_score.contract import DEADLINE_HEADER, validate_id
+from audio_score.contract import DEADLINE_HEADER, AudioSimilarity, WordOp, parse_deadline_header, validate_id
 from audio_score.env_settings import RouterEnv
 from audio_score.errors import ModelUnavailable, ScoreError, UnknownModel
 from audio_score.settings import RouterSettings, load_settings
@@ -49,7 +49,7 @@ log = logging.getLogger("router")
 class WordMark(BaseModel):
     """One step of the word alignment, in reading order."""
 
-    op: Literal["match", "substitution", "deletion", "insertion"] = Field(
+    op: WordOp = Field(
         description="match: said right; substitution: `said` instead of `word`; deletion: `word` missed; "
         "insertion: `said` added"
     )
@@ -78,7 +78,7 @@ class ScoreResponse(BaseModel):
         description="mean cosine of the mean-centred encoder frames aligned in time (DTW), clipped to [0, 1]: "
         "the order of the sounds counts, so a different sentence in the same voice scores low",
     )
-    audio_similarity: Literal["aligned", "pooled"] | None = Field(
+    audio_similarity: AudioSimilarity | None = Field(
         default=None, description="which audio similarity feeds audio_sim_score and sim_score"
     )
     word_accuracy: float | None = Field(
@@ -306,7 +306,7 @@ async def _call_predictor(services: Services, call: ScoreCall) -> dict[str, Any]
     call_started = time.perf_counter()
     budget = call.predictor_budget_s(services.settings.env.predictor_timeout_s)
     try:
-        return await predictor.score(key, call.samples, call.uid, call.cid, deadline_s=budget)
+        return await predictor.score(key, call.samples, call.uid, call.cid, wait_s=budget)
     except PredictorError as exc:
         if exc.unreachable or predictor.breakers.is_open(key):
             services.tracker.mark_unready(key, exc.detail)
@@ -401,16 +401,10 @@ def create_app(settings: RouterSettings, *, readiness_interval_s: float = 2.0) -
 
 def _caller_wait_s(request: Request) -> float | None:
     """Seconds the router's caller will still wait, from its optional :data:`DEADLINE_HEADER`; 400 if malformed."""
-    raw = request.headers.get(DEADLINE_HEADER)
-    if raw is None or raw == "":
-        return None
     try:
-        ms = float(raw)
-    except ValueError:
-        raise APIError(400, f"{DEADLINE_HEADER}: {raw!r} is not a number of milliseconds") from None
-    if not 0 < ms < float("inf"):
-        raise APIError(400, f"{DEADLINE_HEADER}: {raw!r} must be a positive number of milliseconds")
-    return ms / 1000.0
+        return parse_deadline_header(request.headers.get(DEADLINE_HEADER))
+    except ValueError as exc:
+        raise APIError(400, str(exc)) from None
 
 
 def app_factory() -> FastAPI:

@@ -1,4 +1,5 @@
-"""Similarity: cosine of pooled features, normalised rapidfuzz ratio of transcripts, and their mean."""
+"""Similarity: cosine of pooled features, normalised rapidfuzz ratio of transcripts, and their mean (through
+:func:`audio_score.scoring.compare`, the one place they are combined)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 from transformers.models.whisper.english_normalizer import BasicTextNormalizer
 
-from audio_score.similarity import audio_similarity, normalize_text, score, text_similarity
+from audio_score.contract import TEXT_SIMILARITY_KINDS
+from audio_score.scoring import compare
+from audio_score.similarity import normalize_text, pooled_cosine, text_similarity
 
 
 @pytest.mark.parametrize(
@@ -34,14 +37,29 @@ def test_english_normalisation_is_whispers_english_normaliser(text: str) -> None
     assert normalize_text(text) == " ".join(EnglishTextNormalizer(spelling)(text).split())
 
 
+def _pooled(embedding: np.ndarray, transcript: str, reference: np.ndarray, reference_transcript: str):  # type: ignore[no-untyped-def]
+    """compare() with the pooled cosine as the audio score (frames: the embedding as one frame)."""
+    return compare(
+        embedding=embedding,
+        frames=np.asarray(embedding, np.float16).reshape(1, -1),
+        transcript=transcript,
+        reference_embedding=reference,
+        reference_frames=np.asarray(reference, np.float16).reshape(1, -1),
+        reference_text=None,
+        reference_transcript=reference_transcript,
+        audio_similarity_kind="pooled",
+    )
+
+
 def test_identical_inputs_give_exactly_one() -> None:
     rng = np.random.default_rng(0)
     emb = rng.standard_normal(384).astype(np.float32)
-    s = score(emb, "Hello there", emb.copy(), "hello, there!")
+    s = _pooled(emb, "Hello there", emb.copy(), "hello, there!")
     assert s.audio_sim_score == 1.0
     assert s.text_sim_score == 1.0
     assert s.sim_score == 1.0
-    assert s.as_dict() == {"sim_score": 1.0, "audio_sim_score": 1.0, "text_sim_score": 1.0}
+    headline = {k: v for k, v in s.scores().items() if k in ("sim_score", "audio_sim_score", "text_sim_score")}
+    assert headline == {"sim_score": 1.0, "audio_sim_score": 1.0, "text_sim_score": 1.0}
 
 
 def test_an_embedding_against_itself_is_exactly_one_for_every_vector() -> None:
@@ -50,13 +68,13 @@ def test_an_embedding_against_itself_is_exactly_one_for_every_vector() -> None:
     vectors = rng.standard_normal((2000, 384)).astype(np.float32) * rng.uniform(1e-3, 1e3, (2000, 1)).astype(np.float32)
     textbook = [float(np.dot(v, v) / (np.linalg.norm(v) * np.linalg.norm(v))) for v in vectors.astype(np.float64)]
     assert sum(value != 1.0 for value in textbook) > 100  # the rounding this guards against is real
-    assert all(audio_similarity(v, v.copy()) == 1.0 for v in vectors)
+    assert all(pooled_cosine(v, v.copy()) == 1.0 for v in vectors)
 
 
 def test_different_inputs_give_less_and_the_mean() -> None:
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal(64), rng.standard_normal(64)
-    s = score(a, "the cat sat", b, "a dog ran")
+    s = _pooled(a, "the cat sat", b, "a dog ran")
     assert 0.0 <= s.audio_sim_score < 1.0
     assert 0.0 <= s.text_sim_score < 1.0
     assert s.sim_score == pytest.approx((s.audio_sim_score + s.text_sim_score) / 2)
@@ -64,10 +82,10 @@ def test_different_inputs_give_less_and_the_mean() -> None:
 
 def test_cosine_is_clipped_and_defined_for_zero_vectors() -> None:
     v = np.ones(8)
-    assert audio_similarity(v, -v) == 0.0
-    assert audio_similarity(np.zeros(8), v) == 0.0
+    assert pooled_cosine(v, -v) == 0.0
+    assert pooled_cosine(np.zeros(8), v) == 0.0
     with pytest.raises(ValueError, match="sizes differ"):
-        audio_similarity(np.ones(8), np.ones(4))
+        pooled_cosine(np.ones(8), np.ones(4))
 
 
 def test_empty_transcripts() -> None:
@@ -79,8 +97,6 @@ def test_empty_transcripts() -> None:
 
 
 def test_compare_feeds_the_chosen_audio_similarity_into_the_contract_scores() -> None:
-    from audio_score.scoring import compare
-
     rng = np.random.default_rng(3)
     frames = rng.standard_normal((40, 16)).astype(np.float16)
     other = rng.standard_normal((40, 16)).astype(np.float16)
@@ -118,7 +134,7 @@ def test_normaliser_follows_the_language() -> None:
     assert normalizer_for("fr")("Colour") == "colour"
 
 
-@pytest.mark.parametrize("kind", ["word", "char", "fuzzy_word"])
+@pytest.mark.parametrize("kind", TEXT_SIMILARITY_KINDS)
 def test_spelling_numbers_and_contractions_are_the_same_text(kind: str) -> None:
     for a, b in [("in 5 minutes", "in five minutes"), ("5.0", "five"), ("we're here", "we are here")]:
         assert text_similarity(a, b, kind) == 1.0  # type: ignore[arg-type]
