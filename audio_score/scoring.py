@@ -128,7 +128,7 @@ def compare(
     if audio_similarity_kind not in AUDIO_SIMILARITIES:
         raise ValueError(f"audio_similarity {audio_similarity_kind!r}: use 'aligned' or 'pooled'")
     if text_similarity_kind not in TEXT_SIMILARITIES:
-        raise ValueError(f"text_similarity {text_similarity_kind!r}: use 'word' or 'char'")
+        raise ValueError(f"text_similarity {text_similarity_kind!r}: use one of {', '.join(TEXT_SIMILARITIES)}")
     reference = reference_text if reference_text is not None else reference_transcript
     if no_speech:
         missed = tuple(WordMark("deletion", u.surface, None) for u in units(reference, language))

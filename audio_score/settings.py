@@ -80,9 +80,10 @@ class FileConfig(BaseModel):
     max_audio_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     #: Which audio similarity feeds audio_sim_score and sim_score: frames aligned in time, or pooled embeddings.
     audio_similarity: Literal["aligned", "pooled"] = "aligned"
-    #: Which text similarity feeds text_sim_score: word-level (no floor for unrelated sentences) or the seed's
-    #: character ratio (audio_score.similarity says why; the default is what the quality benchmark chose).
-    text_similarity: Literal["word", "char", "fuzzy_word"] = "fuzzy_word"
+    #: Which text similarity feeds text_sim_score: word-level (no floor for unrelated sentences; near misses by
+    #: spelling, or by spelling and sound, partly credited) or the seed's character ratio (audio_score.similarity
+    #: says why; the default is what the quality benchmark chose).
+    text_similarity: Literal["word", "char", "fuzzy_word", "phonetic_word"] = "phonetic_word"
     #: The one decoder for reference clips and uploads: in config.json so that every pod (the Job, each
     #: predictor, the router) decodes alike; a clip uploaded as itself scores 1.0 only if they do.
     decoder: Literal["pyav", "pydub"] = "pyav"
@@ -111,7 +112,7 @@ class Settings(BaseModel):
     max_upload_bytes: int
     max_audio_seconds: float
     audio_similarity: Literal["aligned", "pooled"]
-    text_similarity: Literal["word", "char", "fuzzy_word"]
+    text_similarity: Literal["word", "char", "fuzzy_word", "phonetic_word"]
     decoder: Literal["pyav", "pydub"]
     # The environment's part, resolved; each knob's default and bounds are in audio_score.env_settings, in the
     # class of the part that reads it (PredictorEnv, JobEnv, RouterEnv).
