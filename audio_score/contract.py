@@ -194,10 +194,10 @@ DEFAULT_AUDIO_SIMILARITY: AudioSimilarity = "aligned"
 
 #: Which text similarity feeds ``text_sim_score`` (:mod:`audio_score.similarity` describes each).
 #: config.json's ``text_similarity`` and the output of the same name.
-TextSimilarity = Literal["word", "char", "fuzzy_word"]
+TextSimilarity = Literal["word", "char", "fuzzy_word", "phonetic_word"]
 TEXT_SIMILARITY_KINDS: tuple[TextSimilarity, ...] = get_args(TextSimilarity)
 #: The kind that separated right from wrong readings best (docs/architecture.md "Scores").
-DEFAULT_TEXT_SIMILARITY: TextSimilarity = "fuzzy_word"
+DEFAULT_TEXT_SIMILARITY: TextSimilarity = "phonetic_word"
 
 #: The ``op`` of one item of ``words``: said right, said instead, missed, added.
 WordOp = Literal["match", "substitution", "deletion", "insertion"]

@@ -109,10 +109,11 @@ class FileConfig(BaseModel):
     """which audio similarity is `audio_sim_score` (and so half of `sim_score`): `aligned` (frames aligned in
     time) or `pooled` (mean frames); `/score` returns both either way"""
     text_similarity: TextSimilarity = DEFAULT_TEXT_SIMILARITY
-    """which similarity is `text_sim_score`: word-level edit distance with near-miss words partly credited
-    (`fuzzy_word`), exact word-level Levenshtein (`word`; both: no floor for unrelated sentences), or the seed's
-    character ratio (`char`); `audio_score.similarity` says why, the default is what the quality benchmark chose
-    (both kinds' vocabularies and defaults are `audio_score.contract`'s)"""
+    """which similarity is `text_sim_score`: word-level edit distance with a misheard word close in spelling or in
+    sound (Metaphone) partly credited (`phonetic_word`), the same by spelling only (`fuzzy_word`), exact words only
+    (`word`; all three: no floor for unrelated sentences), or the seed's character ratio (`char`);
+    `audio_score.similarity` says how, the default is what the quality benchmark chose (the kinds and the default
+    are `audio_score.contract`'s)"""
     decoder: Literal["pyav", "pydub"] = "pyav"
     """the one decoder for reference clips (cache Job, predictor) and uploads (router): `pyav` (in-process FFmpeg)
     or `pydub` (the seed's, calls the ffmpeg binary). It lives here, in the file every pod mounts, so no part can

@@ -246,6 +246,9 @@ def _external_has(module: str, attr: str) -> bool | None:
     tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
     if attr in _top_level_names(tree, imports=True):
         return True
+    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in tree.body):
+        # A star import (jellyfish re-exports its compiled core so) names nothing the source shows: ask the module.
+        return hasattr(importlib.import_module(module), attr)
     try:
         return importlib.util.find_spec(f"{module}.{attr}") is not None
     except (ImportError, ValueError):

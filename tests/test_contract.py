@@ -79,6 +79,6 @@ def test_the_inference_header_is_a_byte_count() -> None:
 
 def test_kinds_are_listed_in_messages_as_the_contract_has_them() -> None:
     assert contract.kinds_text(contract.AUDIO_SIMILARITY_KINDS) == "'aligned' or 'pooled'"
-    assert contract.kinds_text(contract.TEXT_SIMILARITY_KINDS) == "'word', 'char' or 'fuzzy_word'"
+    assert contract.kinds_text(contract.TEXT_SIMILARITY_KINDS) == "'word', 'char', 'fuzzy_word' or 'phonetic_word'"
     assert contract.DEFAULT_AUDIO_SIMILARITY in contract.AUDIO_SIMILARITY_KINDS
     assert contract.DEFAULT_TEXT_SIMILARITY in contract.TEXT_SIMILARITY_KINDS

@@ -267,7 +267,8 @@ def test_text_similarity_choice(tmp_path: Path) -> None:
     def text_similarity(config: dict) -> str:
         return load_settings(PredictorEnv, write(tmp_path, config), env={}).config.text_similarity
 
-    assert text_similarity(BASE) == "fuzzy_word"
+    assert text_similarity(BASE) == "phonetic_word"
+    assert text_similarity({**BASE, "text_similarity": "fuzzy_word"}) == "fuzzy_word"
     assert text_similarity({**BASE, "text_similarity": "word"}) == "word"
     assert text_similarity({**BASE, "text_similarity": "char"}) == "char"
     with pytest.raises(ConfigError, match="text_similarity"):

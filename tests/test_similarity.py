@@ -146,6 +146,7 @@ def test_the_word_kind_has_no_floor_for_an_unrelated_sentence() -> None:
     assert text_similarity(a, b, "char") > 0.35  # letters in order are shared by any two sentences
     assert text_similarity(a, b, "word") < 0.15
     assert text_similarity(a, b, "fuzzy_word") < 0.15
+    assert text_similarity(a, b, "phonetic_word") < 0.15
     assert text_similarity("the cat sat on the mat", "the cat sat on a mat", "word") == pytest.approx(5 / 6)
     with pytest.raises(ValueError, match="word"):
         text_similarity(a, b, "bogus")  # type: ignore[arg-type]
@@ -161,3 +162,30 @@ def test_fuzzy_word_credits_a_near_miss_by_its_spelling_and_an_unrelated_word_no
     assert text_similarity("david doesn't like warm weather", ref, "fuzzy_word") == pytest.approx(5 / 6)
     assert text_similarity("", ref, "fuzzy_word") == 0.0
     assert text_similarity(ref, ref, "fuzzy_word") == 1.0
+
+
+def test_phonetic_word_credits_a_word_that_sounds_alike_and_not_one_that_does_not() -> None:
+    ref = "could you pass me the salt please"
+    # "salad" for "salt": spelt 0.67 alike (a third of a word with fuzzy_word), one Metaphone code (SLT): free.
+    heard = "could you pass me the salad please"
+    assert text_similarity(heard, ref, "fuzzy_word") == pytest.approx(1 - (1 - 2 * 3 / 9) / 7)
+    assert text_similarity(heard, ref, "phonetic_word") == 1.0
+    # "mating" for "meeting" (MTNK both) is free; "warm" for "cold" sounds no more alike than it is spelt.
+    assert text_similarity("we are mating maria", "we are meeting maria", "phonetic_word") == 1.0
+    cold = "david doesn't like cold weather"
+    warm = "david doesn't like warm weather"
+    assert text_similarity(warm, cold, "phonetic_word") == text_similarity(warm, cold, "fuzzy_word") == 5 / 6
+    # Never below fuzzy_word (each word pair takes the closer of spelling and sound), 1.0 for the same text and 0
+    # for nothing heard.
+    for a, b in [("the train leaves in ten minutes", "a train leafs in the city minutes"), (warm, cold)]:
+        assert text_similarity(a, b, "phonetic_word") >= text_similarity(a, b, "fuzzy_word")
+    assert text_similarity(ref, ref, "phonetic_word") == 1.0
+    assert text_similarity("", ref, "phonetic_word") == 0.0
+
+
+def test_phonetic_word_is_fuzzy_word_for_other_languages_than_english() -> None:
+    # Metaphone encodes English spelling: a French take is compared by its spelling alone.
+    a, b = "il fait beau", "il fée bot"
+    french = text_similarity(a, b, "phonetic_word", "fr")
+    assert french == text_similarity(a, b, "fuzzy_word", "fr") == pytest.approx(1 / 3)
+    assert text_similarity(a, b, "phonetic_word", "en") > 0.7  # English rules would hear "beau" as "bot"
