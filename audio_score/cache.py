@@ -14,6 +14,9 @@ a crashed writer's leftovers at once and never a live concurrent writer's (two s
 Reference text: ``<cid>.txt`` beside ``<uid>/<cid>.<ext>``, or ``<uid>_<cid>.txt`` beside ``<uid>_<cid>.<ext>``
 (else the same name with ``.srt`` or ``.vtt``, whose cue numbers, timings and tags are dropped). Its size, mtime
 and sha256 are part of the entry's source identity: editing, adding or removing it makes the entry stale.
+
+Word times (``word_times.json``, :mod:`audio_score.reference_word_times`): the ``.srt`` (else ``.vtt``) beside
+the clip is also read for per-word cue times; its identity is recorded the same way (``source["word_subtitles"]``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 
 from audio_score.contract import ID_PATTERN
 from audio_score.errors import InvalidIdentifier, quote_user_value
+from audio_score.word_times import WordTimes
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,10 @@ TRANSCRIPT = "transcript.txt"
 EMBEDDING = "embedding.npy"
 FRAMES = "frames.npy"
 REFERENCE_TEXT = "reference.txt"
+#: The reference's word times (:class:`audio_score.word_times.WordTimes` as JSON; see reference_word_times.py).
+WORD_TIMES = "word_times.json"
+#: Subtitle files read for per-word timing, in order (the first one beside the clip is the one read).
+SUBTITLE_EXTENSIONS = (".srt", ".vtt")
 #: Text beside a clip, in order of preference: plain words, then subtitles.
 TEXT_EXTENSIONS = (".txt", ".srt", ".vtt")
 #: A reference text is a line or a few; anything larger is not one (and is not read into memory).
@@ -204,6 +212,16 @@ def find_reference_text(clip: ClipRef) -> Path | None:
     return None
 
 
+def word_subtitle_file(clip: ClipRef) -> Path | None:
+    """The subtitle file beside a clip that may time its words (``.srt``, else ``.vtt``), or None; found like
+    :func:`find_reference_text`. Whether its cues are one word each is decided when it is read."""
+    for ext in SUBTITLE_EXTENSIONS:
+        candidate = clip.path.with_suffix(ext)
+        if candidate != clip.path and candidate.is_file():
+            return candidate
+    return None
+
+
 def subtitle_text(raw: str) -> str:
     """The spoken words of an SRT or WebVTT file: cue numbers and identifiers (the line before a timing line),
     timing lines, the WEBVTT header, NOTE/STYLE/REGION blocks and tags dropped; cues joined with spaces."""
@@ -266,6 +284,16 @@ def _same_file(path: Path, recorded: dict[str, Any]) -> bool:
     return file_sha256(path) == recorded.get("sha256")
 
 
+def _same_beside(path: Path | None, recorded: dict[str, Any] | None) -> bool:
+    """A file beside the clip (text, subtitles) is unchanged: both absent, or the same name and the same file."""
+    if path is None or recorded is None:
+        return path is None and recorded is None
+    # The file name, not the full path: the Job and the predictors may mount the clip folder at different
+    # paths; a .txt replacing an .srt (or the reverse) still counts as a change.
+    recorded_name = Path(str(recorded.get("path", ""))).name
+    return path.name == recorded_name and _same_file(path, recorded)
+
+
 @dataclass(frozen=True)
 class CacheEntry:
     """A cached reference: what the predictor compares an upload with."""
@@ -276,6 +304,9 @@ class CacheEntry:
     frames: np.ndarray
     #: The words actually spoken in the clip (from its text file), or None: then the transcript stands in.
     reference_text: str | None = None
+    #: When each word of :attr:`text` was said in the clip, and where the times came from; None only for an
+    #: entry built without them.
+    word_times: WordTimes | None = None
 
     @property
     def language(self) -> str | None:
@@ -298,7 +329,9 @@ class CacheEntry:
     @property
     def nbytes(self) -> int:
         text = len(self.transcript.encode()) + len((self.reference_text or "").encode())
-        return int(self.embedding.nbytes + self.frames.nbytes + text)
+        # A word time in memory: the word's string and two floats in a small object, about 100 bytes.
+        times = 0 if self.word_times is None else 100 * len(self.word_times.words)
+        return int(self.embedding.nbytes + self.frames.nbytes + text + times)
 
     @property
     def text(self) -> str:
@@ -339,6 +372,9 @@ class ReferenceCache:
             transcript = (folder / TRANSCRIPT).read_text(encoding="utf-8")
             reference_text = (folder / REFERENCE_TEXT).read_text(encoding="utf-8") if meta.get("has_text") else None
             embedding = np.load(folder / EMBEDDING, allow_pickle=False)
+            word_times = None
+            if meta.get("word_times_source") is not None:
+                word_times = WordTimes.from_json((folder / WORD_TIMES).read_text(encoding="utf-8"))
             if with_frames:
                 frames = np.load(folder / FRAMES, allow_pickle=False)
             else:
@@ -347,12 +383,18 @@ class ReferenceCache:
             log.warning("unreadable cache entry", extra={"entry": f"{uid}/{cid}", "error": str(exc)})
             return None
         return CacheEntry(
-            meta=meta, transcript=transcript, embedding=embedding, frames=frames, reference_text=reference_text
+            meta=meta,
+            transcript=transcript,
+            embedding=embedding,
+            frames=frames,
+            reference_text=reference_text,
+            word_times=word_times,
         )
 
     def is_fresh(self, meta: dict[str, Any] | None, fingerprint: dict[str, Any], clip: ClipRef | None) -> bool:
-        """An entry is fresh when its model fingerprint matches and neither its source clip nor the clip's
-        reference text has changed (a text file added, removed or edited makes it stale).
+        """An entry is fresh when its model fingerprint matches and neither its source clip, the clip's
+        reference text nor the subtitle file read for its word times has changed (a text or subtitle file added,
+        removed or edited makes it stale).
 
         Size and mtime equal: unchanged without hashing. Size equal but mtime moved (a copy, a touch): hash and
         compare, so a touched but identical clip is not rebuilt.
@@ -366,14 +408,9 @@ class ReferenceCache:
         source = meta.get("source") or {}
         if not _same_file(clip.path, source):
             return False
-        recorded_text = source.get("text")
-        text_path = find_reference_text(clip)
-        if text_path is None or recorded_text is None:
-            return text_path is None and recorded_text is None
-        # The file name, not the full path: the Job and the predictors may mount the clip folder at different
-        # paths; a .txt replacing an .srt (or the reverse) still counts as a change.
-        recorded_name = Path(str(recorded_text.get("path", ""))).name
-        return text_path.name == recorded_name and _same_file(text_path, recorded_text)
+        return _same_beside(find_reference_text(clip), source.get("text")) and _same_beside(
+            word_subtitle_file(clip), source.get("word_subtitles")
+        )
 
     def write(
         self,
@@ -390,6 +427,7 @@ class ReferenceCache:
         language: str | None = None,
         no_speech: bool = False,
         looped: bool = False,
+        word_times: WordTimes | None = None,
     ) -> CacheEntry:
         """Write an entry atomically, replacing a stale one.
 
@@ -403,7 +441,12 @@ class ReferenceCache:
         final.parent.mkdir(parents=True, exist_ok=True)
         if source is None:
             text, text_info = read_reference_text(clip)
-            source = {**source_info(clip.path), "text": text_info}
+            subtitles = word_subtitle_file(clip)
+            source = {
+                **source_info(clip.path),
+                "text": text_info,
+                "word_subtitles": None if subtitles is None else source_info(subtitles),
+            }
             reference_text = text if reference_text is None else reference_text
         meta = {
             "format_version": CACHE_FORMAT_VERSION,
@@ -420,6 +463,7 @@ class ReferenceCache:
             "language": language,
             "no_speech": no_speech,
             "looped": looped,
+            "word_times_source": None if word_times is None else word_times.source,
             "created_at": time.time(),
         }
         entry = CacheEntry(
@@ -428,6 +472,7 @@ class ReferenceCache:
             embedding=np.asarray(embedding, dtype=np.float32),
             frames=np.asarray(frames, dtype=np.float16),
             reference_text=reference_text,
+            word_times=word_times,
         )
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(_TMP_PREFIX, clip.cid), dir=final.parent))
         try:
@@ -436,6 +481,8 @@ class ReferenceCache:
             _save_npy(tmp / FRAMES, entry.frames)
             if reference_text is not None:
                 _write_file(tmp / REFERENCE_TEXT, reference_text.encode("utf-8"))
+            if word_times is not None:
+                _write_file(tmp / WORD_TIMES, word_times.to_json().encode("utf-8"))
             # meta.json last: its presence is what marks an entry as complete.
             _write_file(tmp / META, json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"))
             _install(tmp, final)
