@@ -65,6 +65,11 @@ VOICED_FLOOR_DBFS = -60.0
 MIN_GAP_S = 0.15
 #: Seconds per letter when nothing in the clip says how fast it is spoken (about 150 words a minute).
 DEFAULT_S_PER_LETTER = 0.075
+#: Refining the model's boundaries: a boundary two words share moves to the quietest 10 ms frame within this
+#: distance (words meet where the voice dips: a closure, a breath). 100 ms is about the alignment's own spread;
+#: on the festival benchmark it halves the gap between the raw alignment and the engine's times.
+REFINE_WINDOW_S = 0.10
+_REFINE_FRAME_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -143,11 +148,14 @@ def build_word_times(
     model_spans: Sequence[tuple[float, float]] | None = None,
     model_text: str | None = None,
     clip: str = "",
+    refine: bool = True,
 ) -> WordTimes:
     """The times of ``text``'s words (see the module docstring for the sources and their order).
 
     ``model_spans`` are the model's (start, end) for each whitespace-separated word of ``model_text`` (which must
-    be ``text``; another text's spans are not used), None when the model gave none.
+    be ``text``; another text's spans are not used), None when the model gave none. ``refine`` (default) moves the
+    model's boundaries onto the audio (:func:`refine_with_voice`); the benchmark turns it off to show the raw
+    alignment beside it.
     """
     duration = len(samples) / float(sampling_rate) if sampling_rate > 0 else 0.0
     unit_list = units(text, language)
@@ -167,7 +175,10 @@ def build_word_times(
     if model_spans is not None and model_text == text:
         spans = _spans_from_word_spans(text, unit_list, model_spans)
         if spans is not None:
-            return _word_times(unit_list, _fill_gaps(spans, unit_list, duration), "model", duration)
+            filled = _fill_gaps(spans, unit_list, duration)
+            if refine:
+                filled = refine_with_voice(filled, samples, sampling_rate)
+            return _word_times(unit_list, filled, "model", duration)
         log.warning("model word times do not map onto the text; spreading over voiced regions", extra={"clip": clip})
     regions = voiced_regions(samples, sampling_rate)
     return _word_times(unit_list, spread_over(unit_list, regions), "voiced", duration)
@@ -283,6 +294,51 @@ def _fill_gaps(spans: Sequence[Span | None], unit_list: Sequence[Unit], duration
             out[index + offset] = span
         index = stop
     return [s for s in out if s is not None]
+
+
+def refine_with_voice(spans: Sequence[Span], samples: np.ndarray, sampling_rate: int) -> list[Span]:
+    """The model's word spans moved onto the audio, in two steps (Whisper's cross-attention times are coarse:
+    20 ms frames, smoothed, and late by about 80 ms on the festival benchmark):
+
+    1. an edge in a pause is moved to the voice: a start to the next voiced region's start, an end to the last
+       voiced region's end (the first word no longer starts at the clip's first sample);
+    2. a boundary two consecutive words share moves to the quietest 10 ms frame within :data:`REFINE_WINDOW_S`
+       of it, never past either word's other edge.
+    """
+    regions = voiced_regions(samples, sampling_rate)
+    out = [list(span) for span in spans]
+    for span in out:
+        start, end = span
+        if regions and not _voiced_at(start, regions):
+            later = [a for a, _ in regions if a > start]
+            if later and later[0] < end:
+                span[0] = later[0]
+        if regions and not _voiced_at(end, regions):
+            earlier = [b for _, b in regions if b < end]
+            if earlier and earlier[-1] > span[0]:
+                span[1] = earlier[-1]
+    hop = max(1, round(sampling_rate * _REFINE_FRAME_S))
+    count = len(samples) // hop
+    if count < 3:
+        return [(a, b) for a, b in out]
+    frames = np.asarray(samples[: count * hop], dtype=np.float64).reshape(count, hop)
+    level = np.convolve(10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-12), np.ones(3) / 3, mode="same")
+    for i in range(1, len(out)):
+        boundary = out[i][0]
+        if abs(out[i - 1][1] - boundary) > _REFINE_FRAME_S:
+            continue  # not a shared boundary (a pause lies between them)
+        low = max(int((boundary - REFINE_WINDOW_S) / _REFINE_FRAME_S), int(out[i - 1][0] / _REFINE_FRAME_S) + 1, 0)
+        high = min(int((boundary + REFINE_WINDOW_S) / _REFINE_FRAME_S) + 1, int(out[i][1] / _REFINE_FRAME_S), count)
+        if high <= low:
+            continue
+        moved = (low + int(np.argmin(level[low:high])) + 0.5) * _REFINE_FRAME_S
+        out[i - 1][1] = moved
+        out[i][0] = moved
+    return [(a, b) for a, b in out]
+
+
+def _voiced_at(t: float, regions: Sequence[Span]) -> bool:
+    return any(start <= t <= end for start, end in regions)
 
 
 def voiced_regions(samples: np.ndarray, sampling_rate: int) -> list[Span]:
