@@ -29,6 +29,7 @@ import argparse
 import json
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import wave
@@ -123,8 +124,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     voices = [v for v in args.voices.split(",") if festival_available(v)]
-    if not voices:
-        raise SystemExit("festival or its voices are not installed (apt-get install festival festvox-kallpc16k ...)")
+    if not voices:  # not a crash: the ground truth is missing on this machine (make bench goes on)
+        print("bench_word_times: skipped: festival or its voices are not installed", file=sys.stderr)
+        return
     work = Path(tempfile.mkdtemp(prefix="bench-word-times-"))
     try:
         if args.model is None:
