@@ -17,14 +17,8 @@ import numpy as np
 
 from audio_score.audio import audio_duration, decode_audio
 from audio_score.backends.base import ReferenceFeatures
-from audio_score.cache import (
-    CacheEntry,
-    ClipRef,
-    ReferenceCache,
-    read_reference_text,
-    source_info,
-    word_subtitle_file,
-)
+from audio_score.cache import CacheEntry, ReferenceCache
+from audio_score.clips import ClipRef, read_reference_text, source_info, word_subtitle_file
 from audio_score.errors import AudioError
 from audio_score.reference_word_times import (
     WORD_TIMES_VERSION,

@@ -39,7 +39,8 @@ import numpy as np
 from rapidfuzz.distance import Levenshtein
 
 from audio_score.backends import load_backend
-from audio_score.cache import ClipRef, ReferenceCache, discover_clips
+from audio_score.cache import ReferenceCache
+from audio_score.clips import ClipRef, discover_clips
 from audio_score.entries import compute_entries, decode_clip
 from audio_score.reference_word_times import build_word_times, read_word_subtitles
 from audio_score.settings import load_settings
