@@ -3,8 +3,9 @@
 Layout: ``<cache_dir>/<model key>/<uid>/<cid>/`` holding ``meta.json`` (which also records the language the clip
 was heard in and the decoding guard's ``no_speech``/``looped`` flags), ``transcript.txt``, ``embedding.npy``
 (float32, pooled), ``frames.npy`` (float16, the frames that hold audio) and, when the clip comes with the words
-actually spoken, ``reference.txt``. An entry is written under a temporary name in the same folder and renamed
-into place, so a crash never leaves half an entry and readers never see one.
+actually spoken, ``reference.txt``, and the reference's word times, ``word_times.json``
+(:mod:`audio_score.reference_word_times`). An entry is written under a temporary name in the same folder and
+renamed into place, so a crash never leaves half an entry and readers never see one.
 
 This module is only the store: entries, their freshness and their atomic install. What an entry is built from
 (clips, their ids and their reference text) is :mod:`audio_score.clips`; who wrote a temporary folder and
@@ -28,8 +29,16 @@ from typing import Any
 
 import numpy as np
 
-from audio_score.clips import ClipRef, find_reference_text, read_reference_text, same_file, source_info
+from audio_score.clips import (
+    ClipRef,
+    find_reference_text,
+    read_reference_text,
+    same_file,
+    source_info,
+    word_subtitle_file,
+)
 from audio_score.contract import validate_id
+from audio_score.word_times import WordTimes
 from audio_score.writers import temp_prefix, writer_alive
 
 log = logging.getLogger(__name__)
@@ -41,8 +50,20 @@ TRANSCRIPT = "transcript.txt"
 EMBEDDING = "embedding.npy"
 FRAMES = "frames.npy"
 REFERENCE_TEXT = "reference.txt"
+#: The reference's word times (:class:`audio_score.word_times.WordTimes` as JSON; see reference_word_times.py).
+WORD_TIMES = "word_times.json"
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
+
+
+def _same_beside(path: Path | None, recorded: dict[str, Any] | None) -> bool:
+    """A file beside the clip (text, subtitles) is unchanged: both absent, or the same name and the same file."""
+    if path is None or recorded is None:
+        return path is None and recorded is None
+    # The file name, not the full path: the Job and the predictors may mount the clip folder at different
+    # paths; a .txt replacing an .srt (or the reverse) still counts as a change.
+    recorded_name = Path(str(recorded.get("path", ""))).name
+    return path.name == recorded_name and same_file(path, recorded)
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,9 @@ class CacheEntry:
     frames: np.ndarray
     #: The words actually spoken in the clip (from its text file), or None: then the transcript stands in.
     reference_text: str | None = None
+    #: When each word of :attr:`text` was said in the clip, and where the times came from; None only for an
+    #: entry built without them.
+    word_times: WordTimes | None = None
 
     @property
     def language(self) -> str | None:
@@ -77,7 +101,9 @@ class CacheEntry:
     @property
     def nbytes(self) -> int:
         text = len(self.transcript.encode()) + len((self.reference_text or "").encode())
-        return int(self.embedding.nbytes + self.frames.nbytes + text)
+        # A word time in memory: the word's string and two floats in a small object, about 100 bytes.
+        times = 0 if self.word_times is None else 100 * len(self.word_times.words)
+        return int(self.embedding.nbytes + self.frames.nbytes + text + times)
 
     @property
     def text(self) -> str:
@@ -118,6 +144,9 @@ class ReferenceCache:
             transcript = (folder / TRANSCRIPT).read_text(encoding="utf-8")
             reference_text = (folder / REFERENCE_TEXT).read_text(encoding="utf-8") if meta.get("has_text") else None
             embedding = np.load(folder / EMBEDDING, allow_pickle=False)
+            word_times = None
+            if meta.get("word_times_source") is not None:
+                word_times = WordTimes.from_json((folder / WORD_TIMES).read_text(encoding="utf-8"))
             if with_frames:
                 frames = np.load(folder / FRAMES, allow_pickle=False)
             else:
@@ -126,12 +155,18 @@ class ReferenceCache:
             log.warning("unreadable cache entry", extra={"entry": f"{uid}/{cid}", "error": str(exc)})
             return None
         return CacheEntry(
-            meta=meta, transcript=transcript, embedding=embedding, frames=frames, reference_text=reference_text
+            meta=meta,
+            transcript=transcript,
+            embedding=embedding,
+            frames=frames,
+            reference_text=reference_text,
+            word_times=word_times,
         )
 
     def is_fresh(self, meta: dict[str, Any] | None, fingerprint: dict[str, Any], clip: ClipRef | None) -> bool:
-        """An entry is fresh when its model fingerprint matches and neither its source clip nor the clip's
-        reference text has changed (a text file added, removed or edited makes it stale).
+        """An entry is fresh when its model fingerprint matches and neither its source clip, the clip's
+        reference text nor the subtitle file read for its word times has changed (a text or subtitle file added,
+        removed or edited makes it stale).
 
         Size and mtime equal: unchanged without hashing. Size equal but mtime moved (a copy, a touch): hash and
         compare, so a touched but identical clip is not rebuilt.
@@ -145,14 +180,9 @@ class ReferenceCache:
         source = meta.get("source") or {}
         if not same_file(clip.path, source):
             return False
-        recorded_text = source.get("text")
-        text_path = find_reference_text(clip)
-        if text_path is None or recorded_text is None:
-            return text_path is None and recorded_text is None
-        # The file name, not the full path: the Job and the predictors may mount the clip folder at different
-        # paths; a .txt replacing an .srt (or the reverse) still counts as a change.
-        recorded_name = Path(str(recorded_text.get("path", ""))).name
-        return text_path.name == recorded_name and same_file(text_path, recorded_text)
+        return _same_beside(find_reference_text(clip), source.get("text")) and _same_beside(
+            word_subtitle_file(clip), source.get("word_subtitles")
+        )
 
     def write(
         self,
@@ -169,6 +199,7 @@ class ReferenceCache:
         language: str | None = None,
         no_speech: bool = False,
         looped: bool = False,
+        word_times: WordTimes | None = None,
     ) -> CacheEntry:
         """Write an entry atomically, replacing a stale one.
 
@@ -182,7 +213,12 @@ class ReferenceCache:
         final.parent.mkdir(parents=True, exist_ok=True)
         if source is None:
             text, text_info = read_reference_text(clip)
-            source = {**source_info(clip.path), "text": text_info}
+            subtitles = word_subtitle_file(clip)
+            source = {
+                **source_info(clip.path),
+                "text": text_info,
+                "word_subtitles": None if subtitles is None else source_info(subtitles),
+            }
             reference_text = text if reference_text is None else reference_text
         meta = {
             "format_version": CACHE_FORMAT_VERSION,
@@ -199,6 +235,7 @@ class ReferenceCache:
             "language": language,
             "no_speech": no_speech,
             "looped": looped,
+            "word_times_source": None if word_times is None else word_times.source,
             "created_at": time.time(),
         }
         entry = CacheEntry(
@@ -207,6 +244,7 @@ class ReferenceCache:
             embedding=np.asarray(embedding, dtype=np.float32),
             frames=np.asarray(frames, dtype=np.float16),
             reference_text=reference_text,
+            word_times=word_times,
         )
         tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(_TMP_PREFIX, clip.cid), dir=final.parent))
         try:
@@ -215,6 +253,8 @@ class ReferenceCache:
             _save_npy(tmp / FRAMES, entry.frames)
             if reference_text is not None:
                 _write_file(tmp / REFERENCE_TEXT, reference_text.encode("utf-8"))
+            if word_times is not None:
+                _write_file(tmp / WORD_TIMES, word_times.to_json().encode("utf-8"))
             # meta.json last: its presence is what marks an entry as complete.
             _write_file(tmp / META, json.dumps(meta, indent=1, sort_keys=True).encode("utf-8"))
             _install(tmp, final)

@@ -47,6 +47,8 @@ CLIP_EXTENSIONS = frozenset(
 )
 #: Text beside a clip, in order of preference: plain words, then subtitles.
 TEXT_EXTENSIONS = (".txt", ".srt", ".vtt")
+#: Subtitle files read for per-word timing (reference word times), in order: the first beside the clip is read.
+SUBTITLE_EXTENSIONS = (".srt", ".vtt")
 #: A reference text is a line or a few; anything larger is not one (and is not read into memory).
 MAX_TEXT_BYTES = 256 * 1024
 
@@ -161,6 +163,17 @@ def find_reference_text(clip: ClipRef) -> Path | None:
     only regular files count (not folders, not dangling links).
     """
     for ext in TEXT_EXTENSIONS:
+        candidate = clip.path.with_suffix(ext)
+        if candidate != clip.path and candidate.is_file():
+            return candidate
+    return None
+
+
+def word_subtitle_file(clip: ClipRef) -> Path | None:
+    """The subtitle file beside a clip that may time its words (``.srt``, else ``.vtt``), or None; found like
+    :func:`find_reference_text`. Whether its cues are one word each is decided when it is read
+    (:func:`audio_score.reference_word_times.read_word_subtitles`)."""
+    for ext in SUBTITLE_EXTENSIONS:
         candidate = clip.path.with_suffix(ext)
         if candidate != clip.path and candidate.is_file():
             return candidate

@@ -17,9 +17,15 @@ import numpy as np
 
 from audio_score.audio import audio_duration, decode_audio
 from audio_score.cache import CacheEntry, ReferenceCache
-from audio_score.clips import ClipRef, read_reference_text, source_info
+from audio_score.clips import ClipRef, read_reference_text, source_info, word_subtitle_file
 from audio_score.env_settings import PartEnv
 from audio_score.errors import AudioError
+from audio_score.reference_word_times import (
+    WORD_TIMES_VERSION,
+    WordSubtitles,
+    build_word_times,
+    read_word_subtitles,
+)
 from audio_score.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,12 +44,15 @@ class Decoded:
     error: str | None
     #: The words spoken in the clip, from its text file (None: there is none).
     reference_text: str | None = None
+    #: The subtitle file beside the clip read for per-word timing (None: there is none).
+    word_subtitles: WordSubtitles | None = None
 
 
 def entry_fingerprint(backend: Backend, settings: Settings[PartEnv]) -> dict[str, Any]:
-    """What an entry's features depend on: the model's fingerprint and the decoder that turned the clip into samples
-    (pyav and pydub differ in the last bits, so an entry decoded by the other one is stale)."""
-    return {**backend.fingerprint, "decoder": settings.config.decoder}
+    """What an entry's features depend on: the model's fingerprint, the decoder that turned the clip into samples
+    (pyav and pydub differ in the last bits, so an entry decoded by the other one is stale) and how its word times
+    are computed (:data:`audio_score.reference_word_times.WORD_TIMES_VERSION`)."""
+    return {**backend.fingerprint, "decoder": settings.config.decoder, "word_times": WORD_TIMES_VERSION}
 
 
 def decode_clip(clip: ClipRef, settings: Settings[PartEnv]) -> Decoded:
@@ -58,6 +67,10 @@ def decode_clip(clip: ClipRef, settings: Settings[PartEnv]) -> Decoded:
         except ValueError as exc:  # too large, not UTF-8
             return Decoded(clip, None, None, f"reference text: {exc}")
         source["text"] = text_info
+        subtitle_path = word_subtitle_file(clip)
+        subtitles = None if subtitle_path is None else read_word_subtitles(subtitle_path)
+        # Recorded whether or not its cues are per-word: adding, editing or removing it makes the entry stale.
+        source["word_subtitles"] = None if subtitles is None else subtitles.identity
         samples = decode_audio(
             clip.path,
             sampling_rate=settings.config.target_sampling_rate,
@@ -66,23 +79,51 @@ def decode_clip(clip: ClipRef, settings: Settings[PartEnv]) -> Decoded:
         )
     except (AudioError, OSError) as exc:
         return Decoded(clip, None, None, f"{type(exc).__name__}: {exc}")
-    return Decoded(clip, samples, source, None, reference_text)
+    return Decoded(clip, samples, source, None, reference_text, subtitles)
 
 
 def compute_entries(
-    backend: Backend, cache: ReferenceCache, decoded: Sequence[Decoded], settings: Settings[PartEnv]
+    backend: Backend,
+    cache: ReferenceCache,
+    decoded: Sequence[Decoded],
+    settings: Settings[PartEnv],
+    *,
+    word_times: bool = True,
 ) -> list[CacheEntry]:
     """Run one batch of decoded clips through the backend and write their entries atomically.
 
     The Job calls it per batch, the predictor for one missing or stale entry; a clip that failed to decode
     (``samples`` is None) is skipped, its error is the caller's to report. Each clip's language is detected here,
-    once (no ``languages`` given), and stored in its entry: uploads scored against it are decoded in it.
+    once (no ``languages`` given), and stored in its entry: uploads scored against it are decoded in it. Each
+    entry gets its word times (:func:`audio_score.reference_word_times.build_word_times`); ``word_times=False``
+    leaves them out, which only the cost benchmark does (``bench/bench_word_times.py``: the build without them).
     """
     ready = [d for d in decoded if d.samples is not None]
-    features = backend.embed([d.samples for d in ready])  # type: ignore[misc]
+    waveforms = [d.samples for d in ready]
+    if word_times:
+        results = backend.embed_reference(waveforms, [d.reference_text for d in ready])  # type: ignore[arg-type]
+    else:
+        # Imported here: the CLI loads this module to register cache-build, and the backends bring torch.
+        from audio_score.backends.base import ReferenceFeatures
+
+        results = [ReferenceFeatures(f, "") for f in backend.embed(waveforms)]  # type: ignore[arg-type]
     entries = []
-    for item, feats in zip(ready, features, strict=True):
+    for item, result in zip(ready, results, strict=True):
         assert item.samples is not None
+        feats = result.features
+        text = item.reference_text if item.reference_text is not None else feats.transcript
+        times = None
+        if word_times:
+            times = build_word_times(
+                text,
+                feats.language,
+                samples=item.samples,
+                sampling_rate=settings.config.target_sampling_rate,
+                subtitles=item.word_subtitles,
+                model_spans=result.word_spans,
+                model_text=result.text,
+                clip=item.clip.name,
+            )
         entries.append(
             cache.write(
                 item.clip,
@@ -97,6 +138,7 @@ def compute_entries(
                 language=feats.language,
                 no_speech=feats.no_speech,
                 looped=feats.looped,
+                word_times=times,
             )
         )
     return entries

@@ -425,6 +425,7 @@ def test_missing_entry_is_built_on_demand_and_written(server, ws) -> None:  # ty
     entry = cache.read(*ON_DEMAND)
     assert entry is not None, "the predictor did not write the entry it built"
     assert entry.meta["source"]["path"] == str(ws.clips[ON_DEMAND])
+    assert entry.word_times is not None  # built on demand through the Job's code path, word times included
     assert result["reference_transcript"] == entry.transcript
     assert result["audio_sim_score"] == pytest.approx(1.0, abs=1e-4)
 

@@ -41,6 +41,18 @@ class Features:
     avg_logprob: float | None = None  # mean token log-probability of the decoded transcript (<= 0); None: unknown
 
 
+@dataclass(frozen=True)
+class ReferenceFeatures:
+    """A backend's answer for one reference clip (:meth:`Backend.embed_reference`): its features, the text its
+    words were timed in, and the model's own (start, end) in seconds for each whitespace-separated word of that
+    text, or None when this model cannot time words (then the cache falls back; see
+    :mod:`audio_score.reference_word_times`)."""
+
+    features: Features
+    text: str
+    word_spans: tuple[tuple[float, float], ...] | None = None
+
+
 class Backend(ABC):
     """A loaded model: waveforms in, :class:`Features` out, in one batched call."""
 
@@ -79,6 +91,18 @@ class Backend(ABC):
         ``languages[i]`` forces item i's language on a multilingual checkpoint (None: detected from its audio);
         the model's configured ``language`` wins over it, English-only checkpoints ignore it.
         """
+
+    def embed_reference(self, waveforms: Sequence[np.ndarray], texts: Sequence[str | None]) -> list[ReferenceFeatures]:
+        """:meth:`embed` for reference clips (the cache build only), plus the model's own timing of each clip's
+        words: ``texts[i]`` (the clip's reference text), or its transcript where that is None. Uploads go
+        through :meth:`embed`, which never times words, so scoring an upload pays nothing for this.
+
+        The default times nothing (``word_spans`` None); a backend whose model can time words overrides it.
+        """
+        features = self.embed(waveforms)
+        return [
+            ReferenceFeatures(f, t if t is not None else f.transcript) for f, t in zip(features, texts, strict=True)
+        ]
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release device memory; the default does nothing."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from transformers import StoppingCriteria
 
-from audio_score.backends.base import FEATURE_VERSION, Backend, Features
+from audio_score.backends.base import FEATURE_VERSION, Backend, Features, ReferenceFeatures
 from audio_score.backends.checkpoint import checkpoint_identity
 from audio_score.backends.guard import (
     GUARD,
@@ -41,6 +41,9 @@ from audio_score.errors import CheckpointMismatch
 from audio_score.settings import ModelSpec, Settings
 
 log = logging.getLogger(__name__)
+
+#: Encoder frames (20 ms) past a clip's audio that word timing still reads (see ``WhisperRunner.word_spans``).
+_ALIGN_MARGIN = 25
 
 
 def encoder_frames_with_audio(mel_frames: int, total: int, pool: int = 1) -> int:
@@ -306,6 +309,101 @@ class WhisperRunner:
         log.debug("whisper transcripts", extra={"transcriptions": [vars(r) for r in results]})
         return results
 
+    @property
+    def alignment_heads(self) -> list[list[int]] | None:
+        """The checkpoint's cross-attention heads that track time ((layer, head) pairs; OpenAI's checkpoints carry
+        them in their generation config), or None: this checkpoint cannot time words."""
+        heads = getattr(self.model.generation_config, "alignment_heads", None)
+        return [list(pair) for pair in heads] if heads else None
+
+    @torch.inference_mode()
+    def word_spans(
+        self,
+        encoder_hidden: torch.Tensor,
+        mel_frames: Sequence[int],
+        texts: Sequence[str],
+        languages: Sequence[str | None],
+    ) -> list[tuple[tuple[float, float], ...] | None]:
+        """Per item: (start, end) in seconds of each whitespace-separated word of ``texts[i]`` in its audio, by
+        forced alignment; None where it cannot be had (see below).
+
+        The decoder reads the prompt and the text's tokens in one teacher-forced pass over the encoder states the
+        transcript was decoded from; the checkpoint's alignment heads' cross-attention is turned into token times
+        by transformers' own token-timestamp code (``_extract_token_timestamps``: normalise, median filter, average
+        the heads, DTW), as ``generate(return_token_timestamps=True)`` does for its own tokens. Aligning the text
+        itself (not the transcript) times every word of the reference text as written, heard right or not.
+        ``generate``'s way was not used: it switches the shared model to eager attention for good (slower uploads
+        afterwards) and times only the transcript. Here eager attention (the only one that returns attention
+        weights) is set for this pass and restored after; the model runs on one worker thread, so no upload sees it.
+
+        None: no alignment heads; a clip past Whisper's 30 s window (the model never heard the rest); a text that
+        does not fit the decoder; a multilingual clip whose language is unknown.
+        """
+        from transformers.generation import GenerateEncoderDecoderOutput
+
+        heads = self.alignment_heads
+        window = int(self.feature_extractor.nb_max_frames)
+        limit = int(self.model.config.max_target_positions)
+        out: list[tuple[tuple[float, float], ...] | None] = []
+        for row, text in enumerate(texts):
+            words = text.split()
+            prompt = self._prompt(languages[row])
+            if not words:
+                out.append(())
+                continue
+            if heads is None or prompt is None or mel_frames[row] >= window:
+                out.append(None)
+                continue
+            pieces = [self.tokenizer.encode(" " + w, add_special_tokens=False) for w in words]
+            ids = [*prompt, *(t for piece in pieces for t in piece)]
+            if len(ids) + 1 > limit:
+                out.append(None)
+                continue
+            # The eot at the end is not needed: the row that predicts it (the last text token's) closes the text.
+            # Only the frames that hold audio (and 0.5 s past them) are read: DTW uses no others, and the
+            # cross-attention over the rest of the 30 s window was most of this pass's cost (same times on the
+            # festival benchmark).
+            frames = min(
+                encoder_hidden.shape[1],
+                encoder_frames_with_audio(mel_frames[row], encoder_hidden.shape[1]) + _ALIGN_MARGIN,
+            )
+            sequence: torch.LongTensor = torch.tensor([ids], device=encoder_hidden.device)  # type: ignore[assignment]
+            attention = self.model.config._attn_implementation
+            self.model.config._attn_implementation = "eager"
+            try:
+                result = self.model.model.decoder(
+                    input_ids=sequence,
+                    encoder_hidden_states=encoder_hidden[row : row + 1, :frames],
+                    output_attentions=True,
+                    use_cache=False,
+                )
+            finally:
+                self.model.config._attn_implementation = attention
+            outputs = GenerateEncoderDecoderOutput(sequences=sequence, cross_attentions=(result.cross_attentions,))
+            # Rows from the last prompt token on: row k predicts text token k, the last one the end of the text.
+            first = len(prompt) - 1
+            times = self.model._extract_token_timestamps(
+                outputs, heads, num_frames=int(mel_frames[row]), num_input_ids=first
+            )[0].tolist()
+            spans = []
+            at = first
+            for piece in pieces:
+                spans.append((float(times[at]), float(times[at + len(piece)])))
+                at += len(piece)
+            out.append(tuple(spans))
+        return out
+
+    def _prompt(self, language: str | None) -> list[int] | None:
+        """The decoder prompt ``generate`` used for a clip decoded in ``language`` (None: it cannot be told)."""
+        tokens = []
+        for token in self.plan.prompt:
+            if token is None:
+                if language is None or language not in self.lang_to_id:
+                    return None
+                token = self.lang_to_id[language]
+            tokens.append(int(token))
+        return tokens
+
     def _decode(self, tokens: list[int]) -> str:
         return str(self.tokenizer.decode(tokens, skip_special_tokens=True)).strip()
 
@@ -378,15 +476,37 @@ class WhisperBackend(Backend):
     ) -> list[Features]:
         if not waveforms:
             return []
+        return self._embed(waveforms, max_new_tokens, languages)[0]
+
+    @torch.inference_mode()
+    def _embed(
+        self,
+        waveforms: Sequence[np.ndarray],
+        max_new_tokens: int | None,
+        languages: Sequence[str | None] | None,
+    ) -> tuple[list[Features], torch.Tensor, list[int]]:
+        """The features, and the encoder states and mel frames they came from (for word timing)."""
         features, mel_frames = self.runner.log_mel(waveforms)
         hidden = self.runner.encode(features)
         lengths = [encoder_frames_with_audio(n, hidden.shape[1]) for n in mel_frames]
         durations = [len(w) / self.sampling_rate for w in waveforms]
         transcripts = self.runner.transcribe(hidden, durations, max_new_tokens, languages)
-        return [
+        out = [
             transcribed_features(t, emb, frames)
             for t, (emb, frames) in zip(transcripts, pool_frames(hidden, lengths), strict=True)
         ]
+        return out, hidden, mel_frames
+
+    @torch.inference_mode()
+    def embed_reference(self, waveforms: Sequence[np.ndarray], texts: Sequence[str | None]) -> list[ReferenceFeatures]:
+        """:meth:`embed`, then the words of each clip's text timed on the same encoder states
+        (:meth:`WhisperRunner.word_spans`): the encoder runs once."""
+        if not waveforms:
+            return []
+        features, hidden, mel_frames = self._embed(waveforms, None, None)
+        aligned = [t if t is not None else f.transcript for f, t in zip(features, texts, strict=True)]
+        spans = self.runner.word_spans(hidden, mel_frames, aligned, [f.language for f in features])
+        return [ReferenceFeatures(f, t, s) for f, t, s in zip(features, aligned, spans, strict=True)]
 
     def close(self) -> None:
         del self.runner
