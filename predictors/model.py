@@ -27,6 +27,7 @@ binary tensor extension works both ways on REST, and raw contents on gRPC.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -302,7 +303,8 @@ class AudioScoreModel(Model):
                 *guard_outputs,
             ]
             return Scored(parsed, outputs)
-        entry, pool = reference.entry, self.references.pool
+        entry, pool, backend = reference.entry, self.references.pool, self.backend
+        assert backend is not None  # attached before the batcher and the references
         # DTW is a few ms of CPU: off the event loop, so other requests keep flowing meanwhile.
         result = await asyncio.to_thread(
             lambda: compare(
@@ -319,6 +321,9 @@ class AudioScoreModel(Model):
                 language=features.language,
                 no_speech=features.no_speech,
                 looped=features.looped,
+                # The reference's word times (per-word feedback); entries built before them have none.
+                reference_word_times=getattr(entry, "word_times", None),
+                frame_ms=backend.frame_ms,
             )
         )
         outputs = [_float_output(name, value) for name, value in result.scores().items()]
@@ -326,11 +331,17 @@ class AudioScoreModel(Model):
             _bytes_output("transcript", features.transcript),
             _bytes_output("reference_transcript", entry.transcript),
             _bytes_output("audio_similarity", result.audio_similarity),
-            _bytes_output("words", result.words.to_json()),
+            _bytes_output("words", result.words_json()),
             _bytes_output("reference_text", entry.reference_text or ""),
             _bytes_output("text_similarity", result.text_similarity),
             *guard_outputs,
         ]
+        timing = result.timing()
+        if timing:
+            outputs.append(_float_output("timing_score", timing["timing_score"]))
+            if timing["rate"] is not None:
+                outputs.append(_float_output("rate", timing["rate"]))
+            outputs.append(_bytes_output("pauses", json.dumps(timing["pauses"], separators=(",", ":"))))
         return Scored(parsed, outputs)
 
     def _parse_inputs(self, req: InferRequest) -> tuple[np.ndarray, str | None, str | None]:
