@@ -10,23 +10,31 @@ paths carry it onto the take:
   frames (a monotone path, so a contiguous run). Where the path holds on the word's first (last) frame for more
   than ``MAX_STEP`` take frames (longer than the slope limit allows ordinary slow speech), the learner was not
   saying the word but waiting: the hold belongs to the gap before (after) it, not to the word.
-- **Audio score** (``audio_score``): the mean cosine, clipped to [0, 1], of each of the word's reference frames
-  with the take frame the reference-to-take path matched it to. Frames are centred and unit length, so a frame
-  matched to itself has cosine exactly 1: the reference scored against itself gives 1.0 for every word with no
-  further scaling (within float32 rounding, snapped as the clip score is).
+- **Audio score** (``audio_score``): the word's mean aligned cosine, the larger of two readings, clipped to
+  [0, 1]: over its reference frames, each with the take frame the reference-to-take path matched it to, and over
+  its learner span, each take frame with the reference frame the take-to-reference path matched it to. Frames
+  are centred and unit length, so a frame matched to itself has cosine exactly 1: the reference scored against
+  itself gives 1.0 for every word with no further scaling (within float32 rounding, snapped as the clip score
+  is). Two readings because each path has a blind spot next to a pause: the reference-to-take path may cross the
+  take's silence at most ``MAX_STEP`` frames a step, so it spends the neighbouring word's frames on it, while the
+  take-to-reference path holds on one frame through it; a word said wrong is low in both.
 - **Left out**: a word the word marks call a ``deletion`` (the recogniser heard nothing of it) has no learner
-  span (``start``/``end`` null, ``left_out`` true) and audio score 0.0: nothing was said to compare. The path
-  cannot decide this alone: its slope limit gives every reference word at least half its length on the take.
+  span (``start``/``end`` null, ``left_out`` true); its audio score is the first reading alone (what the take
+  has where the word should be), so the score stays a measure of the sound, not of the recogniser. The path
+  cannot decide "left out" alone: its slope limit gives every reference word at least half its length.
 
 Timing, over the words the learner said:
 
-- ``rate``: reference speech time / learner speech time, both summed over the said words (gaps between words
-  left out, so a pause does not read as slow speech): 1.25 means 25 % faster than the speaker.
-- ``pauses``: a gap before a word that is longer than the reference's gap at the same place, scaled by the rate
-  (a slower reader's gaps are longer too), by at least ``PAUSE_MIN_S``: where (the word it comes before, the
-  learner's time) and how long (the learner's gap and its excess over the expected one).
+- ``rate``: reference speech time / learner speech time from the first said word's start to the last one's end,
+  less the words left out and the pauses (so a pause does not read as slow speech): 1.25 means 25 % faster than
+  the speaker.
+- ``pauses``: the learner's time around the boundary before a word (from the middle of the previous said word
+  to the middle of this one) longer than the reference's there, divided by the rate (a slower reader's gaps are
+  longer too), by at least ``PAUSE_MIN_S``: where (the word it comes before, the learner's time) and how long
+  (the learner's gap between the two spans and the excess over the expected time).
 - ``lag`` per word: learner start - reference start, less the median of that over the said words (the overall
-  offset: when the learner pressed record does not count). Positive: later than the speaker.
+  offset: when the learner pressed record does not count), both in whole aligned frames (the reference's start
+  is the frame its word begins in). Positive: later than the speaker.
 - ``timing_score = 1 - (rate_penalty + pause_penalty + lag_penalty) / 3``, each penalty in [0, 1]:
   ``min(1, |ln rate| / ln 2)`` (half or double speed is the worst), ``min(1, total pause excess / PAUSE_BUDGET_S)``
   and ``min(1, mean |lag| / LAG_SCALE_S)``. The reference against itself scores 1.0; no said word scores 0.0.
@@ -174,18 +182,26 @@ def word_feedback(
     flags = list(left_out) if left_out is not None else [False] * len(times.words)
     said = [k for k, gone in enumerate(flags) if not gone]
     rate, pauses = _timing(times, said, f, first, stop, start_frame, end_frame, frame_s)
-    # Each word's mean cosine along the reference-to-take path (sums over its frames by cumulative sum).
+    # Each word's mean cosine along the reference-to-take path over its reference frames, and along the
+    # take-to-reference path over its learner span (sums by cumulative sum).
     along = np.concatenate(([0.0], np.cumsum(sim[g, np.arange(m)], dtype=np.float64)))
-    scores = ((along[stop] - along[first]) / (stop - first)).tolist()
+    by_reference = (along[stop] - along[first]) / (stop - first)
+    along_take = np.concatenate(([0.0], np.cumsum(sim[np.arange(f.size), f], dtype=np.float64)))
+    by_take = (along_take[end_frame] - along_take[start_frame]) / np.maximum(end_frame - start_frame, 1)
+    scores = np.maximum(by_reference, by_take).tolist()
     starts, ends = (start_frame * frame_s).tolist(), (end_frame * frame_s).tolist()
-    offset = float(np.median([starts[k] - times.words[k].start for k in said])) if said else 0.0
+    # Lags in whole aligned frames on both sides (the reference's start as the frame its word begins in), so
+    # that the reference against itself lags by exactly 0.
+    shifts = ((start_frame - first) * frame_s).tolist()
+    offset = float(np.median([shifts[k] for k in said])) if said else 0.0
 
     words: list[WordTiming] = []
     for k, w in enumerate(times.words):
         if flags[k]:
-            words.append(WordTiming(w.word, w.start, w.end, None, None, 0.0, None, True))
+            score = _snap(float(by_reference[k]))
+            words.append(WordTiming(w.word, w.start, w.end, None, None, score, None, True))
         else:
-            lag = starts[k] - w.start - offset
+            lag = shifts[k] - offset
             words.append(WordTiming(w.word, w.start, w.end, starts[k], ends[k], _snap(scores[k]), lag, False))
 
     return WordFeedback(

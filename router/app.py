@@ -62,8 +62,8 @@ class WordMark(BaseModel):
     ref_end: float | None = Field(default=None, description="seconds into the reference clip where it ends")
     audio_score: float | None = Field(
         default=None,
-        description="the word's own aligned audio similarity in [0, 1] (the reference against itself: 1.0); "
-        "0 when left out",
+        description="the word's own aligned audio similarity in [0, 1] (the reference against itself: 1.0); for "
+        "a word left out, what the take has where it should be",
     )
     lag: float | None = Field(
         default=None,

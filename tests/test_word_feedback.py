@@ -155,7 +155,8 @@ def test_a_left_out_word_has_no_span_and_does_not_count_in_the_timing() -> None:
     flags = [k == 3 for k in range(10)]
     fb = feedback_of(take, flags)
     gone = fb.words[3]
-    assert gone.left_out and gone.start is None and gone.end is None and gone.lag is None and gone.audio_score == 0
+    assert gone.left_out and gone.start is None and gone.end is None and gone.lag is None
+    assert 0.0 <= gone.audio_score < 0.6  # what the take has where the word should be: its neighbours
     assert fb.rate == pytest.approx(1.0, rel=0.1) and fb.pauses == ()
     with pytest.raises(ValueError, match="left-out flags"):
         feedback_of(take, flags[:3])
@@ -198,7 +199,7 @@ def test_compare_with_word_times_adds_the_feedback_fields() -> None:
     for item in words:
         assert set(item) == {"op", "word", "said", *contract.WORD_TIMING_KEYS}
     four = next(w for w in words if w["word"] == "dog")
-    assert four["left_out"] is True and four["start"] is None and four["audio_score"] == 0.0
+    assert four["left_out"] is True and four["start"] is None and four["audio_score"] < 0.6
     assert four["ref_start"] == pytest.approx(SPANS[3][0])
     um = next(w for w in words if w["op"] == "insertion")
     assert um["left_out"] is False and um["ref_start"] is None and um["audio_score"] is None
