@@ -26,7 +26,7 @@ Without them (an entry built before they existed) the answer is as before: ``wor
 span, reference span, ``audio_score``, ``lag`` and ``left_out`` (an insertion gains the same keys, null, and
 ``left_out`` false), and the comparison carries ``rate``, ``pauses`` and ``timing_score``. No speech: every word
 left out, ``timing_score`` 0.0 (every score is 0.0). Word times that do not fit the marks (another text) are not
-used: the answer is as without them.
+used: the answer is as without them, and so are word times with no words (a reference that says nothing).
 """
 
 from __future__ import annotations
@@ -200,7 +200,7 @@ def compare(
     reference = reference_text if reference_text is not None else reference_transcript
     if no_speech:
         missed = tuple(WordMark("deletion", u.surface, None) for u in units(reference, language))
-        fits = reference_word_times is not None and _fits(missed, reference_word_times) is not None
+        times = reference_word_times if reference_word_times is not None and reference_word_times.words else None
         return Comparison(
             audio_pooled_sim_score=0.0,
             audio_aligned_sim_score=0.0,
@@ -211,7 +211,7 @@ def compare(
             no_speech=True,
             looped=looped,
             text_counted=False,
-            feedback=nothing_said(reference_word_times) if fits and reference_word_times is not None else None,
+            feedback=nothing_said(times) if times is not None and _fits(missed, times) is not None else None,
         )
     text_score = text_similarity(transcript, reference_transcript, text_similarity_kind, language)
     if reference_text is not None:
@@ -222,9 +222,9 @@ def compare(
         reference_transcript=reference_transcript if reference_text is not None else None,
         language=language,
     )
-    left_out = _fits(words.marks, reference_word_times) if reference_word_times is not None else None
+    left_out = _fits(words.marks, reference_word_times) if reference_word_times else None
     feedback = None
-    if reference_word_times is not None and left_out is not None:
+    if reference_word_times is not None and reference_word_times.words and left_out is not None:
         paths = aligned_paths(frames, reference_frames, pool)
         if paths is None:
             aligned, feedback = (aligned_similarity(frames, reference_frames, pool), nothing_said(reference_word_times))

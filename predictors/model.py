@@ -273,6 +273,13 @@ class AudioScoreModel(Model):
     ) -> InferResponse:
         """The InferResponse: the outputs asked for (all by default), binary when the request was."""
         request, outputs = result.parsed.request, result.outputs
+        sent = {o.name for o in outputs}
+        missing = [o.name for o in request.request_outputs or [] if o.name not in sent]
+        if missing:  # only the timing outputs can be absent: the reference has no word times
+            raise InvalidInput(
+                f"output(s) {', '.join(map(repr, missing))} are sent only when the reference clip has word times "
+                "(per-word feedback) and a word was said; this answer has none"
+            )
         return InferResponse(
             response_id=request.id or str(uuid.uuid4()),
             model_name=self.name,

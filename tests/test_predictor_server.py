@@ -228,13 +228,18 @@ def test_per_word_feedback_follows_the_entrys_word_times(server, ws) -> None:  #
     own = post_binary(server, decoded(ws, OWN), *OWN)
     assert own.status_code == 200, own.text
     result = v2.parse_score_response(own.content, own.headers)
+    body = {**json_body(decoded(ws, OWN), *OWN), "outputs": [{"name": "timing_score"}, {"name": "sim_score"}]}
+    asked = httpx.post(f"{server.http_url}/v2/models/{MODEL}/infer", json=body, timeout=TIMEOUT)
     if times is None or not result["words"]:
         assert not set(TIMING_OUTPUTS) & set(result)
         assert all(set(w) == {"op", "word", "said"} for w in result["words"])
+        # Asked for by name, it is a 400 that says why, never a 500.
+        assert asked.status_code == 400 and "word times" in asked.json()["error"], asked.text
         return
+    assert asked.status_code == 200 and set(outputs_of(asked)) == {"timing_score", "sim_score"}
     assert result["timing_score"] == 1.0 and result["rate"] == 1.0 and result["pauses"] == []
-    spans = [(t.start, t.end) for t in times.words]
-    assert [(w["ref_start"], w["ref_end"]) for w in result["words"]] == pytest.approx(spans, abs=1e-3)
+    spans = [x for t in times.words for x in (t.start, t.end)]
+    assert [x for w in result["words"] for x in (w["ref_start"], w["ref_end"])] == pytest.approx(spans, abs=1e-3)
     assert all(w["audio_score"] == 1.0 and w["lag"] == 0.0 and not w["left_out"] for w in result["words"])
 
 

@@ -213,6 +213,9 @@ def test_word_times_of_another_text_are_not_used() -> None:
     other = WordTimes((WordTime("hello", 0.0, 0.5),), "voiced")
     result = _compare(REFERENCE, TEXT, reference_word_times=other)
     assert result.feedback is None and "timing_score" not in result.as_dict()
+    none = WordTimes((), "voiced")  # a reference with no words: nothing to time
+    assert _compare(REFERENCE, TEXT, reference_word_times=none).feedback is None
+    assert _compare(REFERENCE, "", reference_word_times=none, no_speech=True).feedback is None
 
 
 def test_no_speech_leaves_every_word_out_and_times_zero() -> None:
