@@ -27,7 +27,8 @@ Timing, over the words the learner said:
 
 - ``rate``: reference speech time / learner speech time from the first said word's start to the last one's end,
   less the words left out and the pauses (so a pause does not read as slow speech): 1.25 means 25 % faster than
-  the speaker.
+  the speaker. With ``RATE_INNER_MIN_WORDS`` or more said words the first and last are left out of it: the paths
+  must join the clips' first and last frames, so different silence before or after the speech bends them there.
 - ``pauses``: the learner's time around the boundary before a word (from the middle of the previous said word
   to the middle of this one) longer than the reference's there, divided by the rate (a slower reader's gaps are
   longer too), by at least ``PAUSE_MIN_S``: where (the word it comes before, the learner's time) and how long
@@ -63,6 +64,8 @@ PAUSE_MIN_S = 0.3
 PAUSE_BUDGET_S = 2.0
 #: Mean |lag| (seconds) at which the lag penalty of ``timing_score`` is full.
 LAG_SCALE_S = 0.5
+#: With at least this many said words, the rate is measured without the first and last (see ``_timing``).
+RATE_INNER_MIN_WORDS = 4
 #: A rate this many times off (faster or slower) gives the full rate penalty.
 RATE_SPAN = 2.0
 #: Rates are clipped to this range before gaps are scaled by them (a path through a take of a few words).
@@ -252,10 +255,14 @@ def _timing(
     """
     if not said:
         return None, []
-    ref_span = float(stop[said[-1]] - first[said[0]])
+    # The rate's span leaves out the first and last said words when there are enough: the paths must join the
+    # clips' first and last frames, so a take with less (or more) silence before or after its speech than the
+    # reference bends the path there, and the outer words' spans with it.
+    inner = said[1:-1] if len(said) >= RATE_INNER_MIN_WORDS else said
+    ref_span = float(stop[inner[-1]] - first[inner[0]])
     spoken = set(said)
-    ref_span -= float(sum(stop[k] - first[k] for k in range(said[0], said[-1]) if k not in spoken))
-    take_span = float(end_frame[said[-1]] - start_frame[said[0]])
+    ref_span -= float(sum(stop[k] - first[k] for k in range(inner[0], inner[-1]) if k not in spoken))
+    take_span = float(end_frame[inner[-1]] - start_frame[inner[0]])
     if ref_span <= 0 or take_span <= 0:
         return None, []
     pairs = list(itertools.pairwise(said))
@@ -269,7 +276,8 @@ def _timing(
     for _ in range(2):
         expected = reference / min(max(rate, _RATE_CLIP[0]), _RATE_CLIP[1])
         excess = (learner - expected) * frame_s
-        paused = float(np.sum(excess[excess >= PAUSE_MIN_S])) / frame_s
+        within = [inner[0] <= u and k <= inner[-1] for u, k in pairs]
+        paused = float(np.sum(excess[(excess >= PAUSE_MIN_S) & np.asarray(within, dtype=bool)])) / frame_s
         rate = ref_span / max(take_span - paused, 1.0)
     pauses = []
     for place, (u, k) in enumerate(pairs):

@@ -316,6 +316,18 @@ def summarise(records: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     ratio = [r["rate"] / r["true_rate"] for r in clean if r["rate"] is not None]
     median = float(np.median(ratio)) if ratio else float("nan")
     rows.append(row("unchanged: rate within 10 %", ok, None, f"median rate / true {median:.3f}"))
+    groups = {
+        "unchanged": records["clean"],
+        "pause": records["pause"],
+        **{f"tempo {t}x": [r for r in records["tempo"] if r["tempo"] == t] for t in TEMPOS},
+    }
+    spread = []
+    for name, takes in groups.items():
+        values = [r["timing_score"] for r in takes if r["timing_score"] is not None]
+        if values:
+            low, mid, high = np.percentile(values, [10, 50, 90])
+            spread.append(f"{name} {mid:.2f} ({low:.2f}-{high:.2f})")
+    rows.append({**row("timing_score, median (p10-p90)", [], None, "; ".join(spread)), "passed %": None})
     return rows
 
 
