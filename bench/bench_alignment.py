@@ -7,7 +7,7 @@ paths read back and :func:`audio_score.word_feedback.word_feedback` over 25 refe
 does when the reference has word times) is timed interleaved with the plain score, call for call, so that the
 extra cost is a paired difference that the machine's load affects alike. BLAS is pinned to one thread before
 numpy loads, so the figures are per core.
-Usage: python bench/bench_alignment.py [--repeat 50]
+Usage: python bench/bench_alignment.py [--repeat 50] [--out alignment]
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--out", default="alignment", help="results name: bench/results/<out>.{json,md}")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rows = []
@@ -123,7 +124,7 @@ def main() -> None:
         "core, and the min is the better estimate of the cost itself."
     )
     payload = {"repeat": args.repeat, "seconds": args.seconds, "load_average": load, "rows": rows}
-    write_results("alignment", payload, rows, notes)
+    write_results(args.out, payload, rows, notes)
 
 
 if __name__ == "__main__":

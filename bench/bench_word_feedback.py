@@ -239,9 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(voices)}; {len(sentences())} English sentences (quality corpus + tuned set); features from "
         f"real Whisper tiny.en (pool {pool} x {frame_ms:g} ms). Replaced word: word k's samples replaced by the "
         "word half the sentence away, success when word k has the lowest per-word audio_score (ties count; "
-        "'left out' counts the takes where the recogniser marked it a deletion, audio_score 0). Pause: 0.6 s of "
-        "silence before word k, success when a pause is reported at k +- 1. Tempo: FFmpeg atempo, success when "
-        f"rate is within +-{RATE_TOLERANCE:.0%} of the factor. {'--quick run. ' if args.quick else ''}"
+        "'marked left out': the recogniser made it a deletion, its audio score is then the reference-side "
+        "reading alone). Pause: 0.6 s of silence before word k, success when a pause is reported at k +- 1. Tempo: "
+        "FFmpeg atempo, success when "
+        f"rate is within +-{RATE_TOLERANCE:.0%} of the true factor: the tempo times the take voice's own rate "
+        "against the reference voice from festival's times (the two diphone voices share festival's duration "
+        f"model, so ked_diphone reads at the reference's pace). {'--quick run. ' if args.quick else ''}"
         f"Run time {time.perf_counter() - started:.0f} s."
     )
     write_results("word_feedback", {"quick": args.quick, "records": records, "rows": rows}, rows, notes)
