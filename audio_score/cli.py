@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 
 from audio_score import __version__
-from audio_score.errors import AudioScoreError
+from audio_score.errors import ScoreError
 
 #: The entry-point group every part registers its subcommands in.
 GROUP = "audio_score.commands"
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         return int(args.run(args) or 0)
-    except AudioScoreError as exc:
+    except ScoreError as exc:
         # A config or input error is the user's to fix: one clear message, no traceback.
         logging.getLogger("audio_score").debug("command failed", exc_info=True)
         print(f"audio-score {args.command}: error: {exc}", file=sys.stderr)

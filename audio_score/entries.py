@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audio_score.audio import audio_duration, decode_audio
-from audio_score.cache import CacheEntry, ClipRef, ReferenceCache, read_reference_text, source_info
+from audio_score.cache import CacheEntry, ReferenceCache
+from audio_score.clips import ClipRef, read_reference_text, source_info
 from audio_score.errors import AudioError
 from audio_score.settings import Settings
 

@@ -44,19 +44,15 @@ class ScoreError(Exception):
     """Base of every error the core raises on purpose."""
 
 
-#: The family's former name, kept for callers outside the package.
-AudioScoreError = ScoreError
-
-
-class ConfigError(AudioScoreError):
+class ConfigError(ScoreError):
     """config.json or the environment is wrong; the message names the field and the fix."""
 
 
-class InvalidIdentifier(AudioScoreError, ValueError):
+class InvalidIdentifier(ScoreError, ValueError):
     """A uid, cid or model key that could reach outside its folder or is otherwise malformed."""
 
 
-class AudioError(AudioScoreError):
+class AudioError(ScoreError):
     """The audio cannot be scored; the subclass says why."""
 
 
@@ -72,7 +68,7 @@ class AudioTooLarge(AudioError):
     """The input is over the byte or duration limit."""
 
 
-class UnknownClip(AudioScoreError, LookupError):
+class UnknownClip(ScoreError, LookupError):
     """No reference clip (and no cache entry) exists for a uid/cid."""
 
     def __init__(self, uid: str, cid: str) -> None:
@@ -104,7 +100,7 @@ class ModelUnavailable(ScoreError):
         self.retry_after_s = retry_after_s
 
 
-class ModelLoadError(AudioScoreError):
+class ModelLoadError(ScoreError):
     """A backend could not be loaded; callers log it and skip the model."""
 
     #: True when loading again cannot succeed: config.json and the checkpoint disagree (a language the checkpoint

@@ -2,8 +2,9 @@
 similarities, the word-level feedback, and how they were combined.
 
 Which audio similarity feeds ``audio_sim_score`` (and so ``sim_score``) is ``audio_similarity`` in config.json:
-``"aligned"`` (default: frames aligned in time, :mod:`audio_score.alignment`) or ``"pooled"`` (cosine of the
-mean frames). Which text similarity feeds ``text_sim_score`` is ``text_similarity`` (:mod:`audio_score.similarity`).
+``aligned`` (default: frames aligned in time, :mod:`audio_score.alignment`) or ``pooled`` (cosine of the mean
+frames, :func:`audio_score.similarity.pooled_cosine`). Which text similarity feeds ``text_sim_score`` is
+``text_similarity`` (:mod:`audio_score.similarity`). Both vocabularies are :mod:`audio_score.contract`'s.
 
 How the reference's two texts combine. A clip may have a reference text (a file beside it: the words actually
 spoken) and always has its own transcript (what the recogniser heard in it). A learner heard the way the reference
@@ -33,18 +34,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from audio_score.alignment import POOL, PreparedFrames, aligned_paths, aligned_similarity
-from audio_score.similarity import (
+from audio_score.contract import (
+    AUDIO_SIMILARITY_KINDS,
+    DEFAULT_AUDIO_SIMILARITY,
     DEFAULT_TEXT_SIMILARITY,
-    TEXT_SIMILARITIES,
+    TEXT_SIMILARITY_KINDS,
+    AudioSimilarity,
     TextSimilarity,
-    audio_similarity,
-    text_similarity,
+    kinds_text,
 )
+from audio_score.similarity import pooled_cosine, text_similarity
 from audio_score.textnorm import tokens, units
 from audio_score.word_feedback import WordFeedback, nothing_said, word_feedback
 from audio_score.word_times import WordTimes
@@ -52,10 +56,6 @@ from audio_score.words import WordAlignment, WordMark, align_words
 
 #: Milliseconds per row of the frames ``compare`` is given when the caller does not say (Whisper's encoder).
 DEFAULT_FRAME_MS = 20.0
-
-AudioSimilarity = Literal["aligned", "pooled"]
-AUDIO_SIMILARITIES: tuple[AudioSimilarity, ...] = ("aligned", "pooled")
-DEFAULT_AUDIO_SIMILARITY: AudioSimilarity = "aligned"
 
 
 @dataclass(frozen=True)
@@ -193,10 +193,10 @@ def compare(
     ``reference_word_times``: the reference's word times (None: no per-word feedback); ``frame_ms``: milliseconds
     per row of ``frames`` (the backend's ``frame_ms``), so that an aligned frame lasts ``pool * frame_ms``.
     """
-    if audio_similarity_kind not in AUDIO_SIMILARITIES:
-        raise ValueError(f"audio_similarity {audio_similarity_kind!r}: use 'aligned' or 'pooled'")
-    if text_similarity_kind not in TEXT_SIMILARITIES:
-        raise ValueError(f"text_similarity {text_similarity_kind!r}: use 'word' or 'char'")
+    if audio_similarity_kind not in AUDIO_SIMILARITY_KINDS:
+        raise ValueError(f"audio_similarity {audio_similarity_kind!r}: use {kinds_text(AUDIO_SIMILARITY_KINDS)}")
+    if text_similarity_kind not in TEXT_SIMILARITY_KINDS:
+        raise ValueError(f"text_similarity {text_similarity_kind!r}: use {kinds_text(TEXT_SIMILARITY_KINDS)}")
     reference = reference_text if reference_text is not None else reference_transcript
     if no_speech:
         missed = tuple(WordMark("deletion", u.surface, None) for u in units(reference, language))
@@ -234,7 +234,7 @@ def compare(
     else:
         aligned = aligned_similarity(frames, reference_frames, pool)
     return Comparison(
-        audio_pooled_sim_score=audio_similarity(embedding, reference_embedding),
+        audio_pooled_sim_score=pooled_cosine(embedding, reference_embedding),
         audio_aligned_sim_score=aligned,
         text_sim_score=text_score,
         audio_similarity=audio_similarity_kind,

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from audio_score.contract import DEFAULT_AUDIO_SIMILARITY, DEFAULT_TEXT_SIMILARITY, AudioSimilarity, TextSimilarity
 from audio_score.env_settings import JobEnv, PredictorEnv, RouterEnv
 from audio_score.errors import ConfigError
 from audio_score.whisper_languages import LANGUAGES, language_code
@@ -79,10 +80,10 @@ class FileConfig(BaseModel):
     max_upload_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
     max_audio_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
     #: Which audio similarity feeds audio_sim_score and sim_score: frames aligned in time, or pooled embeddings.
-    audio_similarity: Literal["aligned", "pooled"] = "aligned"
-    #: Which text similarity feeds text_sim_score: word-level (no floor for unrelated sentences) or the seed's
-    #: character ratio (audio_score.similarity says why; the default is what the quality benchmark chose).
-    text_similarity: Literal["word", "char", "fuzzy_word"] = "fuzzy_word"
+    audio_similarity: AudioSimilarity = DEFAULT_AUDIO_SIMILARITY
+    #: Which text similarity feeds text_sim_score (audio_score.similarity describes each kind; the default is
+    #: what the quality benchmark chose). Both kinds' vocabularies and defaults are audio_score.contract's.
+    text_similarity: TextSimilarity = DEFAULT_TEXT_SIMILARITY
     #: The one decoder for reference clips and uploads: in config.json so that every pod (the Job, each
     #: predictor, the router) decodes alike; a clip uploaded as itself scores 1.0 only if they do.
     decoder: Literal["pyav", "pydub"] = "pyav"
@@ -110,8 +111,8 @@ class Settings(BaseModel):
     target_sampling_rate: int
     max_upload_bytes: int
     max_audio_seconds: float
-    audio_similarity: Literal["aligned", "pooled"]
-    text_similarity: Literal["word", "char", "fuzzy_word"]
+    audio_similarity: AudioSimilarity
+    text_similarity: TextSimilarity
     decoder: Literal["pyav", "pydub"]
     # The environment's part, resolved; each knob's default and bounds are in audio_score.env_settings, in the
     # class of the part that reads it (PredictorEnv, JobEnv, RouterEnv).

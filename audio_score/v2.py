@@ -5,6 +5,12 @@ No kserve, no torch, no HTTP library: the router's image has none of the first t
 after a JSON header, not as a JSON list of numbers: ~4 bytes a sample instead of ~10, and no JSON parsing of
 480,000 floats); the response may be JSON or binary, both are parsed.
 
+Why this framing is written here rather than taken from a library: tritonclient has the same codec
+(``InferenceServerClient.generate_request_body`` and ``parse_response_body``), but ``tritonclient.http`` imports
+gevent and geventhttpclient, a second networking stack the asyncio router would carry for ~100 lines of framing;
+kserve's (``InferRequest.from_bytes``) needs kserve, which the router's image does not have. The tests hold this
+codec to both: ``tests/test_predictor_server.py`` talks to a real kserve server with it and with tritonclient.
+
 Typical use (the router)::
 
     body, headers = build_score_request(samples, uid="video1", cid="clip1")
@@ -33,16 +39,16 @@ from audio_score.contract import (
     CID,
     EMBED_NAMES,
     EMBED_OPTIONAL,
+    INFERENCE_HEADER,
     PAUSE_KEYS,
     SCORE_OPTIONAL,
     SCORE_REQUIRED,
     UID,
     WORD_OPS,
     WORD_TIMING_KEYS,
+    kinds_text,
+    parse_inference_header,
 )
-
-#: The binary extension's header: the byte length of the JSON part that starts the body.
-INFERENCE_HEADER = "inference-header-content-length"
 
 _NP_DTYPES = {
     "BOOL": np.bool_,
@@ -148,12 +154,12 @@ def parse_infer_response(body: bytes, headers: Mapping[str, str] | None = None) 
     """Every output of a V2 response as a numpy array shaped as declared (BYTES become arrays of ``bytes``).
 
     Works for JSON responses and for the binary extension (``headers`` must then carry
-    ``inference-header-content-length``; header names are matched case-insensitively).
+    :data:`~audio_score.contract.INFERENCE_HEADER`; header names are matched case-insensitively).
     """
     lowered = {k.lower(): v for k, v in (headers or {}).items()}
-    json_length = lowered.get(INFERENCE_HEADER)
     try:
-        head_len = int(json_length) if json_length is not None else len(body)
+        json_length = parse_inference_header(lowered.get(INFERENCE_HEADER))
+        head_len = len(body) if json_length is None else json_length
         doc = json.loads(body[:head_len])
     except (ValueError, UnicodeDecodeError) as exc:
         raise V2ProtocolError(f"not a V2 inference response: {exc}") from None
@@ -226,7 +232,8 @@ def parse_score_response(body: bytes, headers: Mapping[str, str] | None = None) 
         elif value.dtype == np.object_:
             result[name] = _text(value.reshape(-1)[0])
             if name == "audio_similarity" and result[name] not in AUDIO_SIMILARITY_KINDS:
-                raise V2ProtocolError(f"output 'audio_similarity' is {result[name]!r}, not 'aligned' or 'pooled'")
+                kinds = kinds_text(AUDIO_SIMILARITY_KINDS)
+                raise V2ProtocolError(f"output 'audio_similarity' is {result[name]!r}, not {kinds}")
         else:
             result[name] = float(value.reshape(-1)[0])
     return result

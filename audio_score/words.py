@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 from rapidfuzz.distance import Levenshtein
 
+from audio_score.contract import WordOp
 from audio_score.textnorm import Unit, units
-
-WordOp = Literal["match", "substitution", "deletion", "insertion"]
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ AUDIO_EXTENSIONS = frozenset(
 )
 
 
-class ScoreError(Exception):
-    """One failed request, with the line to show."""
+class RequestFailed(Exception):
+    """One failed request, with the line to show. (Not the core's :class:`audio_score.errors.ScoreError`: this is
+    the client's view of an answer, whatever the server's reason.)"""
 
 
 @dataclass
@@ -54,7 +55,7 @@ def _where(args: argparse.Namespace) -> str:
 
 
 def score_file(client: httpx.Client, path: Path, uid: str, cid: str, model: str | None, where: str) -> dict[str, Any]:
-    """POST one file to ``/score``; the parsed answer, or :class:`ScoreError` with the server's detail."""
+    """POST one file to ``/score``; the parsed answer, or :class:`RequestFailed` with the server's detail."""
     data = {"uid": uid, "cid": cid}
     if model:
         data["model"] = model
@@ -62,11 +63,11 @@ def score_file(client: httpx.Client, path: Path, uid: str, cid: str, model: str 
         with path.open("rb") as fh:
             response = client.post("/score", data=data, files={"audio": (path.name, fh, "application/octet-stream")})
     except OSError as exc:
-        raise ScoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise RequestFailed(f"cannot read {path}: {exc.strerror or exc}") from None
     except httpx.TimeoutException:
-        raise ScoreError(f"no answer from the router at {where} in time (raise --timeout)") from None
+        raise RequestFailed(f"no answer from the router at {where} in time (raise --timeout)") from None
     except httpx.TransportError as exc:
-        raise ScoreError(
+        raise RequestFailed(
             f"cannot reach the router at {where} ({type(exc).__name__}: {exc}); is `audio-score up` running? "
             "(or pass --url)"
         ) from None
@@ -78,9 +79,9 @@ def score_file(client: httpx.Client, path: Path, uid: str, cid: str, model: str 
         detail = body.get("detail") if isinstance(body, dict) else None
         if not isinstance(detail, str):
             detail = json.dumps(detail) if detail is not None else (response.text.strip()[:300] or "no detail")
-        raise ScoreError(f"{response.status_code} {response.reason_phrase}: {detail}")
+        raise RequestFailed(f"{response.status_code} {response.reason_phrase}: {detail}")
     if not isinstance(body, dict):
-        raise ScoreError(f"the server at {where} did not answer with JSON: {response.text[:200]!r}")
+        raise RequestFailed(f"the server at {where} did not answer with JSON: {response.text[:200]!r}")
     return body
 
 
@@ -175,7 +176,7 @@ def render_result(result: dict[str, Any]) -> str:
 
 def find_batch_files(folder: Path) -> tuple[list[Outcome], list[Outcome]]:
     """``(to score, unusable names)`` for the audio files directly in ``folder``."""
-    from audio_score.cache import parse_clip_path
+    from audio_score.clips import parse_clip_path
     from audio_score.errors import InvalidIdentifier
 
     todo, bad = [], []
@@ -210,7 +211,7 @@ def run_batch(args: argparse.Namespace) -> int:
         def one(item: Outcome) -> Outcome:
             try:
                 item.result = score_file(client, folder / item.file, item.uid, item.cid, args.model, where)
-            except ScoreError as exc:
+            except RequestFailed as exc:
                 item.error = str(exc)
             return item
 
@@ -295,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
             result = score_file(client, path, args.uid, args.cid, args.model, _where(args))
-    except ScoreError as exc:
+    except RequestFailed as exc:
         print(f"audio-score score: error: {exc}", file=sys.stderr)
         return 1
     if args.table:

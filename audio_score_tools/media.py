@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -147,3 +148,61 @@ def write_clip_mov(
         if audio is not None:
             _encode_audio(container, audio, samples, sampling_rate, "fltp")
     return path
+
+
+# --- committed speech sets (scripts/make_speech.py, scripts/make_corpus.py) ------------------------------------
+# Encoded with imageio-ffmpeg's binary and bit-exact flags, so a rerun of a script rewrites the same bytes.
+
+_BITEXACT = ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact"]
+
+
+def _ffmpeg() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def encode_reference_mov(wav: Path, out: Path) -> None:
+    """AAC 24 kb/s mono 16 kHz audio plus a 64x64, 5 fps grey mpeg4 video stream, as a reference clip is stored.
+
+    The video's length is the audio's, given up front (``-shortest`` lets a busy machine add a frame now and then,
+    which breaks reproducibility)."""
+    import wave
+
+    with wave.open(str(wav), "rb") as source:
+        seconds = f"{source.getnframes() / source.getframerate():.3f}"
+    cmd = [_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", f"color=c=gray:s=64x64:r=5:d={seconds}", "-i", str(wav)]
+    cmd += ["-t", seconds, "-map", "0:v", "-map", "1:a", "-c:v", "mpeg4", "-q:v", "31"]
+    cmd += ["-c:a", "aac", "-b:a", "24k", "-ac", "1", "-ar", "16000", *_BITEXACT, str(out)]
+    subprocess.run(cmd, check=True)
+
+
+def encode_upload_opus(wav: Path, out: Path, rate: int | None = 16000) -> None:
+    """Opus 16 kb/s mono in Ogg, as a browser would upload a short recording; ``rate``: the sample rate the
+    stream declares (None: the WAV's own; the espeak-ng set was made so)."""
+    cmd = [_ffmpeg(), "-v", "error", "-y", "-i", str(wav), "-c:a", "libopus", "-b:a", "16k", "-ac", "1"]
+    if rate is not None:
+        cmd += ["-ar", str(rate)]
+    subprocess.run([*cmd, *_BITEXACT, str(out)], check=True)
+
+
+def render_takes(
+    takes: list[dict[str, str]],
+    out: Path,
+    speak: Callable[[dict[str, str], Path], None],
+    upload_rate: int | None = 16000,
+) -> None:
+    """Synthesise every take of a manifest into ``out``: ``speak(take, wav)`` writes the take's WAV; a reference
+    becomes ``take["file"]`` (a .mov) with its text beside it, any other take an Ogg/Opus upload declaring
+    ``upload_rate``."""
+    with tempfile.TemporaryDirectory(prefix="audio-score-render-") as tmp:
+        wav = Path(tmp) / "take.wav"
+        for take in takes:
+            speak(take, wav)
+            path = out / take["file"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if take["variant"] == "reference":
+                encode_reference_mov(wav, path)
+                path.with_suffix(".txt").write_text(take["text"] + "\n")
+            else:
+                encode_upload_opus(wav, path, upload_rate)

@@ -1,8 +1,10 @@
-"""Start a subcommand, wait until it is ready, stop its process group: the one helper that ``up``'s callers, the
-tests, the benchmarks and the demo share, with :func:`free_port`.
+"""Start a subcommand, wait until it is ready, stop its process group: the one helper that ``up``, its callers,
+the tests, the benchmarks and the demo share, with :func:`free_port`.
 
 A child started here leads its own session (``start_new_session``), so stopping it reaches whatever it forked
-(uvicorn workers, ``up``'s predictors) and the terminal's Ctrl+C does not hit it twice.
+(uvicorn workers, ``up``'s predictors) and the terminal's Ctrl+C does not hit it twice. ``up`` keeps only what
+is its own (pumping a child's output, restarts with backoff); signalling a group, stopping it whole and polling a
+probe until ready are here (:func:`signal_group`, :func:`stop_process`, :func:`poll_until`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: Where :func:`free_port_block` looks on Linux: below the kernel's ephemeral range, which is where every outgoing
 #: connection takes its local port. A port the OS hands out as free (bind to 0) lies *in* that range, so between
@@ -84,6 +88,14 @@ def subcommand(*args: str) -> list[str]:
     return [sys.executable, "-m", "audio_score", *args]
 
 
+def spawn(argv: Sequence[str], *, env: dict[str, str] | None = None, **popen: Any) -> subprocess.Popen[Any]:
+    """Start ``argv`` leading its own session (so :func:`stop_process` reaches all it forks and the terminal's
+    Ctrl+C does not hit it twice), unbuffered, with this process's environment plus ``env``."""
+    return subprocess.Popen(
+        list(argv), env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, start_new_session=True, **popen
+    )
+
+
 def http_ok(url: str, timeout_s: float = 5.0) -> Callable[[], bool]:
     """A readiness probe: ``url`` answers 200."""
 
@@ -98,25 +110,60 @@ def http_ok(url: str, timeout_s: float = 5.0) -> Callable[[], bool]:
     return probe
 
 
+def signal_group(pgid: int, sig: int) -> None:
+    """Send ``sig`` to process group ``pgid``; a group already gone (or no longer ours) is not an error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` is left (a dead leader's forked workers keep the group alive)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def describe_exit(code: int) -> str:
+    """``exit 1`` or ``signal SIGKILL`` from a Popen return code."""
+    if code >= 0:
+        return f"exit {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
+
+
+#: How long :func:`stop_process` gives what a dead leader left in its group before SIGKILL.
+SWEEP_GRACE_S = 5.0
+
+
 def stop_process(proc: subprocess.Popen[Any], grace_s: float = 30.0, *, group: bool = True) -> int | None:
     """SIGTERM (to the whole process group with ``group``), then SIGKILL if it outlives ``grace_s``; returns the
-    exit code."""
-    if proc.poll() is not None:
-        return proc.returncode
+    exit code. With ``group``, whatever the leader forked and left behind (uvicorn ``--workers``) is stopped too,
+    so no orphan keeps holding the port."""
 
     def send(sig: int) -> None:
         if group:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
+            signal_group(proc.pid, sig)
         else:
             proc.send_signal(sig)
 
-    send(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        send(signal.SIGKILL)
-        return proc.wait(timeout=10)
+    if proc.poll() is None:
+        send(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            send(signal.SIGKILL)
+            proc.wait(timeout=30)
+    if group and group_alive(proc.pid):
+        signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + min(grace_s, SWEEP_GRACE_S)
+        while group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        signal_group(proc.pid, signal.SIGKILL)
+    return proc.returncode
 
 
 def stop_leader(proc: subprocess.Popen[Any], grace_s: float = 60.0) -> int | None:
@@ -131,6 +178,44 @@ def stop_leader(proc: subprocess.Popen[Any], grace_s: float = 60.0) -> int | Non
     return proc.returncode
 
 
+class StartupFailed(RuntimeError):
+    """A child did not become ready: it exited (:class:`ExitedEarly`) or ran out of time (:class:`NotReadyInTime`)."""
+
+
+class ExitedEarly(StartupFailed):
+    """The child exited before its probe said ready."""
+
+
+class NotReadyInTime(StartupFailed):
+    """The probe did not say ready within the time allowed."""
+
+
+def poll_until(
+    proc: subprocess.Popen[Any],
+    probe: Callable[[], T],
+    *,
+    timeout_s: float,
+    what: str = "process",
+    details: Callable[[], str] = lambda: "",
+    poll_s: float = 0.3,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``probe()`` until it returns something truthy and return that. The child's exit is checked first on
+    each round (an answer on its port from someone else does not count once it is gone). ``sleep`` may raise to
+    cut the wait short (``up`` stops on a signal). Raises :class:`ExitedEarly` or :class:`NotReadyInTime`, whose
+    message ends with ``details()`` (e.g. the tail of the child's log)."""
+    started = time.monotonic()
+    while True:
+        if proc.poll() is not None:
+            raise ExitedEarly(f"{what} exited with {proc.returncode} during start-up:\n{details()}")
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() - started > timeout_s:
+            raise NotReadyInTime(f"{what} not ready after {timeout_s:.0f} s:\n{details()}")
+        sleep(poll_s)
+
+
 def wait_ready(
     proc: subprocess.Popen[Any],
     ready: Callable[[], bool],
@@ -140,15 +225,9 @@ def wait_ready(
     details: Callable[[], str] = lambda: "",
     poll_s: float = 0.3,
 ) -> float:
-    """Poll ``ready()`` until it is true; returns the seconds it took. Raises RuntimeError (with ``details()``,
-    e.g. the tail of its log) when the process exits first or ``timeout_s`` passes."""
+    """:func:`poll_until` for a yes/no probe; returns the seconds it took."""
     started = time.monotonic()
-    while not ready():
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode} during start-up:\n{details()}")
-        if time.monotonic() - started > timeout_s:
-            raise RuntimeError(f"{what} not ready after {timeout_s:.0f} s:\n{details()}")
-        time.sleep(poll_s)
+    poll_until(proc, ready, timeout_s=timeout_s, what=what, details=details, poll_s=poll_s)
     return time.monotonic() - started
 
 
@@ -171,12 +250,11 @@ def started(
 ) -> Iterator[subprocess.Popen[Any]]:
     """Start ``argv`` in its own session (output to ``log_path`` unless ``popen`` says otherwise), wait until
     ``ready()``, yield the process, and stop its group on the way out, also when start-up failed."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **popen.pop("env", {})}
     with contextlib.ExitStack() as stack:
         if log_path is not None and "stdout" not in popen:
             log = stack.enter_context(log_path.open("wb"))
             popen.update(stdout=log, stderr=subprocess.STDOUT)
-        proc = subprocess.Popen(list(argv), env=env, start_new_session=True, **popen)
+        proc = spawn(argv, **popen)
     if details is None:
         details = log_tail(log_path) if log_path is not None else (lambda: "")
     try:

@@ -37,8 +37,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from audio_score.errors import EXIT_CONFIG, AudioScoreError, ConfigError
-from audio_score_tools.procs import free_port
+from audio_score.errors import EXIT_CONFIG, ConfigError, ScoreError
+from audio_score_tools import procs
 
 #: How long a stopping child gets between SIGTERM and SIGKILL.
 DEFAULT_GRACE_S = 10.0
@@ -50,7 +50,7 @@ _BAR = re.compile(r"^cache [A-Za-z0-9._-]+:[^\r\n]*?\| *\d+/\d+ \[[^\]\r\n]*\]")
 _print_lock = threading.Lock()
 
 
-class UpError(AudioScoreError):
+class UpError(ScoreError):
     """``up`` could not start or keep running; the message is the one line the user sees."""
 
     def __init__(self, message: str) -> None:
@@ -146,16 +146,14 @@ class Child:
         self.stdout_path = log_dir / f"{name}.out"
         self.tail: collections.deque[str] = collections.deque(maxlen=300)
         self.forward = False
-        env = {**os.environ, **self.extra_env, "PYTHONUNBUFFERED": "1", _PARENT_ENV: str(os.getpid())}
         # A bar-drawing child keeps stdout (its JSON summary) apart; the servers' stdout and stderr are one log.
         self._stdout_file: IO[bytes] | None = self.stdout_path.open("wb") if progress_bars else None
-        self.proc = subprocess.Popen(
+        self.proc = procs.spawn(  # its own process group: stopped as a whole, untouched by the terminal's ^C
             [sys.executable, "-c", _CHILD_CODE, *argv],
+            env={**self.extra_env, _PARENT_ENV: str(os.getpid())},
             stdin=subprocess.DEVNULL,
             stdout=self._stdout_file if progress_bars else subprocess.PIPE,
             stderr=subprocess.PIPE if progress_bars else subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # its own process group: stopped as a whole, untouched by the terminal's ^C
         )
         stream = self.proc.stderr if progress_bars else self.proc.stdout
         assert stream is not None
@@ -217,46 +215,9 @@ class Child:
             self._stdout_file.close()
 
     def stop(self, grace_s: float) -> None:
-        """SIGTERM to the whole group, SIGKILL after ``grace_s``; then make sure no group member is left."""
-        pgid = self.proc.pid
-        if self.proc.poll() is None:
-            _killpg(pgid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                _killpg(pgid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        # The leader is gone; workers it forked (uvicorn --workers) share its group.
-        if _group_alive(pgid):
-            _killpg(pgid, signal.SIGTERM)
-            deadline = time.monotonic() + min(grace_s, 5.0)
-            while _group_alive(pgid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            _killpg(pgid, signal.SIGKILL)
+        """SIGTERM to the whole group, SIGKILL after ``grace_s``, no group member left (:func:`procs.stop_process`)."""
+        procs.stop_process(self.proc, grace_s)
         self.wait_threads()
-
-
-def _exit_how(code: int) -> str:
-    """``exit 1`` or ``signal SIGKILL`` from a Popen return code."""
-    if code >= 0:
-        return f"exit {code}"
-    try:
-        return f"signal {signal.Signals(-code).name}"
-    except ValueError:
-        return f"signal {-code}"
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
 
 
 # --- restarts ------------------------------------------------------------------------------------------------
@@ -351,7 +312,7 @@ class Up:
                 unit.restart_at = now + delay
                 unit.awaiting_ready = False
                 code = child.proc.returncode
-                how = _exit_how(code)
+                how = procs.describe_exit(code)
                 self.status(
                     "exited",
                     f"{unit.name} exited ({how}) after {ran_s:.0f} s: {child.reason()}; restart {unit.restarts + 1} "
@@ -364,8 +325,7 @@ class Up:
                 )
             elif unit.restart_at is not None and now >= unit.restart_at:
                 # Whatever the dead leader left in its group (forked workers) would hold its port.
-                if _group_alive(child.proc.pid):
-                    _killpg(child.proc.pid, signal.SIGKILL)
+                procs.signal_group(child.proc.pid, signal.SIGKILL)
                 self.children.remove(child)
                 fresh = Child(unit.name, child.argv, self.log_dir, env=child.extra_env)
                 fresh.forward = True
@@ -396,21 +356,18 @@ class Up:
         )
 
     def wait_ready(self, child: Child, probe, what: str, timeout_s: float) -> object:
-        """Poll ``probe()`` until it returns a truthy value; fail on the child's exit or the timeout."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if child.proc.poll() is not None:
-                child.wait_threads()
-                raise self.died(child, "during start-up")
-            result = probe()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                raise UpError(
-                    f"the {what} was not ready after {timeout_s:.0f} s (raise --start-timeout on a slow machine or "
-                    f"for a first download of the weights; full log: {child.log_path})"
-                )
-            self.sleep(0.25)
+        """Poll ``probe()`` until it returns a truthy value (:func:`procs.poll_until`, cut short by a signal); fail
+        on the child's exit or the timeout with one line that says what to do."""
+        try:
+            return procs.poll_until(child.proc, probe, timeout_s=timeout_s, what=what, poll_s=0.25, sleep=self.sleep)
+        except procs.ExitedEarly:
+            child.wait_threads()
+            raise self.died(child, "during start-up") from None
+        except procs.NotReadyInTime:
+            raise UpError(
+                f"the {what} was not ready after {timeout_s:.0f} s (raise --start-timeout on a slow machine or "
+                f"for a first download of the weights; full log: {child.log_path})"
+            ) from None
 
     # --- stages -------------------------------------------------------------------------------------------------
 
@@ -662,10 +619,7 @@ def _connect_host(host: str) -> str:
 
 
 def _free_port_except(*taken: int) -> int:
-    while True:
-        port = free_port()
-        if port not in taken:
-            return port
+    return procs.free_port_block(1, avoid=[range(port, port + 1) for port in taken])
 
 
 class PredictorGroup:

@@ -24,7 +24,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from audio_score.alignment import aligned_paths, aligned_similarity, pool_for, prepare_frames  # noqa: E402
-from audio_score.similarity import audio_similarity  # noqa: E402
+from audio_score.similarity import pooled_cosine  # noqa: E402
 from audio_score.word_feedback import word_feedback  # noqa: E402
 from audio_score.word_times import WordTime, WordTimes  # noqa: E402
 
@@ -88,7 +88,7 @@ def main() -> None:
             aligned = _time(lambda u=upload, r=reference: aligned_similarity(u, r), args.repeat)
             pooled_u = upload.astype(np.float32).mean(axis=0)
             pooled_r = reference.astype(np.float32).mean(axis=0)
-            pooled = _time(lambda u=pooled_u, r=pooled_r: audio_similarity(u, r), args.repeat)
+            pooled = _time(lambda u=pooled_u, r=pooled_r: pooled_cosine(u, r), args.repeat)
             base, full = _paired(
                 lambda u=upload, r=prepared: aligned_similarity(u, r),
                 lambda u=upload, r=prepared: _feedback(u, r, times, frame_s),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from audio_score.audio import decode_audio
 from audio_score.backends import load_backend
-from audio_score.cache import discover_clips
+from audio_score.clips import discover_clips
 from audio_score.settings import load_settings
 from audio_score_tools.tiny_models import build_tiny_whisper
 from audio_score_tools.workspace import TinyModelSet, build_workspace

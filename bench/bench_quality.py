@@ -220,7 +220,7 @@ def build(
     decode: Callable[[Path], np.ndarray], *, english_only: bool, quick: bool
 ) -> tuple[list[Reference], list[Take]]:
     """Every reference and take of both sets (English sentences only for an English-only model)."""
-    from audio_score.cache import parse_clip_path, read_reference_text
+    from audio_score.clips import parse_clip_path, read_reference_text
     from audio_score_tools.corpus import CORPUS_DIR, load_corpus
     from audio_score_tools.speech import SPEECH_DIR, load_takes
 

@@ -25,15 +25,15 @@ def _decode_binary(body: bytes | bytearray, headers: dict[str, str], model_name:
     per-sample lists), the header length checked first."""
     from kserve.errors import InvalidInput
 
-    from predictors.v2_decode import INFERENCE_HEADER, decode_binary_request
+    from audio_score.contract import INFERENCE_HEADER, parse_inference_header
+    from predictors.v2_decode import decode_binary_request
 
-    raw_length = headers.get(INFERENCE_HEADER)
-    if raw_length is None:
-        raise InvalidInput(f"received byte inputs, but the '{INFERENCE_HEADER}' header is missing")
     try:
-        json_length = int(raw_length)
-    except ValueError:
-        raise InvalidInput(f"{INFERENCE_HEADER}: {raw_length!r} is not a byte count") from None
+        json_length = parse_inference_header(headers.get(INFERENCE_HEADER))
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    if json_length is None:
+        raise InvalidInput(f"received byte inputs, but the '{INFERENCE_HEADER}' header is missing")
     return decode_binary_request(body, json_length, model_name)
 
 
@@ -42,8 +42,8 @@ def _safe_dataplane_class() -> type:
 
     ``InferRequest.from_bytes`` turns each binary tensor into a Python list (see :mod:`predictors.v2_decode`)
     and indexes the JSON header without checks, so a header missing ``inputs`` or a tensor's ``shape`` raised
-    KeyError (500), and a non-numeric ``inference-header-content-length`` ValueError. Binary bodies go through
-    :func:`predictors.v2_decode.decode_binary_request` instead; JSON bodies keep kserve's decoder.
+    KeyError (500), and a non-numeric :data:`~audio_score.contract.INFERENCE_HEADER` ValueError. Binary bodies go
+    through :func:`predictors.v2_decode.decode_binary_request` instead; JSON bodies keep kserve's decoder.
     """
     from kserve.errors import InvalidInput
     from kserve.protocol.dataplane import DataPlane

@@ -41,8 +41,7 @@ from kserve.errors import InferenceError, InvalidInput, ModelNotFound, ModelNotR
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from audio_score import contract
-from audio_score.cache import validate_id
-from audio_score.contract import DEADLINE_HEADER
+from audio_score.contract import AUDIO, CID, DEADLINE_HEADER, UID, parse_deadline_header, validate_id
 from audio_score.errors import (
     InvalidIdentifier,
     ModelLoadError,
@@ -100,18 +99,14 @@ def kserve_error(exc: ScoreError, model: str) -> Exception:
 
 
 def request_deadline(headers: dict[str, str] | None, received: float) -> float | None:
-    """The ``time.perf_counter()`` instant the caller stops waiting, from :data:`DEADLINE_HEADER` (milliseconds
-    the caller will still wait, counted from when the request arrived here); None without the header."""
-    raw = (headers or {}).get(DEADLINE_HEADER)
-    if raw is None or raw == "":
-        return None
+    """The ``time.perf_counter()`` instant the caller stops waiting: ``received`` (when the request arrived here)
+    plus the wait :data:`DEADLINE_HEADER` gives (:func:`audio_score.contract.parse_deadline_header`); None
+    without the header, 400 when it is malformed."""
     try:
-        ms = float(raw)
-    except ValueError:
-        raise InvalidInput(f"{DEADLINE_HEADER}: {raw!r} is not a number of milliseconds") from None
-    if not ms > 0 or ms == float("inf"):
-        raise InvalidInput(f"{DEADLINE_HEADER}: {raw!r} must be a positive number of milliseconds")
-    return received + ms / 1000.0
+        wait_s = parse_deadline_header((headers or {}).get(DEADLINE_HEADER))
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    return None if wait_s is None else received + wait_s
 
 
 @dataclass(frozen=True)
@@ -251,7 +246,7 @@ class AudioScoreModel(Model):
         if not isinstance(payload, InferRequest):
             raise InvalidInput(
                 f"model {self.name!r} speaks the V2 protocol only: POST /v2/models/{self.name}/infer with inputs "
-                "'audio' (FP32 [1, N]), 'uid' and 'cid' (BYTES [1])"
+                f"{AUDIO.describe()}, {UID.describe()} and {CID.describe()}"
             )
         audio, uid, cid = self._parse_inputs(payload)
         _check_requested_outputs(payload, scoring=uid is not None)
@@ -356,14 +351,14 @@ class AudioScoreModel(Model):
         for tensor in req.inputs:
             if tensor.name not in contract.INPUT_NAMES:
                 raise InvalidInput(
-                    f"unknown input {quote_user_value(tensor.name)}; expected 'audio' (FP32 [1, N]) and optionally "
-                    "'uid' and 'cid' (BYTES [1])"
+                    f"unknown input {quote_user_value(tensor.name)}; expected {AUDIO.describe()} and optionally "
+                    f"{UID.describe()} and {CID.describe()}"
                 )
             if tensor.name in by_name:
                 raise InvalidInput(f"input {quote_user_value(tensor.name)} is given twice")
             by_name[tensor.name] = tensor
-        if "audio" not in by_name:
-            raise InvalidInput("missing input 'audio' (FP32 [1, N] mono PCM)")
+        if AUDIO.name not in by_name:
+            raise InvalidInput(f"missing input {AUDIO.describe()}: {AUDIO.doc}")
         audio = self._parse_audio(by_name["audio"])
         if ("uid" in by_name) != ("cid" in by_name):
             missing = "cid" if "uid" in by_name else "uid"

@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from audio_score.alignment import PreparedFrames, pool_for, prepare_frames
-from audio_score.cache import CacheEntry, ClipRef, ReferenceCache, find_clip, validate_id
+from audio_score.cache import CacheEntry, ReferenceCache
+from audio_score.clips import ClipRef, find_clip
+from audio_score.contract import validate_id
 from audio_score.entries import compute_entries, decode_clip, entry_fingerprint
 from audio_score.errors import ReferenceUnavailable, UnknownClip
 from audio_score.settings import Settings

@@ -29,8 +29,7 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.utils.numpy_codec import to_np_dtype
 
-#: The binary extension's request header: the byte length of the JSON part that starts the body.
-INFERENCE_HEADER = "inference-header-content-length"
+from audio_score.contract import INFERENCE_HEADER
 
 
 def _field(tensor: dict[str, Any], key: str, kind: type | tuple[type, ...], index: int) -> Any:
@@ -61,12 +60,11 @@ def _binary_size(name: str, parameters: dict[str, Any]) -> int:
 def decode_binary_request(body: bytes | bytearray, json_length: int, model_name: str) -> InferRequest:
     """The :class:`InferRequest` of a REST body in the binary tensor extension, binary tensors kept as bytes.
 
-    ``json_length`` is the ``inference-header-content-length`` header: the JSON part's byte length.
+    ``json_length`` is the :data:`~audio_score.contract.INFERENCE_HEADER` header: the JSON part's byte length.
     """
     if json_length < 0 or json_length > len(body):
         raise InvalidInput(
-            f"malformed V2 request: inference-header-content-length {json_length} is outside the body "
-            f"({len(body)} bytes)"
+            f"malformed V2 request: {INFERENCE_HEADER} {json_length} is outside the body ({len(body)} bytes)"
         )
     view = memoryview(body)
     try:

@@ -16,9 +16,10 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import httpx
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,8 +27,7 @@ from pydantic import BaseModel, Field
 
 from audio_score import __version__
 from audio_score.audio import decode_audio
-from audio_score.cache import validate_id
-from audio_score.contract import DEADLINE_HEADER
+from audio_score.contract import DEADLINE_HEADER, AudioSimilarity, WordOp, parse_deadline_header, validate_id
 from audio_score.errors import ModelUnavailable, ScoreError, UnknownModel
 from audio_score.settings import Settings, load_settings
 from router.auth import APIKeyMiddleware
@@ -38,6 +38,7 @@ from router.limits import UploadLimitMiddleware
 from router.metrics import RouterMetrics
 from router.predictor_client import PredictorClient, PredictorError
 from router.readiness import ReadinessTracker
+from router.score_call import ScoreCall, Services
 from router.try_page import page_files
 from router.try_page import router as try_router
 
@@ -47,7 +48,7 @@ log = logging.getLogger("router")
 class WordMark(BaseModel):
     """One step of the word alignment, in reading order."""
 
-    op: Literal["match", "substitution", "deletion", "insertion"] = Field(
+    op: WordOp = Field(
         description="match: said right; substitution: `said` instead of `word`; deletion: `word` missed; "
         "insertion: `said` added"
     )
@@ -120,7 +121,7 @@ class ScoreResponse(BaseModel):
         description="mean cosine of the mean-centred encoder frames aligned in time (DTW), clipped to [0, 1]: "
         "the order of the sounds counts, so a different sentence in the same voice scores low",
     )
-    audio_similarity: Literal["aligned", "pooled"] | None = Field(
+    audio_similarity: AudioSimilarity | None = Field(
         default=None, description="which audio similarity feeds audio_sim_score and sim_score"
     )
     word_accuracy: float | None = Field(
@@ -245,6 +246,15 @@ PredictorDep = Annotated[PredictorClient, Depends(get_predictor)]
 TrackerDep = Annotated[ReadinessTracker, Depends(get_tracker)]
 DecodePoolDep = Annotated[ThreadPoolExecutor, Depends(get_decode_pool)]
 
+
+def get_services(request: Request) -> Services:
+    state = request.app.state
+    return Services(state.settings, state.metrics, state.predictor, state.tracker, state.decode_pool)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
 router = APIRouter()
 
 
@@ -252,22 +262,21 @@ async def choose_model(tracker: ReadinessTracker, predictor: PredictorClient, mo
     """The model asked for (UnknownModel; ModelUnavailable when not ready, PredictorError while its breaker is
     open: fail fast, no readiness check, no call), else the first ready one (ModelUnavailable when none is)."""
     if model:
-        if model not in tracker.states:
-            raise UnknownModel(model, list(tracker.states))
+        if not tracker.knows(model):
+            raise UnknownModel(model, tracker.keys)
         predictor.raise_if_open(model)
-        state = tracker.states[model]
-        if not state.ready:
-            state = await tracker.check(model)  # the poll may be a moment behind
-        if not state.ready:
-            raise ModelUnavailable(f"model {model!r} is not ready: {state.reason}")
+        ready, reason = await tracker.ensure_checked(model)  # the poll may be a moment behind
+        if not ready:
+            raise ModelUnavailable(f"model {model!r} is not ready: {reason}")
         return model
     default = tracker.default_model()
     if default is None:
         await tracker.check_all(skip_open=True)
         default = tracker.default_model()
     if default is None:
-        reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
-        raise ModelUnavailable(f"no model is ready ({reasons})", retry_after_s=predictor.breakers.retry_after_s)
+        raise ModelUnavailable(
+            f"no model is ready ({tracker.reasons()})", retry_after_s=predictor.breakers.retry_after_s
+        )
     return default
 
 
@@ -287,11 +296,7 @@ async def choose_model(tracker: ReadinessTracker, predictor: PredictorClient, mo
 )
 async def score(
     request: Request,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    predictor: PredictorDep,
-    tracker: TrackerDep,
-    decode_pool: DecodePoolDep,
+    services: ServicesDep,
     uid: Annotated[str, Form(description="video id of the reference clip", examples=["video1"])],
     cid: Annotated[str, Form(description="clip id within the video", examples=["clip1"])],
     audio: Annotated[UploadFile, File(description="the recording: any format FFmpeg reads (wav, mp3, m4a, ...)")],
@@ -303,54 +308,45 @@ async def score(
         ),
     ] = None,
 ) -> dict[str, Any]:
-    started = time.perf_counter()
+    settings, metrics, tracker = services.settings, services.metrics, services.tracker
+    call = ScoreCall(
+        uid=uid, cid=cid, asked_model=model or None, started=time.perf_counter(), label=tracker.label(model)
+    )
     # One line per request only when asked for (AUDIO_SCORE_DEBUG_REQUEST_LOGS=1): metrics carry the counts.
     request_log_level = logging.INFO if settings.debug_request_logs else logging.DEBUG
-    # Metric labels only ever take configured keys: a caller's arbitrary model name must not create series.
-    label = model if model in tracker.states else ("unknown" if model else "default")
-    status = 500
     try:
         try:
-            caller_wait_s = _caller_wait_s(request)
+            call.caller_wait_s = _caller_wait_s(request)
             validate_id(uid, "uid")
             validate_id(cid, "cid")
-            key = label = await choose_model(tracker, predictor, model or None)
-            samples = await _decode(await audio.read(), settings, metrics, decode_pool)
-            result = await _call_predictor(
-                key, samples, uid, cid, settings, metrics, predictor, tracker, caller_wait_s, started
-            )
+            call.key = call.label = await choose_model(tracker, services.predictor, call.asked_model)
+            call.samples = await _decode(services, await audio.read())
+            result = await _call_predictor(services, call)
         except (ScoreError, PredictorError) as exc:
             raise api_error(exc) from None
-        status = 200
-        log.log(
-            request_log_level,
-            "scored",
-            extra={"model": key, "uid": uid, "cid": cid, "sim_score": round(result["sim_score"], 4)},
-        )
+        call.status = 200
+        log.log(request_log_level, "scored", extra=call.log_fields(sim_score=round(result["sim_score"], 4)))
         if "reference_text" in result:
             result["reference_text"] = result["reference_text"] or None  # "" on the wire: the clip has none
         if "language" in result:
             result["language"] = result["language"] or None  # "" on the wire: the checkpoint does not say
-        return {"model": key, **result}
+        return {"model": call.key, **result}
     except APIError as exc:
-        status = exc.status_code
-        log.log(
-            request_log_level,
-            "score refused",
-            extra={"model": label, "uid": uid, "cid": cid, "status": status, "detail": exc.detail},
-        )
+        call.status = exc.status_code
+        log.log(request_log_level, "score refused", extra=call.log_fields(status=call.status, detail=exc.detail))
         raise
     finally:
-        metrics.requests.labels(label, str(status)).inc()
-        metrics.latency.labels(label).observe(time.perf_counter() - started)
+        metrics.requests.labels(call.label, str(call.status)).inc()
+        metrics.latency.labels(call.label).observe(time.perf_counter() - call.started)
 
 
-async def _decode(data: bytes, settings: Settings, metrics: RouterMetrics, pool: ThreadPoolExecutor) -> Any:
+async def _decode(services: Services, data: bytes) -> np.ndarray:
     """The upload through the one decoder (config.json's), on a worker thread; the core's AudioError if it fails."""
+    settings = services.settings
     decode_started = time.perf_counter()
     try:
         return await asyncio.get_running_loop().run_in_executor(
-            pool,
+            services.decode_pool,
             functools.partial(
                 decode_audio,
                 data,
@@ -361,37 +357,24 @@ async def _decode(data: bytes, settings: Settings, metrics: RouterMetrics, pool:
             ),
         )
     finally:
-        metrics.decode.observe(time.perf_counter() - decode_started)
+        services.metrics.decode.observe(time.perf_counter() - decode_started)
 
 
-async def _call_predictor(
-    key: str,
-    samples: Any,
-    uid: str,
-    cid: str,
-    settings: Settings,
-    metrics: RouterMetrics,
-    predictor: PredictorClient,
-    tracker: ReadinessTracker,
-    caller_wait_s: float | None,
-    started: float,
-) -> dict[str, Any]:
+async def _call_predictor(services: Services, call: ScoreCall) -> dict[str, Any]:
     """The model's scores, within what is left of the caller's deadline; marks the model unready when its
     predictor is unreachable or its breaker opened."""
+    assert call.key is not None and call.samples is not None, "choose the model and decode the upload first"
+    predictor, key = services.predictor, call.key
     call_started = time.perf_counter()
-    budget = settings.predictor_timeout_s
-    if caller_wait_s is not None:
-        budget = min(budget, caller_wait_s - (call_started - started))
-        if budget <= 0:
-            raise APIError(504, f"the caller's deadline ({DEADLINE_HEADER}) passed before scoring began")
+    budget = call.predictor_budget_s(services.settings.predictor_timeout_s)
     try:
-        return await predictor.score(key, samples, uid, cid, deadline_s=budget)
+        return await predictor.score(key, call.samples, call.uid, call.cid, wait_s=budget)
     except PredictorError as exc:
         if exc.unreachable or predictor.breakers.is_open(key):
-            tracker.mark_unready(key, exc.detail)
+            services.tracker.mark_unready(key, exc.detail)
         raise
     finally:
-        metrics.predictor.labels(key).observe(time.perf_counter() - call_started)
+        services.metrics.predictor.labels(key).observe(time.perf_counter() - call_started)
 
 
 @router.get("/models", response_model=ModelsResponse, summary="Configured models, readiness and the default")
@@ -401,7 +384,7 @@ async def models(settings: SettingsDep, predictor: PredictorDep, tracker: Tracke
         "default": tracker.default_model(),
         "models": [
             {"key": k, "type": types[k], "ready": s.ready, "reason": s.reason, "predictor_url": predictor.base_url(k)}
-            for k, s in tracker.states.items()
+            for k, s in tracker.snapshot()
         ],
     }
 
@@ -416,8 +399,7 @@ async def readyz(tracker: TrackerDep) -> JSONResponse:
     ready = tracker.ready_keys()
     if ready:
         return JSONResponse({"status": "ready", "models": ready})
-    reasons = "; ".join(f"{k}: {s.reason}" for k, s in tracker.states.items())
-    return JSONResponse({"detail": f"no model is ready ({reasons})"}, status_code=503)
+    return JSONResponse({"detail": f"no model is ready ({tracker.reasons()})"}, status_code=503)
 
 
 @router.get("/metrics", include_in_schema=False)
@@ -479,16 +461,10 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
 
 def _caller_wait_s(request: Request) -> float | None:
     """Seconds the router's caller will still wait, from its optional :data:`DEADLINE_HEADER`; 400 if malformed."""
-    raw = request.headers.get(DEADLINE_HEADER)
-    if raw is None or raw == "":
-        return None
     try:
-        ms = float(raw)
-    except ValueError:
-        raise APIError(400, f"{DEADLINE_HEADER}: {raw!r} is not a number of milliseconds") from None
-    if not 0 < ms < float("inf"):
-        raise APIError(400, f"{DEADLINE_HEADER}: {raw!r} must be a positive number of milliseconds")
-    return ms / 1000.0
+        return parse_deadline_header(request.headers.get(DEADLINE_HEADER))
+    except ValueError as exc:
+        raise APIError(400, str(exc)) from None
 
 
 def app_factory() -> FastAPI:

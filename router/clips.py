@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from audio_score.audio import decode_audio
-from audio_score.cache import META, REFERENCE_TEXT, TRANSCRIPT, ReferenceCache, find_clip, validate_id
-from audio_score.contract import ID_PATTERN
+from audio_score.cache import META, REFERENCE_TEXT, TRANSCRIPT, ReferenceCache
+from audio_score.clips import find_clip
+from audio_score.contract import ID_PATTERN, validate_id
 from audio_score.errors import AudioTooLarge, InvalidIdentifier, ScoreError, quote_user_value
 
 #: Sampling rate of the WAV the page plays: above the models' 16 kHz so that a listener hears the clip clearly.

@@ -17,13 +17,11 @@ import httpx
 import numpy as np
 
 from audio_score import v2
-from audio_score.contract import DEADLINE_HEADER
+from audio_score.contract import DEADLINE_HEADER, deadline_header_value
 from audio_score.settings import Settings
 from router.breaker import Breakers
 
 log = logging.getLogger(__name__)
-
-#: Milliseconds the caller will still wait: sent to the predictor, accepted from the router's own callers.
 
 
 class PredictorError(Exception):
@@ -87,19 +85,19 @@ class PredictorClient:
         return False, f"the predictor reports model {model!r} not ready ({response.status_code})"
 
     async def score(
-        self, model: str, samples: np.ndarray, uid: str, cid: str, *, deadline_s: float | None = None
+        self, model: str, samples: np.ndarray, uid: str, cid: str, *, wait_s: float | None = None
     ) -> dict[str, Any]:
         """Scores of ``samples`` against the reference uid/cid, from the model's predictor.
 
         With the model's breaker open this fails at once (503 + Retry-After) without touching the network.
-        ``deadline_s``: how long the caller will still wait (default: ``predictor_timeout_s``). It travels to the
-        predictor as :data:`DEADLINE_HEADER`, whose batcher refuses or drops work that cannot finish in time,
+        ``wait_s``: how many seconds the caller will still wait (default: ``predictor_timeout_s``). It travels to
+        the predictor as :data:`DEADLINE_HEADER`, whose batcher refuses or drops work that cannot finish in time,
         and bounds this call's own timeout.
         """
         self.raise_if_open(model)
-        budget = self.settings.predictor_timeout_s if deadline_s is None else deadline_s
+        budget = self.settings.predictor_timeout_s if wait_s is None else wait_s
         body, headers = v2.build_score_request(samples, uid, cid)
-        headers[DEADLINE_HEADER] = str(max(1, int(budget * 1000)))
+        headers[DEADLINE_HEADER] = deadline_header_value(budget)
         url = v2.infer_url(self.base_url(model), model)
         response = await self._post(url, body, headers, model, timeout_s=budget)
         if response.status_code == 200:

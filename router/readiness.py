@@ -28,12 +28,12 @@ class ReadinessTracker:
         self.client = client
         self.keys = keys
         self.interval_s = interval_s
-        self.states = {key: ModelState() for key in keys}
+        self._states = {key: ModelState() for key in keys}
         self._tasks: list[asyncio.Task[None]] = []
 
     async def check(self, key: str) -> ModelState:
         ready, reason = await self.client.ready(key)
-        state = self.states[key]
+        state = self._states[key]
         if state.ready != ready:
             log.info("model readiness changed", extra={"model": key, "ready": ready, "reason": reason})
         state.ready, state.reason = ready, reason
@@ -41,7 +41,7 @@ class ReadinessTracker:
 
     def mark_unready(self, key: str, reason: str) -> None:
         """A call just failed with 503: stop choosing this model as the default until the next poll says ready."""
-        state = self.states[key]
+        state = self._states[key]
         if state.ready:
             log.info("model marked not ready", extra={"model": key, "reason": reason})
         state.ready, state.reason = False, reason
@@ -69,8 +69,34 @@ class ReadinessTracker:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def knows(self, key: str | None) -> bool:
+        """Whether ``key`` is a configured model."""
+        return key in self._states
+
+    def label(self, asked: str | None) -> str:
+        """The metric label for a request that asked for ``asked``: the key when it is configured, else "unknown"
+        (or "default" when it asked for none), so a caller's arbitrary text never creates a series."""
+        if self.knows(asked):
+            return str(asked)
+        return "unknown" if asked else "default"
+
+    async def ensure_checked(self, key: str) -> tuple[bool, str]:
+        """(ready, reason) of ``key``, checked now if the last poll said not ready (it may be a moment behind)."""
+        state = self._states[key]
+        if not state.ready:
+            state = await self.check(key)
+        return state.ready, state.reason
+
+    def snapshot(self) -> list[tuple[str, ModelState]]:
+        """(key, a copy of its state) for every model, in configured order."""
+        return [(k, ModelState(s.ready, s.reason)) for k, s in self._states.items()]
+
+    def reasons(self) -> str:
+        """``key: reason; ...`` for every model: the detail of a 'no model is ready' answer."""
+        return "; ".join(f"{k}: {s.reason}" for k, s in self._states.items())
+
     def ready_keys(self) -> list[str]:
-        return [k for k in self.keys if self.states[k].ready]
+        return [k for k in self.keys if self._states[k].ready]
 
     def default_model(self) -> str | None:
         """The first configured model that is ready."""

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.types import Scope
 
-from audio_score.cache import validate_id
+from audio_score.contract import validate_id
 from audio_score.errors import ScoreError, UnknownClip, UnknownModel
 from audio_score.settings import Settings
 from router.clips import (

@@ -34,10 +34,11 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 import wave
 from pathlib import Path
 from typing import Any
+
+from audio_score_tools.media import render_takes
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "tests" / "data" / "corpus"
@@ -73,12 +74,6 @@ ACCENTS_PER_SENTENCE = 5
 #: Readings of the French and German sentences besides their reference.
 OTHER_LANGUAGE_READINGS = {"fr": ("fr-fr+f3", "fr-be+m3", "fr-ch+f4"), "de": ("de+f3", "de+m3", "de+f4")}
 REFERENCE_ESPEAK = {"fr": "fr-fr", "de": "de"}
-
-
-def ffmpeg() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
 
 
 def piper_voice() -> Any:
@@ -119,25 +114,6 @@ def speak(engine: str, voice: str, text: str, wav: Path, piper: Any = None) -> N
         subprocess.run(["text2wave", "-eval", f"({voice})", "-o", str(wav), str(script)], check=True)
     else:
         raise ValueError(f"unknown engine {engine}")
-
-
-def encode_mov(wav: Path, out: Path) -> None:
-    """AAC 24 kb/s mono 16 kHz audio plus a 64x64, 5 fps grey mpeg4 video stream, bit-exact (reproducible: the
-    video's length is the audio's, given up front; ``-shortest`` lets a busy machine add a frame now and then)."""
-    with wave.open(str(wav), "rb") as source:
-        seconds = f"{source.getnframes() / source.getframerate():.3f}"
-    cmd = [ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", f"color=c=gray:s=64x64:r=5:d={seconds}", "-i", str(wav)]
-    cmd += ["-t", seconds, "-map", "0:v", "-map", "1:a", "-c:v", "mpeg4", "-q:v", "31"]
-    cmd += ["-c:a", "aac", "-b:a", "24k", "-ac", "1", "-ar", "16000"]
-    cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact", str(out)]
-    subprocess.run(cmd, check=True)
-
-
-def encode_opus(wav: Path, out: Path) -> None:
-    """Opus 16 kb/s mono 16 kHz in Ogg, as a browser would upload a short recording."""
-    cmd = [ffmpeg(), "-v", "error", "-y", "-i", str(wav), "-c:a", "libopus", "-b:a", "16k", "-ac", "1", "-ar", "16000"]
-    cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact", str(out)]
-    subprocess.run(cmd, check=True)
 
 
 def first_half(text: str) -> str:
@@ -214,17 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out / "takes", ignore_errors=True)
     manifest = takes()
     piper = piper_voice()
-    with tempfile.TemporaryDirectory(prefix="make-corpus-") as tmp:
-        for take in manifest:
-            wav = Path(tmp) / "take.wav"
-            speak(take["engine"], take["voice"], take["text"], wav, piper)
-            path = out / take["file"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if take["variant"] == "reference":
-                encode_mov(wav, path)
-                path.with_suffix(".txt").write_text(take["text"] + "\n")
-            else:
-                encode_opus(wav, path)
+    render_takes(manifest, out, lambda take, wav: speak(take["engine"], take["voice"], take["text"], wav, piper))
     sentences = {
         sid: {"language": language, "text": text, "traits": list(traits)}
         for sid, (language, text, _, traits) in SENTENCES.items()

@@ -11,6 +11,9 @@ Five short English sentences, each read as:
 
 ``manifest.json`` lists every file with the exact text spoken, voice, rate and variant. Needs ``espeak-ng`` (apt)
 and the ffmpeg binary of imageio-ffmpeg (a dependency). The output is small (well under 1 MB) and committed.
+Files are encoded by :func:`audio_score_tools.media.render_takes`, shared with ``scripts/make_corpus.py``; the
+committed ``.mov`` files predate its explicit video length (a rerun writes the same audio, the video stream may end
+one frame apart).
 
     python scripts/make_speech.py            # rewrites tests/data/speech/
 """
@@ -22,8 +25,9 @@ import json
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from audio_score_tools.media import render_takes
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "tests" / "data" / "speech"
@@ -63,30 +67,8 @@ SAME_TAKES = (("en-gb", "slow"), ("en-us+f3", "fast"), ("en-gb+f4", "normal"))
 OTHER_VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb+m3", "en-us+f4")
 
 
-def ffmpeg() -> str:
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
-
-
 def speak(text: str, voice: str, rate: str, wav: Path) -> None:
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(RATES[rate]), "-w", str(wav), text], check=True)
-
-
-def encode_mov(wav: Path, out: Path) -> None:
-    """AAC 24 kb/s mono 16 kHz audio plus a 64x64, 5 fps grey mpeg4 video stream, bit-exact (reproducible)."""
-    cmd = [ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=gray:s=64x64:r=5", "-i", str(wav)]
-    cmd += ["-shortest", "-map", "0:v", "-map", "1:a", "-c:v", "mpeg4", "-q:v", "31"]
-    cmd += ["-c:a", "aac", "-b:a", "24k", "-ac", "1", "-ar", "16000"]
-    cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact", str(out)]
-    subprocess.run(cmd, check=True)
-
-
-def encode_opus(wav: Path, out: Path) -> None:
-    """Opus 16 kb/s mono in Ogg, as a browser would upload a short recording."""
-    cmd = [ffmpeg(), "-v", "error", "-y", "-i", str(wav), "-c:a", "libopus", "-b:a", "16k", "-ac", "1"]
-    cmd += ["-map_metadata", "-1", "-fflags", "+bitexact", "-flags", "+bitexact", str(out)]
-    subprocess.run(cmd, check=True)
 
 
 def takes() -> list[dict[str, str]]:
@@ -120,17 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out / "clips", ignore_errors=True)
     shutil.rmtree(out / "takes", ignore_errors=True)
     manifest = takes()
-    with tempfile.TemporaryDirectory(prefix="make-speech-") as tmp:
-        for take in manifest:
-            wav = Path(tmp) / "take.wav"
-            speak(take["text"], take["voice"], take["rate"], wav)
-            path = out / take["file"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if take["variant"] == "reference":
-                encode_mov(wav, path)
-                path.with_suffix(".txt").write_text(take["text"] + "\n")
-            else:
-                encode_opus(wav, path)
+    render_takes(
+        manifest, out, lambda take, wav: speak(take["text"], take["voice"], take["rate"], wav), upload_rate=None
+    )
     version = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout.strip()
     index = {"synthesiser": version, "rates_wpm": RATES, "takes": manifest}
     (out / "manifest.json").write_text(json.dumps(index, indent=2) + "\n")

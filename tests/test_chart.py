@@ -28,9 +28,11 @@ from helm_tools import (
     one,
     pod_specs,
     render,
+    strict_load_all,
     template_args,
     values_file,
 )
+from ruamel.yaml.constructor import DuplicateKeyError
 
 from audio_score.cli import build_parser
 from audio_score.settings import FileConfig, load_settings
@@ -692,7 +694,45 @@ def test_kind_values_are_small_cpu_whisper_tiny_behind_nginx() -> None:
     assert one(docs, "Ingress")["spec"]["ingressClassName"] == "nginx"
     isvc = one(docs, "InferenceService")
     assert isvc["spec"]["predictor"]["containers"][0]["resources"]["requests"]["cpu"] == "250m"
-    assert (CHART / "ci" / "kind-values.yaml").read_text() == KIND_VALUES.read_text()
+
+
+#: Values that set, in their own maps, keys the chart also sets: the deployment mode and the model label, the
+#: standard labels, the pods' config checksum and the Job's run id.
+OVERRIDING = """
+models:
+  - key: whisper-small
+    type: whisper
+    model_id: openai/whisper-small
+    annotations: {serving.kserve.io/deploymentMode: RawDeployment, team: speech}
+    labels: {audio-score/model: small, app.kubernetes.io/part-of: lessons}
+commonLabels: {app.kubernetes.io/managed-by: gitops, tier: ml}
+router: {podAnnotations: {checksum/config: ""}}
+cacheJob: {runId: "7", podAnnotations: {audio-score/run-id: "8"}}
+"""
+
+
+def test_a_key_the_chart_and_the_values_both_set_is_written_once_with_the_values_one() -> None:
+    """Annotations and labels are merged once, the user's value winning: no mapping holds a key twice (which
+    a strict decoder refuses; helm and the API server would keep the last silently)."""
+    with pytest.raises(DuplicateKeyError):  # the decoder the check relies on is strict
+        strict_load_all("a: 1\na: 2\n")
+    text = helm(*template_args((values_file(OVERRIDING),))).stdout
+    docs = strict_load_all(text)
+    isvc = one(docs, "InferenceService")
+    assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "RawDeployment", "team": "speech"}
+    labels = isvc["metadata"]["labels"]
+    assert labels["audio-score/model"] == "small" and labels["app.kubernetes.io/part-of"] == "lessons"
+    assert labels["app.kubernetes.io/managed-by"] == "gitops" and labels["tier"] == "ml"
+    assert labels["app.kubernetes.io/component"] == "predictor"  # the chart's other labels stay
+    router = one(docs, "Deployment")
+    assert router["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "gitops"
+    assert router["spec"]["template"]["metadata"]["annotations"] == {"checksum/config": ""}  # even an empty one
+    job = one(docs, "Job")["spec"]["template"]["metadata"]["annotations"]
+    assert job["audio-score/run-id"] == "8" and len(job["checksum/config"]) == 64
+    # Without overrides, the chart's own values are there.
+    for isvc in of_kind(rendered("default"), "InferenceService"):
+        assert isvc["metadata"]["annotations"] == {"serving.kserve.io/deploymentMode": "Standard"}
+        assert isvc["metadata"]["labels"]["audio-score/model"] == isvc["metadata"]["name"]
 
 
 def test_a_model_moved_to_the_cpu_runs_on_the_cpu() -> None:

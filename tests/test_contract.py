@@ -7,9 +7,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
-from audio_score import cache, contract, v2
+from audio_score import contract, v2
+from audio_score.errors import InvalidIdentifier
 from router.app import ScoreResponse
+
+from conftest import REPO_ROOT
 
 
 def test_the_router_answer_has_exactly_the_score_outputs() -> None:
@@ -18,7 +22,7 @@ def test_the_router_answer_has_exactly_the_score_outputs() -> None:
 
 def test_the_codec_builds_the_inputs_of_the_contract() -> None:
     body, headers = v2.build_score_request(np.zeros(5, np.float32), uid="video1", cid="clip1")
-    header = json.loads(body[: int(headers[v2.INFERENCE_HEADER])])
+    header = json.loads(body[: contract.parse_inference_header(headers[contract.INFERENCE_HEADER])])
     sent = [(i["name"], i["datatype"], len(i["shape"])) for i in header["inputs"]]
     assert sent == [(t.name, t.datatype, len(t.shape)) for t in contract.INPUTS]
     assert header["inputs"][0]["shape"] == [1, 5]
@@ -34,5 +38,47 @@ def test_embed_only_and_score_outputs_share_only_the_transcript() -> None:
 
 
 def test_the_id_rule_is_the_contracts() -> None:
-    assert cache.ID_PATTERN is contract.ID_PATTERN
-    assert cache.validate_id("clip-1.a_b", "cid") == "clip-1.a_b"
+    """The id rule is defined once, in the contract; the store, the clip finder, the predictor and the router use
+    that one function (no part keeps a copy of the pattern or of the check)."""
+    from audio_score import cache, clips
+    from predictors import model, references
+    from router import app, try_page
+    from router import clips as router_clips
+
+    assert contract.validate_id("clip-1.a_b", "cid") == "clip-1.a_b"
+    for refused in ("..", ".", ".hidden", "a/b", "", "x" * 129):
+        with pytest.raises(InvalidIdentifier):
+            contract.validate_id(refused, "cid")
+    for module in (cache, clips, model, references, app, router_clips, try_page):
+        assert module.validate_id is contract.validate_id, module.__name__
+    defining = [
+        str(path.relative_to(REPO_ROOT))
+        for folder in ("audio_score", "predictors", "router", "cache-job", "audio_score_tools")
+        for path in (REPO_ROOT / folder).rglob("*.py")
+        if "def validate_id(" in path.read_text(encoding="utf-8") or 're.compile(r"^[A-Za-z0-9._-]' in path.read_text()
+    ]
+    assert defining == ["audio_score/contract.py"], defining
+
+
+def test_the_deadline_header_round_trips_and_a_bad_one_says_why() -> None:
+    """The router writes the header and both the router and the predictor read it with these two functions."""
+    assert contract.parse_deadline_header(contract.deadline_header_value(2.5)) == 2.5
+    assert contract.deadline_header_value(0.0001) == "1"  # never 0, which the reader refuses
+    assert contract.parse_deadline_header(None) is None and contract.parse_deadline_header("") is None
+    for raw, reason in [("soon", "not a number"), ("0", "positive"), ("-5", "positive"), ("inf", "positive")]:
+        with pytest.raises(ValueError, match=f"{contract.DEADLINE_HEADER}: '{raw}'.*{reason}"):
+            contract.parse_deadline_header(raw)
+
+
+def test_the_inference_header_is_a_byte_count() -> None:
+    assert contract.parse_inference_header("12") == 12 and contract.parse_inference_header(None) is None
+    for raw in ("abc", "-1", "1.5"):
+        with pytest.raises(ValueError, match=f"{contract.INFERENCE_HEADER}: '{raw}' is not a byte count"):
+            contract.parse_inference_header(raw)
+
+
+def test_kinds_are_listed_in_messages_as_the_contract_has_them() -> None:
+    assert contract.kinds_text(contract.AUDIO_SIMILARITY_KINDS) == "'aligned' or 'pooled'"
+    assert contract.kinds_text(contract.TEXT_SIMILARITY_KINDS) == "'word', 'char', 'fuzzy_word' or 'phonetic_word'"
+    assert contract.DEFAULT_AUDIO_SIMILARITY in contract.AUDIO_SIMILARITY_KINDS
+    assert contract.DEFAULT_TEXT_SIMILARITY in contract.TEXT_SIMILARITY_KINDS

@@ -18,7 +18,8 @@ from audio_score.backends.guard import (
     is_no_speech,
     token_budget,
 )
-from audio_score.cache import CACHE_FORMAT_VERSION, ClipRef, ReferenceCache
+from audio_score.cache import CACHE_FORMAT_VERSION, ReferenceCache
+from audio_score.clips import ClipRef
 from audio_score_tools.media import synth_speechlike
 from audio_score_tools.tiny_models import build_tiny_whisper
 

@@ -82,6 +82,9 @@ def test_no_speech_takes_are_flagged_and_no_reading_is(request, model: str) -> N
         for features in backend.embed(readings[start : start + 8], languages=["en"] * 8):
             assert not features.no_speech and not features.looped, features.transcript
             assert features.transcript and features.language == "en"
+            # Whisper's own "decoding failed" bound (transcribe's logprob_threshold) is -1.0: clear readings
+            # are well above it.
+            assert features.avg_logprob is not None and -1.0 < features.avg_logprob <= 0.0, features
 
 
 def test_a_repeating_take_is_cut_after_the_phrase_and_stops_early(tiny_en) -> None:

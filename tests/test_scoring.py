@@ -33,7 +33,7 @@ def against_reference(upload: dict[str, np.ndarray], transcript: str, **kwargs: 
     return compare(**{**args, **kwargs})
 
 
-@pytest.mark.parametrize("kind", ["word", "char"])
+@pytest.mark.parametrize("kind", ["word", "char", "fuzzy_word", "phonetic_word"])
 @pytest.mark.parametrize("reference_text", [TEXT, None])
 def test_a_clip_against_itself_is_exactly_one_on_every_score(kind: str, reference_text: str | None) -> None:
     result = against_reference(clip(1), HEARD, reference_text=reference_text, text_similarity_kind=kind)
@@ -56,9 +56,23 @@ def test_text_similarity_is_the_better_of_text_file_and_reference_transcript() -
     assert said_as_text.text_sim_score == 1.0 and said_as_text.word_accuracy == 1.0
     unrelated = "she sells sea shells by the seashore every single morning"
     wrong = against_reference(upload, unrelated)
-    assert wrong.text_similarity == "fuzzy_word"  # the default kind
+    assert wrong.text_similarity == "phonetic_word"  # the default kind
     assert wrong.text_sim_score < 0.15  # no floor for an unrelated sentence
     assert against_reference(upload, unrelated, text_similarity_kind="char").text_sim_score > 0.3
+
+
+def test_phonetic_word_credits_a_sound_alike_mishearing_in_the_text_half_only() -> None:
+    upload = clip(2)
+    # "collar" was heard for "colour" (both KLR in Metaphone) and "grade" for "grey": the default kind credits the
+    # first by its sound; the word marks (against the text as written) are the same for every kind.
+    heard = "it's 5 o'clock and the collar of Aoife's coat is grade"
+    by_sound = against_reference(upload, heard, reference_transcript="unrelated words")
+    by_spelling = against_reference(
+        upload, heard, reference_transcript="unrelated words", text_similarity_kind="fuzzy_word"
+    )
+    assert by_sound.text_sim_score > by_spelling.text_sim_score
+    assert by_sound.sim_score == pytest.approx((by_sound.audio_sim_score + by_sound.text_sim_score) / 2)
+    assert by_sound.word_accuracy == by_spelling.word_accuracy < 1.0
 
 
 def test_no_speech_scores_zero_everywhere_and_misses_every_word() -> None:

@@ -158,7 +158,10 @@ def test_audio_similarity_choice(tmp_path: Path) -> None:
 
 
 def test_text_similarity_choice(tmp_path: Path) -> None:
-    assert load_settings(write(tmp_path, BASE), env={}).text_similarity == "fuzzy_word"
+    assert load_settings(write(tmp_path, BASE), env={}).text_similarity == "phonetic_word"
+    assert load_settings(write(tmp_path, {**BASE, "text_similarity": "fuzzy_word"}), env={}).text_similarity == (
+        "fuzzy_word"
+    )
     assert load_settings(write(tmp_path, {**BASE, "text_similarity": "word"}), env={}).text_similarity == "word"
     assert load_settings(write(tmp_path, {**BASE, "text_similarity": "char"}), env={}).text_similarity == "char"
     with pytest.raises(ConfigError, match="text_similarity"):

@@ -1,4 +1,5 @@
-"""Similarity: cosine of pooled features, normalised rapidfuzz ratio of transcripts, and their mean."""
+"""Similarity: cosine of pooled features, normalised rapidfuzz ratio of transcripts, and their mean (through
+:func:`audio_score.scoring.compare`, the one place they are combined)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import numpy as np
 import pytest
 from transformers.models.whisper.english_normalizer import BasicTextNormalizer
 
-from audio_score.similarity import audio_similarity, normalize_text, score, text_similarity
+from audio_score.contract import TEXT_SIMILARITY_KINDS
+from audio_score.scoring import compare
+from audio_score.similarity import normalize_text, pooled_cosine, text_similarity
 
 
 @pytest.mark.parametrize(
@@ -34,14 +37,29 @@ def test_english_normalisation_is_whispers_english_normaliser(text: str) -> None
     assert normalize_text(text) == " ".join(EnglishTextNormalizer(spelling)(text).split())
 
 
+def _pooled(embedding: np.ndarray, transcript: str, reference: np.ndarray, reference_transcript: str):  # type: ignore[no-untyped-def]
+    """compare() with the pooled cosine as the audio score (frames: the embedding as one frame)."""
+    return compare(
+        embedding=embedding,
+        frames=np.asarray(embedding, np.float16).reshape(1, -1),
+        transcript=transcript,
+        reference_embedding=reference,
+        reference_frames=np.asarray(reference, np.float16).reshape(1, -1),
+        reference_text=None,
+        reference_transcript=reference_transcript,
+        audio_similarity_kind="pooled",
+    )
+
+
 def test_identical_inputs_give_exactly_one() -> None:
     rng = np.random.default_rng(0)
     emb = rng.standard_normal(384).astype(np.float32)
-    s = score(emb, "Hello there", emb.copy(), "hello, there!")
+    s = _pooled(emb, "Hello there", emb.copy(), "hello, there!")
     assert s.audio_sim_score == 1.0
     assert s.text_sim_score == 1.0
     assert s.sim_score == 1.0
-    assert s.as_dict() == {"sim_score": 1.0, "audio_sim_score": 1.0, "text_sim_score": 1.0}
+    headline = {k: v for k, v in s.scores().items() if k in ("sim_score", "audio_sim_score", "text_sim_score")}
+    assert headline == {"sim_score": 1.0, "audio_sim_score": 1.0, "text_sim_score": 1.0}
 
 
 def test_an_embedding_against_itself_is_exactly_one_for_every_vector() -> None:
@@ -50,13 +68,13 @@ def test_an_embedding_against_itself_is_exactly_one_for_every_vector() -> None:
     vectors = rng.standard_normal((2000, 384)).astype(np.float32) * rng.uniform(1e-3, 1e3, (2000, 1)).astype(np.float32)
     textbook = [float(np.dot(v, v) / (np.linalg.norm(v) * np.linalg.norm(v))) for v in vectors.astype(np.float64)]
     assert sum(value != 1.0 for value in textbook) > 100  # the rounding this guards against is real
-    assert all(audio_similarity(v, v.copy()) == 1.0 for v in vectors)
+    assert all(pooled_cosine(v, v.copy()) == 1.0 for v in vectors)
 
 
 def test_different_inputs_give_less_and_the_mean() -> None:
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal(64), rng.standard_normal(64)
-    s = score(a, "the cat sat", b, "a dog ran")
+    s = _pooled(a, "the cat sat", b, "a dog ran")
     assert 0.0 <= s.audio_sim_score < 1.0
     assert 0.0 <= s.text_sim_score < 1.0
     assert s.sim_score == pytest.approx((s.audio_sim_score + s.text_sim_score) / 2)
@@ -64,10 +82,10 @@ def test_different_inputs_give_less_and_the_mean() -> None:
 
 def test_cosine_is_clipped_and_defined_for_zero_vectors() -> None:
     v = np.ones(8)
-    assert audio_similarity(v, -v) == 0.0
-    assert audio_similarity(np.zeros(8), v) == 0.0
+    assert pooled_cosine(v, -v) == 0.0
+    assert pooled_cosine(np.zeros(8), v) == 0.0
     with pytest.raises(ValueError, match="sizes differ"):
-        audio_similarity(np.ones(8), np.ones(4))
+        pooled_cosine(np.ones(8), np.ones(4))
 
 
 def test_empty_transcripts() -> None:
@@ -79,8 +97,6 @@ def test_empty_transcripts() -> None:
 
 
 def test_compare_feeds_the_chosen_audio_similarity_into_the_contract_scores() -> None:
-    from audio_score.scoring import compare
-
     rng = np.random.default_rng(3)
     frames = rng.standard_normal((40, 16)).astype(np.float16)
     other = rng.standard_normal((40, 16)).astype(np.float16)
@@ -118,7 +134,7 @@ def test_normaliser_follows_the_language() -> None:
     assert normalizer_for("fr")("Colour") == "colour"
 
 
-@pytest.mark.parametrize("kind", ["word", "char", "fuzzy_word"])
+@pytest.mark.parametrize("kind", TEXT_SIMILARITY_KINDS)
 def test_spelling_numbers_and_contractions_are_the_same_text(kind: str) -> None:
     for a, b in [("in 5 minutes", "in five minutes"), ("5.0", "five"), ("we're here", "we are here")]:
         assert text_similarity(a, b, kind) == 1.0  # type: ignore[arg-type]
@@ -130,6 +146,7 @@ def test_the_word_kind_has_no_floor_for_an_unrelated_sentence() -> None:
     assert text_similarity(a, b, "char") > 0.35  # letters in order are shared by any two sentences
     assert text_similarity(a, b, "word") < 0.15
     assert text_similarity(a, b, "fuzzy_word") < 0.15
+    assert text_similarity(a, b, "phonetic_word") < 0.15
     assert text_similarity("the cat sat on the mat", "the cat sat on a mat", "word") == pytest.approx(5 / 6)
     with pytest.raises(ValueError, match="word"):
         text_similarity(a, b, "bogus")  # type: ignore[arg-type]
@@ -145,3 +162,30 @@ def test_fuzzy_word_credits_a_near_miss_by_its_spelling_and_an_unrelated_word_no
     assert text_similarity("david doesn't like warm weather", ref, "fuzzy_word") == pytest.approx(5 / 6)
     assert text_similarity("", ref, "fuzzy_word") == 0.0
     assert text_similarity(ref, ref, "fuzzy_word") == 1.0
+
+
+def test_phonetic_word_credits_a_word_that_sounds_alike_and_not_one_that_does_not() -> None:
+    ref = "could you pass me the salt please"
+    # "salad" for "salt": spelt 0.67 alike (a third of a word with fuzzy_word), one Metaphone code (SLT): free.
+    heard = "could you pass me the salad please"
+    assert text_similarity(heard, ref, "fuzzy_word") == pytest.approx(1 - (1 - 2 * 3 / 9) / 7)
+    assert text_similarity(heard, ref, "phonetic_word") == 1.0
+    # "mating" for "meeting" (MTNK both) is free; "warm" for "cold" sounds no more alike than it is spelt.
+    assert text_similarity("we are mating maria", "we are meeting maria", "phonetic_word") == 1.0
+    cold = "david doesn't like cold weather"
+    warm = "david doesn't like warm weather"
+    assert text_similarity(warm, cold, "phonetic_word") == text_similarity(warm, cold, "fuzzy_word") == 5 / 6
+    # Never below fuzzy_word (each word pair takes the closer of spelling and sound), 1.0 for the same text and 0
+    # for nothing heard.
+    for a, b in [("the train leaves in ten minutes", "a train leafs in the city minutes"), (warm, cold)]:
+        assert text_similarity(a, b, "phonetic_word") >= text_similarity(a, b, "fuzzy_word")
+    assert text_similarity(ref, ref, "phonetic_word") == 1.0
+    assert text_similarity("", ref, "phonetic_word") == 0.0
+
+
+def test_phonetic_word_is_fuzzy_word_for_other_languages_than_english() -> None:
+    # Metaphone encodes English spelling: a French take is compared by its spelling alone.
+    a, b = "il fait beau", "il fée bot"
+    french = text_similarity(a, b, "phonetic_word", "fr")
+    assert french == text_similarity(a, b, "fuzzy_word", "fr") == pytest.approx(1 / 3)
+    assert text_similarity(a, b, "phonetic_word", "en") > 0.7  # English rules would hear "beau" as "bot"

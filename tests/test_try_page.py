@@ -15,7 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from audio_score.cache import META, ClipRef, ReferenceCache
+from audio_score.cache import META, ReferenceCache
+from audio_score.clips import ClipRef
 from audio_score.settings import Settings, load_settings
 from audio_score_tools.speech import MODEL_KEY, build_speech_workspace
 from router.clips import PLAY_RATE, ClipListing

@@ -361,3 +361,62 @@ def test_free_port_blocks_lie_outside_the_ephemeral_range_and_avoid_what_they_ar
     for port in range(second, second + 8):  # every port of the block is free right now
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", port))
+
+
+# --- the process helpers up is built on (audio_score_tools.procs) ----------------------------------------------
+
+
+def test_stop_process_leaves_nothing_of_the_group_a_dead_leader_forked() -> None:
+    """A leader that exits leaving a forked worker in its group (as uvicorn --workers can): stopping it stops the
+    worker too, so no orphan holds the port; stopping it again is harmless."""
+    from audio_score_tools.procs import group_alive, stop_process
+
+    leader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys; w = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']);"
+            " print(w.pid, flush=True)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert leader.stdout is not None
+    worker = int(leader.stdout.readline())
+    assert leader.wait(timeout=60) == 0
+    assert group_alive(leader.pid) and not gone(worker)  # the worker outlived its leader, in the same group
+    assert stop_process(leader, grace_s=10) == 0
+    assert wait_gone([worker], timeout=10) == []
+    assert not group_alive(leader.pid)
+    assert stop_process(leader, grace_s=10) == 0
+
+
+def test_poll_until_returns_the_probe_answer_and_tells_exit_from_timeout() -> None:
+    """``up`` waits for its router with poll_until: the probe's own answer comes back, a child that exits first
+    is ExitedEarly (with its details), one that never answers is NotReadyInTime, and ``sleep`` may cut it short."""
+    from audio_score_tools.procs import ExitedEarly, NotReadyInTime, describe_exit, poll_until, stop_process
+
+    done = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    done.wait(timeout=60)
+    with pytest.raises(ExitedEarly, match=r"cache-build exited with 3 during start-up:\nlast words"):
+        poll_until(done, lambda: {"never": 1}, timeout_s=5, what="cache-build", details=lambda: "last words")
+    assert describe_exit(3) == "exit 3" and describe_exit(-signal.SIGKILL) == "signal SIGKILL"
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True)
+    try:
+        answers = iter([None, {}, {"models": ["a"]}])
+        assert poll_until(alive, lambda: next(answers), timeout_s=30, poll_s=0.01) == {"models": ["a"]}
+        with pytest.raises(NotReadyInTime, match="router not ready after 0 s"):
+            poll_until(alive, lambda: None, timeout_s=0, what="router", poll_s=0.01)
+
+        class Interrupted(Exception):
+            pass
+
+        def stop_now(_seconds: float) -> None:
+            raise Interrupted
+
+        with pytest.raises(Interrupted):
+            poll_until(alive, lambda: False, timeout_s=30, sleep=stop_now)
+    finally:
+        assert describe_exit(stop_process(alive, grace_s=10) or 0) == "signal SIGTERM"

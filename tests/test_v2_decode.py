@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from kserve.errors import InvalidInput
 from kserve.protocol.dataplane import DataPlane
 
-from audio_score import v2
+from audio_score import contract, v2
 from predictors.kserve_patches import _safe_dataplane_class
 from predictors.v2_decode import decode_binary_request
 
@@ -88,16 +88,16 @@ def test_malformed_bodies_are_invalid_input_with_a_reason(case: str) -> None:
     head, reason = BAD[case]
     body = head + np.array([0.1, 0.2], np.float32).tobytes()
     with pytest.raises(InvalidInput, match=reason):
-        _decode(OURS, body, {v2.INFERENCE_HEADER: str(len(head))})
+        _decode(OURS, body, {contract.INFERENCE_HEADER: str(len(head))})
 
 
 @pytest.mark.parametrize(
-    ("length", "reason"), [("abc", "not a byte count"), ("99999", "outside the body"), ("-1", "outside the body")]
+    ("length", "reason"), [("abc", "not a byte count"), ("99999", "outside the body"), ("-1", "not a byte count")]
 )
 def test_bad_header_lengths_are_invalid_input(length: str, reason: str) -> None:
     head = _head([AUDIO])
     with pytest.raises(InvalidInput, match=reason):
-        _decode(OURS, head + bytes(8), {v2.INFERENCE_HEADER: length})
+        _decode(OURS, head + bytes(8), {contract.INFERENCE_HEADER: length})
     with pytest.raises(InvalidInput, match="header is missing"):
         _decode(OURS, head + bytes(8), {})
 

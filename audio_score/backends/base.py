@@ -27,7 +27,9 @@ class Features:
     Whisper's padding to 30 s); ``frames`` are those hidden states, one row per frame. The decoding guard
     (:mod:`audio_score.backends.guard`) sets the flags: ``no_speech`` (then ``transcript`` is empty), ``looped``
     (then ``transcript`` is the text before the repeats); ``language`` is the code the transcript was decoded in
-    ("en" for English-only checkpoints, None where the checkpoint does not say).
+    ("en" for English-only checkpoints, None where the checkpoint does not say). ``avg_logprob`` is the
+    recogniser's confidence in ``transcript``: Whisper's mean token log-probability (end-of-text included) of what
+    it decoded, None where the backend has no recogniser's figure.
     """
 
     transcript: str  # "" when no_speech; the text before the loop when looped
@@ -36,6 +38,7 @@ class Features:
     no_speech: bool = False  # Whisper's no-speech rule (no_speech_prob and avg logprob) said nothing was spoken
     looped: bool = False  # a repetition loop / hallucination was detected and cut
     language: str | None = None  # language code the transcript was decoded in; None for English-only/legacy
+    avg_logprob: float | None = None  # mean token log-probability of the decoded transcript (<= 0); None: unknown
 
 
 class Backend(ABC):

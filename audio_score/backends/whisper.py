@@ -67,7 +67,7 @@ class Transcription:
     no_speech: bool
     looped: bool
     language: str | None
-    #: Evidence behind the flags (logged when debugging thresholds; not part of the answer).
+    #: Evidence behind the flags (logged when debugging thresholds; ``avg_logprob`` also reaches Features).
     no_speech_prob: float | None
     avg_logprob: float
     compression_ratio: float
@@ -326,6 +326,7 @@ def transcribed_features(t: Transcription, embedding: np.ndarray, frames: np.nda
         no_speech=t.no_speech,
         looped=t.looped,
         language=t.language,
+        avg_logprob=t.avg_logprob,
     )
 
 

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
-from audio_score.cache import ClipRef, ReferenceCache, discover_clips, shard
+from audio_score.cache import ReferenceCache
+from audio_score.clips import ClipRef, discover_clips, shard
 from audio_score.entries import Decoded, compute_entries, decode_clip, entry_fingerprint
 from audio_score.errors import ConfigError
 from audio_score.settings import Settings, load_settings

@@ -24,14 +24,10 @@ identical values must keep the finished Job.
     metadata:
       labels:
         {{- include "audio-score.selectorLabels" (dict "ctx" . "component" "cache-job") | nindent 8 }}
+      {{- $own := dict "checksum/config" (include "audio-score.configJson" . | sha256sum) }}
+      {{- with $j.runId }}{{ $_ := set $own "audio-score/run-id" (toString .) }}{{ end }}
       annotations:
-        checksum/config: {{ include "audio-score.configJson" . | sha256sum }}
-        {{- with $j.runId }}
-        audio-score/run-id: {{ . | quote }}
-        {{- end }}
-        {{- with $j.podAnnotations }}
-        {{- toYaml . | nindent 8 }}
-        {{- end }}
+        {{- include "audio-score.mergedMap" (list $own $j.podAnnotations) | nindent 8 }}
     spec:
       restartPolicy: Never
       automountServiceAccountToken: false

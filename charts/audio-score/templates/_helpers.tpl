@@ -24,25 +24,37 @@ Names, labels, images and the pieces every pod shares (config.json, cache, clips
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Standard labels (helm.sh chart best practices). Call with (dict "ctx" $ "component" "router"). */}}
+{{/*
+One YAML mapping from a list of maps (null entries skipped), a later map's value winning key by key: a key the
+chart sets and the user's values set too is written once, with the user's value (a key written twice is kept
+last by helm and the API server but refused by strict YAML decoders). sprig's mustMergeOverwrite into a fresh
+dict, so no values map is changed. Call with (list $chartMap $userMap ...).
+*/}}
+{{- define "audio-score.mergedMap" -}}
+{{- $out := dict }}
+{{- range . }}{{ $out = mustMergeOverwrite $out (deepCopy (default dict .)) }}{{ end }}
+{{- with $out }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{/*
+Standard labels (helm.sh chart best practices), then the object's own ("own"), then commonLabels, then the
+object's user labels ("user"), merged once by audio-score.mergedMap. Call with
+(dict "ctx" $ "component" "router") and optionally "own" and "user" maps.
+*/}}
 {{- define "audio-score.labels" -}}
 {{- $ctx := .ctx -}}
-helm.sh/chart: {{ include "audio-score.chart" $ctx }}
-{{ include "audio-score.selectorLabels" . }}
-app.kubernetes.io/version: {{ $ctx.Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
-app.kubernetes.io/part-of: audio-score
-{{- with $ctx.Values.commonLabels }}
-{{ toYaml . }}
-{{- end }}
+{{- $chart := include "audio-score.selectorLabels" . | fromYaml }}
+{{- $_ := set $chart "helm.sh/chart" (include "audio-score.chart" $ctx) }}
+{{- $_ = set $chart "app.kubernetes.io/version" (toString $ctx.Chart.AppVersion) }}
+{{- $_ = set $chart "app.kubernetes.io/managed-by" $ctx.Release.Service }}
+{{- $_ = set $chart "app.kubernetes.io/part-of" "audio-score" }}
+{{- include "audio-score.mergedMap" (list $chart .own $ctx.Values.commonLabels .user) }}
 {{- end }}
 
 {{- define "audio-score.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "audio-score.name" .ctx }}
-app.kubernetes.io/instance: {{ .ctx.Release.Name }}
-{{- with .component }}
-app.kubernetes.io/component: {{ . }}
-{{- end }}
+{{- $labels := dict "app.kubernetes.io/name" (include "audio-score.name" .ctx) "app.kubernetes.io/instance" .ctx.Release.Name }}
+{{- with .component }}{{ $_ := set $labels "app.kubernetes.io/component" . }}{{ end }}
+{{- toYaml $labels }}
 {{- end }}
 
 {{/* "repository:tag"; tag defaults to the chart's appVersion. Call with (dict "ctx" $ "image" .Values.images.router). */}}
