@@ -18,6 +18,7 @@ import numpy as np
 from audio_score.audio import audio_duration, decode_audio
 from audio_score.cache import CacheEntry, ReferenceCache
 from audio_score.clips import ClipRef, read_reference_text, source_info
+from audio_score.env_settings import PartEnv
 from audio_score.errors import AudioError
 from audio_score.settings import Settings
 
@@ -39,13 +40,13 @@ class Decoded:
     reference_text: str | None = None
 
 
-def entry_fingerprint(backend: Backend, settings: Settings) -> dict[str, Any]:
+def entry_fingerprint(backend: Backend, settings: Settings[PartEnv]) -> dict[str, Any]:
     """What an entry's features depend on: the model's fingerprint and the decoder that turned the clip into samples
     (pyav and pydub differ in the last bits, so an entry decoded by the other one is stale)."""
-    return {**backend.fingerprint, "decoder": settings.decoder}
+    return {**backend.fingerprint, "decoder": settings.config.decoder}
 
 
-def decode_clip(clip: ClipRef, settings: Settings) -> Decoded:
+def decode_clip(clip: ClipRef, settings: Settings[PartEnv]) -> Decoded:
     """Decode a clip with the same decoder that uploads go through, and read its reference text if it has one;
     a failure is returned, not raised."""
     try:
@@ -59,9 +60,9 @@ def decode_clip(clip: ClipRef, settings: Settings) -> Decoded:
         source["text"] = text_info
         samples = decode_audio(
             clip.path,
-            sampling_rate=settings.target_sampling_rate,
+            sampling_rate=settings.config.target_sampling_rate,
             max_seconds=MAX_CLIP_SECONDS,
-            backend=settings.decoder,
+            backend=settings.config.decoder,
         )
     except (AudioError, OSError) as exc:
         return Decoded(clip, None, None, f"{type(exc).__name__}: {exc}")
@@ -69,7 +70,7 @@ def decode_clip(clip: ClipRef, settings: Settings) -> Decoded:
 
 
 def compute_entries(
-    backend: Backend, cache: ReferenceCache, decoded: Sequence[Decoded], settings: Settings
+    backend: Backend, cache: ReferenceCache, decoded: Sequence[Decoded], settings: Settings[PartEnv]
 ) -> list[CacheEntry]:
     """Run one batch of decoded clips through the backend and write their entries atomically.
 
@@ -89,8 +90,8 @@ def compute_entries(
                 embedding=feats.embedding,
                 frames=feats.frames,
                 fingerprint=entry_fingerprint(backend, settings),
-                sampling_rate=settings.target_sampling_rate,
-                duration_s=audio_duration(item.samples, settings.target_sampling_rate),
+                sampling_rate=settings.config.target_sampling_rate,
+                duration_s=audio_duration(item.samples, settings.config.target_sampling_rate),
                 source=item.source,
                 reference_text=item.reference_text,
                 language=feats.language,

@@ -1,47 +1,63 @@
-"""One typed settings object, built from config.json plus the ``AUDIO_SCORE_*`` environment.
+"""A part's settings: config.json's content plus the ``AUDIO_SCORE_*`` environment class of that part.
 
-Every part (cache Job, predictor, router, ``up``) reads its configuration through :func:`load_settings`, so the
-parts can never disagree on keys, paths, rates or the decoder. config.json's schema is :class:`FileConfig`; the
-environment is declared per part in :mod:`audio_score.env_settings` (each knob's one default is there). Errors
-name the field and say how to fix it.
+config.json is what every pod shares (its schema: :class:`FileConfig`, :class:`ModelSpec`); the environment is
+declared per part in :mod:`audio_score.env_settings`. :func:`load_settings` builds one part's
+:class:`Settings` (``load_settings(RouterEnv)``, ``load_settings(PredictorEnv)``, ``load_settings(JobEnv)``): the
+file and that part's class, each field declared once and read where it is declared (``settings.config.cache_dir``,
+``settings.env.max_batch_size``), nothing copied. Errors name the field and say how to fix it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from audio_score.contract import DEFAULT_AUDIO_SIMILARITY, DEFAULT_TEXT_SIMILARITY, AudioSimilarity, TextSimilarity
-from audio_score.env_settings import JobEnv, PredictorEnv, RouterEnv
+from audio_score.env_settings import E, JobEnv, MaxAudioSeconds, MaxUploadBytes, PartEnv, PredictorEnv, RouterEnv
 from audio_score.errors import ConfigError
 from audio_score.whisper_languages import LANGUAGES, language_code
 
 #: A model key names an InferenceService, its predictor Service and a cache folder, so it must be a DNS-1035
 #: label short enough that KServe's ``-predictor`` suffix and a namespace still fit.
 MODEL_KEY_PATTERN = r"^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$"
-DEFAULT_CONFIG = "config.json"
-MIB = 1024 * 1024
-IN_CLUSTER_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: A part's environment class; covariant, so code any part runs takes ``Settings[PartEnv]`` and code a predictor
+#: and the cache Job share takes ``Settings[ComputeEnv]``.
+P = TypeVar("P", bound=PartEnv, covariant=True)
 
 
 class ModelSpec(BaseModel):
     """One entry of ``models`` in config.json."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     key: Annotated[str, Field(pattern=MODEL_KEY_PATTERN)]
+    """a lowercase DNS label of at most 40 characters: it names the InferenceService, its Service and a cache
+    folder"""
     type: Literal["whisper", "higgs_audio"]
+    """the backend"""
     model_id: Annotated[str, Field(min_length=1)]
+    """hub id (`openai/whisper-small`) or local folder (starts with `/`, `./`, `../`, `~`, or exists relative to
+    config.json's folder: `./models/x`, `/mnt/models`)"""
     processor_id: str | None = None
+    """`higgs_audio` only, and required there: the Whisper feature extractor (e.g. `openai/whisper-large-v3`)"""
     transcriber_id: str | None = None
+    """`higgs_audio` only, and required there: the Whisper model that transcribes"""
     revision: str | None = None
+    """a hub revision (branch, tag or commit); unset: the hub's default"""
     language: str | None = None
+    """force the transcription language of a multilingual Whisper (`en`, `es`, ...; a Whisper code, name or
+    `<|xx|>`, refused at config load when Whisper has no such language and at model load when the checkpoint lacks
+    it); unset, each reference clip's language is detected once when its entry is built and every upload scored
+    against it is heard in it. Ignored, with a warning at load, by English-only (`*.en`) checkpoints and by legacy
+    ones whose generation config predates `task_to_id` (their `forced_decoder_ids` decide)"""
     max_new_tokens: Annotated[int, Field(ge=1, le=444)] = 128
+    """transcript length limit; capped, with a warning at load, to what the checkpoint's decoder holds
+    (`max_target_positions` minus generate's prompt)"""
 
     @field_validator("language")
     @classmethod
@@ -69,24 +85,39 @@ class ModelSpec(BaseModel):
 
 
 class FileConfig(BaseModel):
-    """The schema of config.json itself (the seed's fields plus optional limits)."""
+    """The schema of config.json itself (the seed's fields plus optional limits).
 
-    model_config = ConfigDict(extra="forbid")
+    Read with ``context={"base": folder}`` (as :func:`read_config_file` does), the two folders come out absolute,
+    relative to config.json's own folder.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     models: Annotated[list[ModelSpec], Field(min_length=1)]
-    video_clip_dir: str
-    cache_dir: str
+    """the models (the `models[].*` rows); keys must be unique"""
+    video_clip_dir: Path
+    """the reference clips (relative to config.json's folder)"""
+    cache_dir: Path
+    """the reference cache (relative to config.json's folder)"""
     target_sampling_rate: Annotated[int, Field(ge=8000, le=48000)] = 16000
-    max_upload_bytes: Annotated[int, Field(ge=1024)] = 25 * 1024 * 1024
-    max_audio_seconds: Annotated[float, Field(gt=0, le=600)] = 30.0
-    #: Which audio similarity feeds audio_sim_score and sim_score: frames aligned in time, or pooled embeddings.
+    """the rate everything is decoded to; must equal the feature extractor's rate or the model fails to load"""
+    max_upload_bytes: MaxUploadBytes = 25 * 1024 * 1024
+    """uploads above it (25 MiB) get 413; the router's `AUDIO_SCORE_MAX_UPLOAD_BYTES` overrides it"""
+    max_audio_seconds: MaxAudioSeconds = 30.0
+    """recordings longer than this get 413; `AUDIO_SCORE_MAX_AUDIO_SECONDS` overrides it (router and predictor)"""
     audio_similarity: AudioSimilarity = DEFAULT_AUDIO_SIMILARITY
-    #: Which text similarity feeds text_sim_score (audio_score.similarity describes each kind; the default is
-    #: what the quality benchmark chose). Both kinds' vocabularies and defaults are audio_score.contract's.
+    """which audio similarity is `audio_sim_score` (and so half of `sim_score`): `aligned` (frames aligned in
+    time) or `pooled` (mean frames); `/score` returns both either way"""
     text_similarity: TextSimilarity = DEFAULT_TEXT_SIMILARITY
-    #: The one decoder for reference clips and uploads: in config.json so that every pod (the Job, each
-    #: predictor, the router) decodes alike; a clip uploaded as itself scores 1.0 only if they do.
+    """which similarity is `text_sim_score`: word-level edit distance with a misheard word close in spelling or in
+    sound (Metaphone) partly credited (`phonetic_word`), the same by spelling only (`fuzzy_word`), exact words only
+    (`word`; all three: no floor for unrelated sentences), or the seed's character ratio (`char`);
+    `audio_score.similarity` says how, the default is what the quality benchmark chose (the kinds and the default
+    are `audio_score.contract`'s)"""
     decoder: Literal["pyav", "pydub"] = "pyav"
+    """the one decoder for reference clips (cache Job, predictor) and uploads (router): `pyav` (in-process FFmpeg)
+    or `pydub` (the seed's, calls the ffmpeg binary). It lives here, in the file every pod mounts, so no part can
+    decode differently (a clip uploaded as itself scores 1.0 only if they agree); chart value `config.decoder`"""
 
     @field_validator("models")
     @classmethod
@@ -97,48 +128,41 @@ class FileConfig(BaseModel):
             raise ValueError(f"model keys must be unique; repeated: {', '.join(dupes)}")
         return models
 
+    @field_validator("video_clip_dir", "cache_dir")
+    @classmethod
+    def _against_the_config_folder(cls, value: Path, info: ValidationInfo) -> Path:
+        base = (info.context or {}).get("base")
+        return (Path(base) / value.expanduser()).resolve() if base is not None else value
 
-class Settings(BaseModel):
-    """Everything a part needs, resolved: absolute paths, selected models, knobs from the environment."""
+
+class Settings(BaseModel, Generic[P]):
+    """What one part reads: config.json (paths resolved, the part's overrides applied), the part's own
+    environment class ``P`` (:class:`RouterEnv`, :class:`PredictorEnv` or :class:`JobEnv`) and the models selected.
+
+    Nothing is copied across: a config.json field is ``settings.config.<field>``, a knob ``settings.env.<field>``,
+    each declared once (:class:`FileConfig`, :mod:`audio_score.env_settings`).
+    """
 
     model_config = ConfigDict(frozen=True)
 
     config_path: Path
-    all_models: tuple[ModelSpec, ...]
+    config: FileConfig
+    env: P
+    #: The selected models (``--model``, ``AUDIO_SCORE_MODEL_KEYS``), in that order; ``config.models`` has them all.
     models: tuple[ModelSpec, ...]
-    video_clip_dir: Path
-    cache_dir: Path
-    target_sampling_rate: int
-    max_upload_bytes: int
-    max_audio_seconds: float
-    audio_similarity: AudioSimilarity
-    text_similarity: TextSimilarity
-    decoder: Literal["pyav", "pydub"]
-    # The environment's part, resolved; each knob's default and bounds are in audio_score.env_settings, in the
-    # class of the part that reads it (PredictorEnv, JobEnv, RouterEnv).
-    # predictor (and the cache Job: ComputeEnv)
-    max_batch_size: int
-    max_batch_wait_ms: float
-    max_queue_size: int
-    cache_memory_bytes: int
-    device: str
-    #: torch intra-op threads (predictor and cache Job); see :func:`resolve_torch_threads`.
-    torch_threads: int | None
-    #: The container's CPU limit in cores, from the downward API (the chart sets AUDIO_SCORE_CPU_LIMIT_MILLICORES).
-    cpu_limit: float | None
-    debug_request_logs: bool
-    # cache job
-    disable_cache_flush: bool
-    job_completion_index: int | None
-    # router
-    server_host: str
-    server_port: int
-    server_socket: str | None
-    predictor_url: str
-    predictor_urls: dict[str, str]
-    predictor_timeout_s: float
-    body_timeout_s: float
-    api_keys: tuple[str, ...]
+
+    @model_validator(mode="after")
+    def _decoder_is_config_jsons(self) -> Settings[P]:
+        """The old per-pod ``AUDIO_SCORE_DECODER`` may only repeat config.json's ``decoder``: a pod told another
+        decoder would decode uploads and references differently, so a disagreement stops it."""
+        told = self.env.deprecated_decoder
+        if told and told != self.config.decoder:
+            raise ConfigError(
+                f"AUDIO_SCORE_DECODER={told!r} disagrees with decoder={self.config.decoder!r} in {self.config_path}; "
+                "the decoder is set once, in config.json's 'decoder' field ('pyav' or 'pydub'), so every pod "
+                "decodes alike: unset AUDIO_SCORE_DECODER"
+            )
+        return self
 
     @property
     def model_keys(self) -> list[str]:
@@ -155,13 +179,19 @@ class Settings(BaseModel):
         """A hub id stays as it is; a local folder (relative to config.json's folder) becomes absolute."""
         return resolve_model_ref(ref, self.config_path.parent)
 
-    def with_models(self, keys: list[str]) -> Settings:
+    def with_models(self, keys: Sequence[str]) -> Settings[P]:
         """A copy restricted to ``keys`` (in the order given), refusing unknown keys."""
-        known = {m.key: m for m in self.all_models}
+        known = {m.key: m for m in self.config.models}
         unknown = [k for k in keys if k not in known]
         if unknown:
             raise ConfigError(f"unknown model key(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
         return self.model_copy(update={"models": tuple(known[k] for k in keys)})
+
+
+#: Each part's settings.
+RouterSettings = Settings[RouterEnv]
+PredictorSettings = Settings[PredictorEnv]
+JobSettings = Settings[JobEnv]
 
 
 def resolve_model_ref(ref: str, base: Path) -> str:
@@ -172,34 +202,6 @@ def resolve_model_ref(ref: str, base: Path) -> str:
     if candidate.is_dir():
         return str(candidate.resolve())
     return ref
-
-
-def _env_list(env: Mapping[str, str], name: str) -> list[str]:
-    return [item.strip() for item in env.get(name, "").split(",") if item.strip()]
-
-
-def _check_decoder_env(env: Mapping[str, str], configured: str, path: Path) -> Literal["pyav", "pydub"]:
-    """The decoder is config.json's ``decoder``; the old per-pod ``AUDIO_SCORE_DECODER`` may only repeat it.
-
-    A pod told a different decoder than the others would decode uploads and references differently, so a
-    disagreement is an error rather than a silent override.
-    """
-    raw = env.get("AUDIO_SCORE_DECODER", "").strip().lower()
-    if raw and raw != configured:
-        raise ConfigError(
-            f"AUDIO_SCORE_DECODER={raw!r} disagrees with decoder={configured!r} in {path}; the decoder is set "
-            "once, in config.json's 'decoder' field ('pyav' or 'pydub'), so every pod decodes alike: unset "
-            "AUDIO_SCORE_DECODER"
-        )
-    return configured  # type: ignore[return-value]
-
-
-def default_predictor_url(env: Mapping[str, str]) -> str:
-    """KServe's Standard-mode predictor Service of each InferenceService, in the router's own namespace."""
-    namespace = env.get("POD_NAMESPACE")
-    if not namespace and IN_CLUSTER_NAMESPACE_FILE.is_file():
-        namespace = IN_CLUSTER_NAMESPACE_FILE.read_text().strip()
-    return f"http://{{model}}-predictor.{namespace or 'default'}.svc.cluster.local"
 
 
 def _format_validation_error(path: Path, err: ValidationError) -> str:
@@ -226,59 +228,34 @@ def read_config_file(path: Path) -> FileConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object")
     try:
-        return FileConfig.model_validate(raw)
+        return FileConfig.model_validate(raw, context={"base": path.parent})
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(path, exc)) from None
 
 
 def load_settings(
+    part: type[E],
     config_path: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
-    model_keys: list[str] | None = None,
-) -> Settings:
-    """Build the settings from config.json and the environment.
+    model_keys: Sequence[str] | None = None,
+) -> Settings[E]:
+    """The settings of one part: config.json plus the environment class ``part`` reads (``os.environ`` unless
+    ``env`` is given). Only ``part``'s variables are validated: another part's bad variable does not stop it.
 
     ``model_keys`` (from a CLI flag) wins over ``AUDIO_SCORE_MODEL_KEYS``/``AUDIO_SCORE_MODEL_KEY``; without
     either, every configured model is selected.
     """
-    env = os.environ if env is None else env
-    path = Path(config_path or env.get("AUDIO_SCORE_CONFIG") or DEFAULT_CONFIG).expanduser().resolve()
-    cfg = read_config_file(path)
-    base = path.parent
-
-    keys = model_keys or _env_list(env, "AUDIO_SCORE_MODEL_KEYS") or _env_list(env, "AUDIO_SCORE_MODEL_KEY")
-    decoder = _check_decoder_env(env, cfg.decoder, path)
-
-    predictor, job, router = PredictorEnv.from_env(env), JobEnv.from_env(env), RouterEnv.from_env(env)
-    settings = Settings(
-        config_path=path,
-        all_models=tuple(cfg.models),
-        models=tuple(cfg.models),
-        video_clip_dir=(base / cfg.video_clip_dir).resolve(),
-        cache_dir=(base / cfg.cache_dir).resolve(),
-        target_sampling_rate=cfg.target_sampling_rate,
-        max_upload_bytes=router.max_upload_bytes or cfg.max_upload_bytes,
-        max_audio_seconds=predictor.max_audio_seconds or cfg.max_audio_seconds,
-        audio_similarity=cfg.audio_similarity,
-        text_similarity=cfg.text_similarity,
-        max_batch_size=predictor.max_batch_size,
-        max_batch_wait_ms=predictor.max_batch_wait_ms,
-        max_queue_size=predictor.max_queue_size,
-        cache_memory_bytes=predictor.cache_memory_mb * MIB,
-        device=predictor.device.strip() or "auto",
-        torch_threads=predictor.torch_threads or None,
-        cpu_limit=predictor.cpu_limit_millicores / 1000 or None,
-        debug_request_logs=predictor.debug_request_logs,
-        disable_cache_flush=job.disable_cache_flush,
-        job_completion_index=job.job_completion_index,
-        server_host=router.server_host.strip() or "127.0.0.1",
-        server_port=router.server_port,
-        server_socket=router.server_socket,
-        predictor_url=router.predictor_url or default_predictor_url(env),
-        predictor_urls=router.predictor_urls,
-        predictor_timeout_s=router.predictor_timeout_s,
-        body_timeout_s=router.body_timeout_s,
-        api_keys=router.api_keys,
-        decoder=decoder,
+    part_env = part.from_env(os.environ if env is None else env)
+    path = Path(config_path or part_env.config_path).expanduser().resolve()
+    config = read_config_file(path)
+    # A knob named like a config.json field overrides it for this part (same type, so the same bounds).
+    overrides = {
+        name: value
+        for name in type(part_env).model_fields
+        if name in FileConfig.model_fields and (value := getattr(part_env, name)) is not None
+    }
+    settings = Settings[part](  # type: ignore[valid-type]
+        config_path=path, config=config.model_copy(update=overrides), env=part_env, models=tuple(config.models)
     )
+    keys = model_keys or part_env.selected_keys
     return settings.with_models(keys) if keys else settings

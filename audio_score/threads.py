@@ -18,7 +18,7 @@ import math
 import os
 from pathlib import Path
 
-from audio_score.settings import Settings
+from audio_score.env_settings import ComputeEnv
 
 log = logging.getLogger(__name__)
 
@@ -36,31 +36,31 @@ def cgroup_cpu_limit(path: Path = CGROUP_CPU_MAX) -> float | None:
         return None
 
 
-def resolve_torch_threads(settings: Settings, *, cgroup: Path = CGROUP_CPU_MAX) -> tuple[int, str]:
+def resolve_torch_threads(env: ComputeEnv, *, cgroup: Path = CGROUP_CPU_MAX) -> tuple[int, str]:
     """(threads, where the number came from) for this process."""
-    if settings.torch_threads:
-        return settings.torch_threads, "AUDIO_SCORE_TORCH_THREADS"
-    if settings.cpu_limit:
-        return max(1, math.ceil(settings.cpu_limit)), "container CPU limit (downward API)"
+    if env.torch_threads:
+        return env.torch_threads, "AUDIO_SCORE_TORCH_THREADS"
+    if env.cpu_limit_millicores:
+        return max(1, math.ceil(env.cpu_limit_millicores / 1000)), "container CPU limit (downward API)"
     limit = cgroup_cpu_limit(cgroup)
     if limit:
         return max(1, math.ceil(limit)), f"cgroup quota ({cgroup})"
     return max(1, os.cpu_count() or 1), "os.cpu_count()"
 
 
-def apply_torch_threads(settings: Settings) -> int:
+def apply_torch_threads(env: ComputeEnv) -> int:
     """Set torch's intra-op threads from :func:`resolve_torch_threads`; returns the count (logged once)."""
     import torch
 
-    threads, source = resolve_torch_threads(settings)
+    threads, source = resolve_torch_threads(env)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     log.info("torch threads", extra={"threads": threads, "source": source})
     return threads
 
 
-def threads_per_predictor(settings: Settings, predictors: int, *, cgroup: Path = CGROUP_CPU_MAX) -> int:
+def threads_per_predictor(env: ComputeEnv, predictors: int, *, cgroup: Path = CGROUP_CPU_MAX) -> int:
     """``audio-score up``: the CPU this machine gives us (as :func:`resolve_torch_threads` finds it, the explicit
     setting aside) divided evenly between ``predictors`` processes, at least one thread each."""
-    total, _source = resolve_torch_threads(settings.model_copy(update={"torch_threads": None}), cgroup=cgroup)
+    total, _source = resolve_torch_threads(env.model_copy(update={"torch_threads": 0}), cgroup=cgroup)
     return max(1, total // max(1, predictors))

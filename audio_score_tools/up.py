@@ -375,7 +375,7 @@ class Up:
         args = self.args
         say(
             f"audio-score up: building the reference cache ({', '.join(settings.model_keys)}; clips in "
-            f"{settings.video_clip_dir}) ..."
+            f"{settings.config.video_clip_dir}) ..."
         )
         argv = ["cache-build", "--config", str(settings.config_path), "--log-level", args.log_level]
         child = self.start_child("cache-build", argv, progress_bars=True)
@@ -404,7 +404,7 @@ class Up:
                 f"details: {child.log_path})\n"
             )
 
-    def start_predictors(self, settings, groups: list[PredictorGroup]) -> list[str]:
+    def start_predictors(self, settings, predictor_env, groups: list[PredictorGroup]) -> list[str]:
         """Start every predictor group at once and wait until each is ready or has died.
 
         All of them dead is a start-up failure (one line, the first one's reason); some dead is a warning, and
@@ -413,8 +413,8 @@ class Up:
         # The machine's cores divided between the predictor processes, unless AUDIO_SCORE_TORCH_THREADS is set.
         from audio_score.threads import threads_per_predictor
 
-        threads = threads_per_predictor(settings, len(groups))
-        env = {} if settings.torch_threads else {"AUDIO_SCORE_TORCH_THREADS": str(threads)}
+        threads = threads_per_predictor(predictor_env, len(groups))
+        env = {} if predictor_env.torch_threads else {"AUDIO_SCORE_TORCH_THREADS": str(threads)}
         for group in groups:
             say(f"audio-score up: starting {group.name} ({', '.join(group.keys)}) on port {group.http_port} ...")
             argv = [
@@ -500,7 +500,7 @@ class Up:
         child = self.start_child("router", argv, env={"AUDIO_SCORE_PREDICTOR_URLS": urls})
 
         # With API keys set, /models needs one: the probe sends the first (the router reads the same environment).
-        headers = {"X-API-Key": settings.api_keys[0]} if settings.api_keys else {}
+        headers = {"X-API-Key": settings.env.api_keys[0]} if settings.env.api_keys else {}
 
         def probe() -> dict | None:
             try:
@@ -519,22 +519,28 @@ class Up:
     # --- the whole run ------------------------------------------------------------------------------------------
 
     def run(self) -> int:
+        from audio_score.env_settings import JobEnv, PredictorEnv, RouterEnv
         from audio_score.settings import load_settings
 
         args = self.args
         try:
-            settings = load_settings(args.config)
+            settings = load_settings(RouterEnv, args.config)
+            # up starts the parts with this environment: each one's variables are checked before any starts.
+            predictor_env = PredictorEnv.from_env(os.environ)
+            if not args.no_cache_build:
+                JobEnv.from_env(os.environ)
         except ConfigError as exc:  # one line, even for a list of schema errors
             raise ConfigError("; ".join(line.strip() for line in str(exc).splitlines() if line.strip())) from None
-        if not settings.video_clip_dir.is_dir():
+        if not settings.config.video_clip_dir.is_dir():
             raise ConfigError(
-                f"clip folder {settings.video_clip_dir} does not exist (video_clip_dir in {settings.config_path})"
+                f"clip folder {settings.config.video_clip_dir} does not exist "
+                f"(video_clip_dir in {settings.config_path})"
             )
-        args.host = args.host or settings.server_host
-        args.port = settings.server_port if args.port is None else args.port
+        args.host = args.host or settings.env.server_host
+        args.port = settings.env.server_port if args.port is None else args.port
         args.socket = Path(args.socket).expanduser().resolve() if args.socket else None
-        if args.socket is None and settings.server_socket and args.port_from_default:
-            args.socket = Path(settings.server_socket).expanduser().resolve()
+        if args.socket is None and settings.env.server_socket and args.port_from_default:
+            args.socket = Path(settings.env.server_socket).expanduser().resolve()
         if args.workers < 1:
             raise ConfigError("--workers must be at least 1")
 
@@ -556,7 +562,7 @@ class Up:
         try:
             if not args.no_cache_build:
                 self.build_cache(settings)
-            ready = self.start_predictors(settings, groups)
+            ready = self.start_predictors(settings, predictor_env, groups)
             models = self.start_router(settings, groups)
             ready_at_all = True
             self.banner(settings, ready, models, groups)

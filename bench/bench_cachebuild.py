@@ -17,6 +17,7 @@ from pathlib import Path
 from audio_score.audio import decode_audio
 from audio_score.backends import load_backend
 from audio_score.clips import discover_clips
+from audio_score.env_settings import JobEnv
 from audio_score.settings import load_settings
 from audio_score_tools.tiny_models import build_tiny_whisper
 from audio_score_tools.workspace import TinyModelSet, build_workspace
@@ -47,9 +48,9 @@ def main() -> None:
         ws = build_workspace(
             root / "ws", models=models, clips=clips, model_keys=["whisper-tiny"], max_new_tokens=args.max_new_tokens
         )
-        settings = load_settings(ws.config_path, env={"AUDIO_SCORE_DEVICE": args.device})
+        settings = load_settings(JobEnv, ws.config_path, env={"AUDIO_SCORE_DEVICE": args.device})
         backend = load_backend(settings.models[0], settings)
-        refs = discover_clips(settings.video_clip_dir)
+        refs = discover_clips(settings.config.video_clip_dir)
         waves = [decode_audio(c.path, sampling_rate=16000) for c in refs]
         backend.embed(waves[: args.batch])  # warm-up
 

@@ -72,6 +72,7 @@ def instant_backend(spec: Any) -> Any:
 
 
 def make_model(root: Path) -> Any:
+    from audio_score.env_settings import PredictorEnv
     from audio_score.settings import load_settings
     from predictors.model import AudioScoreModel
 
@@ -81,7 +82,7 @@ def make_model(root: Path) -> Any:
     model = {"key": "m", "type": "whisper", "model_id": "openai/whisper-tiny"}
     config.write_text(json.dumps({"models": [model], "video_clip_dir": "clips", "cache_dir": "cache"}))
     # No batch wait: a lone request starts at once, so what is timed is overhead, not the batching window.
-    settings = load_settings(config, env={"AUDIO_SCORE_MAX_BATCH_WAIT_MS": "0"})
+    settings = load_settings(PredictorEnv, config, env={"AUDIO_SCORE_MAX_BATCH_WAIT_MS": "0"})
     spec = settings.models[0]
     return AudioScoreModel(spec, settings, backend=instant_backend(spec), executor=ThreadPoolExecutor(1))  # type: ignore[arg-type]
 

@@ -570,12 +570,13 @@ def features_digest(model_dir: Path) -> str:
 
 def run_model(name: str, model_dir: Path, work: Path, quick: bool, log: Callable[[str], None]) -> dict[str, Any]:
     from audio_score.backends import load_backend
+    from audio_score.env_settings import PredictorEnv
     from audio_score.settings import load_settings
     from audio_score_tools.speech import build_speech_workspace
 
     started = time.perf_counter()
     workspace = build_speech_workspace(work / f"workspace-{name}", model_dir)
-    settings = load_settings(workspace.config_path, env={})
+    settings = load_settings(PredictorEnv, workspace.config_path, env={})
     backend = load_backend(settings.models[0], settings)
     english_only = name.endswith(".en")
     import transformers
@@ -583,7 +584,7 @@ def run_model(name: str, model_dir: Path, work: Path, quick: bool, log: Callable
     transformers.logging.set_verbosity_error()  # one generation-config warning per call otherwise
 
     def decode(path: Path) -> np.ndarray:
-        return decode_audio(path, sampling_rate=RATE, max_seconds=settings.max_audio_seconds)
+        return decode_audio(path, sampling_rate=RATE, max_seconds=settings.config.max_audio_seconds)
 
     try:
         references, takes = build(decode, english_only=english_only, quick=quick)

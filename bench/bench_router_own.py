@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import httpx
 
+    from audio_score.env_settings import RouterEnv
     from audio_score.settings import load_settings
     from audio_score_tools.media import synth_speechlike, write_audio
     from router import predictor_client
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         config = tmp / "config.json"
         model = {"key": "m", "type": "whisper", "model_id": "unused"}
         config.write_text(json.dumps({"models": [model], "video_clip_dir": "clips", "cache_dir": "cache"}))
-        settings = load_settings(config, env={})
+        settings = load_settings(RouterEnv, config, env={})
         speech = synth_speechlike(10.0, 44100, seed=1)
         for fmt in ("wav", "mp3"):
             upload = write_audio(tmp / f"take.{fmt}", speech, 44100).read_bytes()

@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from audio_score.backends import load_backend
+    from audio_score.env_settings import PredictorEnv
     from audio_score.settings import load_settings
     from audio_score_tools.ct2_whisper import ensure_tiny_en
     from audio_score_tools.speech import build_speech_workspace
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     model_dir = ensure_tiny_en(args.work / "models")
     workspace = build_speech_workspace(args.work / "workspace", model_dir)
-    settings = load_settings(workspace.config_path, env={})
+    settings = load_settings(PredictorEnv, workspace.config_path, env={})
     backend = load_backend(settings.models[0], settings)
     pool, frame_ms = pool_for(backend.frame_ms), backend.frame_ms
     code = hashlib.sha1(str(model_dir.resolve()).encode())

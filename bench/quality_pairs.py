@@ -45,6 +45,7 @@ def dump(work: Path, out: Path) -> None:
 
     from audio_score.audio import decode_audio
     from audio_score.backends import load_backend
+    from audio_score.env_settings import PredictorEnv
     from audio_score.scoring import compare
     from audio_score.settings import load_settings
     from audio_score_tools.ct2_whisper import ensure_tiny_en
@@ -52,10 +53,10 @@ def dump(work: Path, out: Path) -> None:
 
     model_dir = ensure_tiny_en(work / "models")
     workspace = build_speech_workspace(work / "workspace-tiny.en", model_dir)
-    settings = load_settings(workspace.config_path, env={})
+    settings = load_settings(PredictorEnv, workspace.config_path, env={})
 
     def decode(path: Path) -> Any:
-        return decode_audio(path, sampling_rate=bq.RATE, max_seconds=settings.max_audio_seconds)
+        return decode_audio(path, sampling_rate=bq.RATE, max_seconds=settings.config.max_audio_seconds)
 
     references, takes = bq.build(decode, english_only=True, quick=False)
     cache_path = work / f"features-tiny.en-{bq.features_digest(model_dir)}.pkl"

@@ -28,12 +28,13 @@ def create_app(config: str) -> Any:
     from kserve.protocol.infer_type import InferInput, InferRequest
 
     from audio_score.audio import decode_audio
+    from audio_score.env_settings import PredictorEnv
     from audio_score.settings import load_settings
     from audio_score.threads import apply_torch_threads
     from predictors.server import build_models, check_loaded
 
-    settings = load_settings(config)
-    apply_torch_threads(settings)
+    settings = load_settings(PredictorEnv, config)
+    apply_torch_threads(settings.env)
     model = check_loaded(build_models(settings))[0]
     pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="decode")
     app = FastAPI()
@@ -44,7 +45,7 @@ def create_app(config: str) -> Any:
     ) -> dict[str, Any]:
         data = await audio.read()
         decode = functools.partial(
-            decode_audio, data, sampling_rate=settings.target_sampling_rate, backend=settings.decoder
+            decode_audio, data, sampling_rate=settings.config.target_sampling_rate, backend=settings.config.decoder
         )
         samples = await asyncio.get_running_loop().run_in_executor(pool, decode)
         tensors = [InferInput("audio", [1, samples.size], "FP32"), InferInput("uid", [1], "BYTES")]

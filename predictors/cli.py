@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from audio_score.env_settings import PredictorEnv
     from audio_score.settings import load_settings
 
     models = [k.strip() for item in (args.models or []) for k in item.split(",") if k.strip()] or None
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if models and from_env:
         # One documented rule: the flag wins over the environment; say so, the pod spec may set both.
         log.warning("--model wins over the environment", extra={"models": models, "ignored": from_env})
-    settings = load_settings(args.config, model_keys=models)
+    settings = load_settings(PredictorEnv, args.config, model_keys=models)
     # kserve.model_server parses sys.argv at import (parse_known_args, with abbreviations): our --config would
     # be taken for its --configure_logging. Its flags are all passed as arguments below instead.
     saved, sys.argv = sys.argv, sys.argv[:1]

@@ -52,7 +52,7 @@ from audio_score.errors import (
     quote_user_value,
 )
 from audio_score.scoring import compare
-from audio_score.settings import ModelSpec, Settings
+from audio_score.settings import ModelSpec, PredictorSettings
 from predictors.batcher import DynamicBatcher
 from predictors.references import ReferenceStore
 
@@ -153,7 +153,7 @@ class AudioScoreModel(Model):
     def __init__(
         self,
         spec: ModelSpec,
-        settings: Settings,
+        settings: PredictorSettings,
         *,
         backend: Backend | None = None,
         executor: Executor | None = None,
@@ -205,9 +205,9 @@ class AudioScoreModel(Model):
             embed_uploads(backend),
             name=self.name,
             executor=self.executor,
-            max_batch_size=self.settings.max_batch_size,
-            max_wait_s=self.settings.max_batch_wait_ms / 1000.0,
-            max_queue_size=self.settings.max_queue_size,
+            max_batch_size=self.settings.env.max_batch_size,
+            max_wait_s=self.settings.env.max_batch_wait_ms / 1000.0,
+            max_queue_size=self.settings.env.max_queue_size,
         )
         self.references = ReferenceStore(self.settings, backend, self._run_on_model_thread)
         self.ready = True
@@ -317,8 +317,8 @@ class AudioScoreModel(Model):
                 reference_frames=reference.frames,
                 reference_text=entry.reference_text,
                 reference_transcript=entry.transcript,
-                audio_similarity_kind=self.settings.audio_similarity,
-                text_similarity_kind=self.settings.text_similarity,
+                audio_similarity_kind=self.settings.config.audio_similarity,
+                text_similarity_kind=self.settings.config.text_similarity,
                 pool=pool,
                 language=features.language,
                 no_speech=features.no_speech,
@@ -370,7 +370,7 @@ class AudioScoreModel(Model):
         return audio, uid, cid
 
     def _parse_audio(self, tensor: InferInput) -> np.ndarray:
-        rate = self.settings.target_sampling_rate
+        rate = self.settings.config.target_sampling_rate
         if tensor.datatype != "FP32":
             raise InvalidInput(f"input 'audio' must be FP32, got {quote_user_value(tensor.datatype)}")
         shape = list(tensor.shape or [])
@@ -379,10 +379,10 @@ class AudioScoreModel(Model):
         if shape[1] <= 0:
             raise InvalidInput("input 'audio' is empty: send at least one sample")
         seconds = shape[1] / rate
-        if seconds > self.settings.max_audio_seconds:
+        if seconds > self.settings.config.max_audio_seconds:
             raise InvalidInput(
                 f"input 'audio' is {seconds:.1f} s long ({shape[1]} samples at {rate} Hz); the limit is "
-                f"{self.settings.max_audio_seconds:g} s"
+                f"{self.settings.config.max_audio_seconds:g} s"
             )
         try:
             samples = tensor.as_numpy()

@@ -33,7 +33,7 @@ from audio_score.clips import ClipRef, find_clip
 from audio_score.contract import validate_id
 from audio_score.entries import compute_entries, decode_clip, entry_fingerprint
 from audio_score.errors import ReferenceUnavailable, UnknownClip
-from audio_score.settings import Settings
+from audio_score.settings import PredictorSettings
 from predictors import metrics
 
 if TYPE_CHECKING:
@@ -135,15 +135,17 @@ def _slim(entry: CacheEntry) -> CacheEntry:
 class ReferenceStore:
     """Reference entries of one model: memory, then disk, then an on-demand build; else :class:`UnknownClip`."""
 
-    def __init__(self, settings: Settings, backend: Backend, run_on_model_thread: RunOnModelThread[Any]) -> None:
+    def __init__(
+        self, settings: PredictorSettings, backend: Backend, run_on_model_thread: RunOnModelThread[Any]
+    ) -> None:
         self.settings = settings
         self.backend = backend
         self.key = backend.key
-        self.cache = ReferenceCache(settings.cache_dir, backend.key)
+        self.cache = ReferenceCache(settings.config.cache_dir, backend.key)
         self.fingerprint = entry_fingerprint(backend, settings)
         #: Frames averaged before alignment; uploads must be prepared with the same (:attr:`pool`).
         self.pool = pool_for(backend.frame_ms)
-        self.memory: LRUBytes[Cached] = LRUBytes(settings.cache_memory_bytes, backend.key)
+        self.memory: LRUBytes[Cached] = LRUBytes(settings.env.cache_memory_bytes, backend.key)
         self._run_on_model_thread = run_on_model_thread
         self._builds: dict[tuple[str, str], asyncio.Future[Cached]] = {}
         self.built = 0
@@ -165,7 +167,7 @@ class ReferenceStore:
         ):
             metrics.REFERENCE_LOOKUPS.labels(self.key, "hit").inc()
             return cached
-        clip = await asyncio.to_thread(find_clip, self.settings.video_clip_dir, uid, cid)
+        clip = await asyncio.to_thread(find_clip, self.settings.config.video_clip_dir, uid, cid)
         if cached is not None:
             if clip is None or await asyncio.to_thread(self.cache.is_fresh, cached.entry.meta, self.fingerprint, clip):
                 metrics.REFERENCE_LOOKUPS.labels(self.key, "hit").inc()

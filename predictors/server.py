@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from audio_score.errors import EXIT_CONFIG
-from audio_score.settings import Settings
+from audio_score.settings import PredictorSettings
 from predictors.model import AudioScoreModel, Unavailable
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def quiet_request_logs(debug: bool) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def build_models(settings: Settings) -> list[AudioScoreModel]:
+def build_models(settings: PredictorSettings) -> list[AudioScoreModel]:
     """Load every selected model; failures come back as models that are not ready, with ``load_error`` set."""
     from audio_score.backends import load_backends
 
@@ -66,12 +66,14 @@ def check_loaded(models: list[AudioScoreModel]) -> list[AudioScoreModel]:
     return ready
 
 
-def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, enable_grpc: bool = True) -> int:
+def serve(
+    settings: PredictorSettings, *, http_port: int = 8080, grpc_port: int = 8081, enable_grpc: bool = True
+) -> int:
     """Load the models and serve them until SIGTERM/SIGINT. Returns the exit status."""
     from audio_score.threads import apply_torch_threads
 
     started = time.perf_counter()
-    threads = apply_torch_threads(settings)
+    threads = apply_torch_threads(settings.env)
     models = build_models(settings)
     try:
         ready = check_loaded(models)
@@ -86,9 +88,9 @@ def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, e
 
     # gRPC's message limit (kserve's default 8 MiB) must hold the longest upload allowed, as raw FP32 samples.
     kserve_patches.raise_grpc_message_limit(
-        int(settings.max_audio_seconds * settings.target_sampling_rate * 4) + (1 << 20)
+        int(settings.config.max_audio_seconds * settings.config.target_sampling_rate * 4) + (1 << 20)
     )
-    quiet_request_logs(settings.debug_request_logs)
+    quiet_request_logs(settings.env.debug_request_logs)
     kserve_patches.answer_unavailable_with_retry_after(Unavailable)
 
     server = kserve.ModelServer(
@@ -109,9 +111,9 @@ def serve(settings: Settings, *, http_port: int = 8080, grpc_port: int = 8081, e
             "skipped": [m.name for m in models if not m.ready],
             "http_port": http_port,
             "grpc_port": grpc_port if enable_grpc else None,
-            "max_batch_size": settings.max_batch_size,
-            "max_batch_wait_ms": settings.max_batch_wait_ms,
-            "max_queue_size": settings.max_queue_size,
+            "max_batch_size": settings.env.max_batch_size,
+            "max_batch_wait_ms": settings.env.max_batch_wait_ms,
+            "max_queue_size": settings.env.max_queue_size,
             "torch_threads": threads,
             "load_seconds": round(time.perf_counter() - started, 2),
         },

@@ -28,8 +28,9 @@ from pydantic import BaseModel, Field
 from audio_score import __version__
 from audio_score.audio import decode_audio
 from audio_score.contract import DEADLINE_HEADER, AudioSimilarity, WordOp, parse_deadline_header, validate_id
+from audio_score.env_settings import RouterEnv
 from audio_score.errors import ModelUnavailable, ScoreError, UnknownModel
-from audio_score.settings import Settings, load_settings
+from audio_score.settings import RouterSettings, load_settings
 from router.auth import APIKeyMiddleware
 from router.breaker import Breakers
 from router.clips import ClipListing
@@ -220,7 +221,7 @@ class ModelsResponse(BaseModel):
 # --- dependencies: what a route needs, from the app's state (set by create_app and its lifespan) -------------
 
 
-def get_settings(request: Request) -> Settings:
+def get_settings(request: Request) -> RouterSettings:
     return request.app.state.settings
 
 
@@ -240,7 +241,7 @@ def get_decode_pool(request: Request) -> ThreadPoolExecutor:
     return request.app.state.decode_pool
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[RouterSettings, Depends(get_settings)]
 MetricsDep = Annotated[RouterMetrics, Depends(get_metrics)]
 PredictorDep = Annotated[PredictorClient, Depends(get_predictor)]
 TrackerDep = Annotated[ReadinessTracker, Depends(get_tracker)]
@@ -313,7 +314,7 @@ async def score(
         uid=uid, cid=cid, asked_model=model or None, started=time.perf_counter(), label=tracker.label(model)
     )
     # One line per request only when asked for (AUDIO_SCORE_DEBUG_REQUEST_LOGS=1): metrics carry the counts.
-    request_log_level = logging.INFO if settings.debug_request_logs else logging.DEBUG
+    request_log_level = logging.INFO if settings.env.debug_request_logs else logging.DEBUG
     try:
         try:
             call.caller_wait_s = _caller_wait_s(request)
@@ -350,10 +351,10 @@ async def _decode(services: Services, data: bytes) -> np.ndarray:
             functools.partial(
                 decode_audio,
                 data,
-                sampling_rate=settings.target_sampling_rate,
-                max_bytes=settings.max_upload_bytes,
-                max_seconds=settings.max_audio_seconds,
-                backend=settings.decoder,
+                sampling_rate=settings.config.target_sampling_rate,
+                max_bytes=settings.config.max_upload_bytes,
+                max_seconds=settings.config.max_audio_seconds,
+                backend=settings.config.decoder,
             ),
         )
     finally:
@@ -366,7 +367,7 @@ async def _call_predictor(services: Services, call: ScoreCall) -> dict[str, Any]
     assert call.key is not None and call.samples is not None, "choose the model and decode the upload first"
     predictor, key = services.predictor, call.key
     call_started = time.perf_counter()
-    budget = call.predictor_budget_s(services.settings.predictor_timeout_s)
+    budget = call.predictor_budget_s(services.settings.env.predictor_timeout_s)
     try:
         return await predictor.score(key, call.samples, call.uid, call.cid, wait_s=budget)
     except PredictorError as exc:
@@ -410,14 +411,14 @@ async def prometheus_metrics(metrics: MetricsDep) -> PlainTextResponse:
 # --- assembly -----------------------------------------------------------------------------------------------
 
 
-def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> FastAPI:
+def create_app(settings: RouterSettings, *, readiness_interval_s: float = 2.0) -> FastAPI:
     """The router for ``settings``: the routes above, one pooled httpx client and a readiness poller per process."""
     keys = settings.model_keys
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-        timeout = httpx.Timeout(settings.predictor_timeout_s, connect=min(5.0, settings.predictor_timeout_s))
+        timeout = httpx.Timeout(settings.env.predictor_timeout_s, connect=min(5.0, settings.env.predictor_timeout_s))
         # Decoding is CPU work in C (FFmpeg, soxr) that releases the GIL: a bounded pool of threads, one per core,
         # keeps the event loop free and caps how many uploads sit decoded in memory at once.
         pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="decode")
@@ -446,13 +447,15 @@ def create_app(settings: Settings, *, readiness_interval_s: float = 2.0) -> Fast
     )
     app.state.settings = settings
     app.state.metrics = RouterMetrics()
-    app.state.clip_listing = ClipListing(settings.cache_dir)
+    app.state.clip_listing = ClipListing(settings.config.cache_dir)
     install_error_handlers(app)
     app.add_middleware(
-        UploadLimitMiddleware, max_upload_bytes=settings.max_upload_bytes, body_timeout_s=settings.body_timeout_s
+        UploadLimitMiddleware,
+        max_upload_bytes=settings.config.max_upload_bytes,
+        body_timeout_s=settings.env.body_timeout_s,
     )
-    if settings.api_keys:
-        app.add_middleware(APIKeyMiddleware, keys=settings.api_keys)
+    if settings.env.api_keys:
+        app.add_middleware(APIKeyMiddleware, keys=settings.env.api_keys)
     app.include_router(router)
     app.include_router(try_router)
     app.mount("/try", page_files(), name="try")
@@ -472,4 +475,4 @@ def app_factory() -> FastAPI:
     from audio_score.logs import configure_logging
 
     configure_logging()
-    return create_app(load_settings())
+    return create_app(load_settings(RouterEnv))

@@ -34,22 +34,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from audio_score.env_settings import RouterEnv
     from audio_score.settings import load_settings
     from router.app import create_app
 
     # Flags win over the environment; workers are separate processes that rebuild the settings from the
     # environment, so the overrides are handed down through it.
     overrides = {"AUDIO_SCORE_PREDICTOR_URL": args.predictor_url} if args.predictor_url else {}
-    settings = load_settings(args.config, env={**os.environ, **overrides})
-    host = args.host or settings.server_host
-    port = settings.server_port if args.port is None else args.port
-    socket = args.socket or settings.server_socket
+    settings = load_settings(RouterEnv, args.config, env={**os.environ, **overrides})
+    host = args.host or settings.env.server_host
+    port = settings.env.server_port if args.port is None else args.port
+    socket = args.socket or settings.env.server_socket
     bind: dict[str, Any] = {"uds": socket} if socket else {"host": host, "port": port}
     common: dict[str, Any] = {
         "log_config": None,
         "timeout_keep_alive": 65,
         "proxy_headers": True,
-        "access_log": settings.debug_request_logs,  # one line per request only when asked for
+        "access_log": settings.env.debug_request_logs,  # one line per request only when asked for
         **bind,
     }
     if args.workers > 1:

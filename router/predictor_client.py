@@ -18,7 +18,7 @@ import numpy as np
 
 from audio_score import v2
 from audio_score.contract import DEADLINE_HEADER, deadline_header_value
-from audio_score.settings import Settings
+from audio_score.settings import RouterSettings
 from router.breaker import Breakers
 
 log = logging.getLogger(__name__)
@@ -39,21 +39,21 @@ class PredictorError(Exception):
         self.retry_after_s = retry_after_s
 
 
-def predictor_base_url(settings: Settings, model: str) -> str:
+def predictor_base_url(settings: RouterSettings, model: str) -> str:
     """A per-model URL from AUDIO_SCORE_PREDICTOR_URLS, else the template with ``{model}`` replaced.
 
     A template without ``{model}`` names one server that hosts every model (``audio-score up``).
     """
-    if model in settings.predictor_urls:
-        return settings.predictor_urls[model]
-    return settings.predictor_url.replace("{model}", model)
+    if model in settings.env.predictor_urls:
+        return settings.env.predictor_urls[model]
+    return settings.env.predictor_url_template.replace("{model}", model)
 
 
 class PredictorClient:
     """One pooled keep-alive ``httpx.AsyncClient`` shared by every request of this worker, and the models'
     circuit breakers (opened here on timeouts and connection failures, closed by a readiness check that answers)."""
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient, breakers: Breakers | None = None) -> None:
+    def __init__(self, settings: RouterSettings, client: httpx.AsyncClient, breakers: Breakers | None = None) -> None:
         self.settings = settings
         self.client = client
         self.breakers = breakers or Breakers(settings.model_keys, poll_interval_s=2.0)
@@ -68,7 +68,7 @@ class PredictorClient:
         url = v2.ready_url(self.base_url(model), model)
         breaker = self.breakers[model]
         try:
-            response = await self.client.get(url, timeout=min(5.0, self.settings.predictor_timeout_s))
+            response = await self.client.get(url, timeout=min(5.0, self.settings.env.predictor_timeout_s))
         except httpx.TimeoutException:
             reason = f"predictor at {self.base_url(model)} did not answer its readiness check in time"
             breaker.trip(reason)
@@ -95,7 +95,7 @@ class PredictorClient:
         and bounds this call's own timeout.
         """
         self.raise_if_open(model)
-        budget = self.settings.predictor_timeout_s if wait_s is None else wait_s
+        budget = self.settings.env.predictor_timeout_s if wait_s is None else wait_s
         body, headers = v2.build_score_request(samples, uid, cid)
         headers[DEADLINE_HEADER] = deadline_header_value(budget)
         url = v2.infer_url(self.base_url(model), model)
@@ -121,7 +121,7 @@ class PredictorClient:
     async def _post(
         self, url: str, body: bytes, headers: dict[str, str], model: str, *, timeout_s: float | None = None
     ) -> httpx.Response:
-        wait = self.settings.predictor_timeout_s if timeout_s is None else timeout_s
+        wait = self.settings.env.predictor_timeout_s if timeout_s is None else timeout_s
         timeout = httpx.Timeout(wait, connect=min(5.0, wait))
         for attempt in (1, 2):
             try:
@@ -130,7 +130,7 @@ class PredictorClient:
                 detail = f"the predictor for {model!r} did not answer within {wait:g} s"
                 # Only the router's own full timeout says the predictor is stuck; a caller's shorter deadline
                 # running out says nothing about it, and must not fail everyone else's requests fast.
-                if wait >= self.settings.predictor_timeout_s:
+                if wait >= self.settings.env.predictor_timeout_s:
                     self.breakers[model].trip(detail)
                 raise PredictorError(504, detail) from None
             except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:

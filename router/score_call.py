@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from audio_score.contract import DEADLINE_HEADER
-from audio_score.settings import Settings
+from audio_score.settings import RouterSettings
 from router.errors import APIError
 from router.metrics import RouterMetrics
 from router.predictor_client import PredictorClient
@@ -26,7 +26,7 @@ class Services:
     """What the score path uses of the app (its settings, metrics, predictor client, readiness tracker and decode
     pool): one argument instead of five, so each step takes ``(services, call)``."""
 
-    settings: Settings
+    settings: RouterSettings
     metrics: RouterMetrics
     predictor: PredictorClient
     tracker: ReadinessTracker

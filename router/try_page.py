@@ -24,7 +24,7 @@ from starlette.types import Scope
 
 from audio_score.contract import validate_id
 from audio_score.errors import ScoreError, UnknownClip, UnknownModel
-from audio_score.settings import Settings
+from audio_score.settings import RouterSettings
 from router.clips import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -93,7 +93,7 @@ class ClipDetail(BaseModel):
 
 def _model(request: Request, model: str | None) -> str:
     """The configured model named, else the first ready one, else the first configured."""
-    settings: Settings = request.app.state.settings
+    settings: RouterSettings = request.app.state.settings
     if model:
         if model not in settings.model_keys:
             raise api_error(UnknownModel(model, settings.model_keys))
@@ -149,11 +149,11 @@ async def clip_detail(
 ) -> dict[str, Any]:
     _ids(uid, cid)
     key = _model(request, model)
-    settings: Settings = request.app.state.settings
-    entry = await asyncio.to_thread(read_entry, settings.cache_dir, key, uid, cid)
+    settings: RouterSettings = request.app.state.settings
+    entry = await asyncio.to_thread(read_entry, settings.config.cache_dir, key, uid, cid)
     if entry is None:
         raise APIError(404, f"{UnknownClip(uid, cid)} in the cache of model {key!r} (it is built on the first /score)")
-    path, why = await asyncio.to_thread(clip_audio_status, settings.video_clip_dir, uid, cid)
+    path, why = await asyncio.to_thread(clip_audio_status, settings.config.video_clip_dir, uid, cid)
     return {
         "model": key,
         "uid": uid,
@@ -177,14 +177,14 @@ async def clip_detail(
 )
 async def clip_audio(request: Request, uid: str, cid: str) -> Response:
     _ids(uid, cid)
-    settings: Settings = request.app.state.settings
-    path, why = await asyncio.to_thread(clip_audio_status, settings.video_clip_dir, uid, cid)
+    settings: RouterSettings = request.app.state.settings
+    path, why = await asyncio.to_thread(clip_audio_status, settings.config.video_clip_dir, uid, cid)
     if path is None:
         raise APIError(404, why)
     pool = request.app.state.decode_pool
     try:
         data = await asyncio.get_running_loop().run_in_executor(
-            pool, functools.partial(wav_bytes, path, backend=settings.decoder)
+            pool, functools.partial(wav_bytes, path, backend=settings.config.decoder)
         )
     except ScoreError as exc:
         raise api_error(exc) from None

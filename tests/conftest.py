@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -263,12 +262,7 @@ def real_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def environment_variables() -> set[str]:
-    """Every variable a part reads: the per-part classes' fields, and the few settings.py reads itself."""
-    from audio_score.env_settings import PREFIX, JobEnv, PredictorEnv, RouterEnv
+    """Every variable a part reads: the fields of the per-part classes (each is declared there, once)."""
+    from audio_score.env_settings import PARTS, env_name
 
-    source = (REPO_ROOT / "audio_score" / "settings.py").read_text()
-    variables = set(re.findall(r'"((?:AUDIO_SCORE|POD|JOB)_[A-Z_]+)"', source))
-    for part in (PredictorEnv, JobEnv, RouterEnv):
-        for name, field in part.model_fields.items():
-            variables.add(str(field.validation_alias or PREFIX + name.upper()))
-    return variables
+    return {env_name(name, field) for part in PARTS.values() for name, field in part.model_fields.items()}

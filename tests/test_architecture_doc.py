@@ -123,7 +123,7 @@ PACKAGES = (
     ("router", "router"),
     ("cache-job/cache_job", "cache_job"),
 )
-#: Names the doc uses for an instance rather than its class: `settings.decoder` is a `Settings` field.
+#: Names the doc uses for an instance rather than its class: `settings.config` is a `Settings` field.
 INSTANCES = {
     "app": "fastapi.FastAPI",
     "backend": "audio_score.backends.base.Backend",
@@ -436,10 +436,11 @@ def test_settings_are_read_by_the_parts_the_doc_says() -> None:
 
 
 def test_middleware_order_is_the_apps() -> None:
+    from audio_score.env_settings import RouterEnv
     from audio_score.settings import load_settings
     from router.app import create_app
 
-    settings = load_settings(REPO_ROOT / "config.json", env={"AUDIO_SCORE_API_KEYS": "k1"})
+    settings = load_settings(RouterEnv, REPO_ROOT / "config.json", env={"AUDIO_SCORE_API_KEYS": "k1"})
     app = create_app(settings)
     actual = [m.cls.__name__ for m in app.user_middleware]  # outermost first (add_middleware puts it in front)
     assert stated_middleware(DOC) == actual
@@ -452,7 +453,7 @@ def test_the_checks_catch_false_claims() -> None:
         "`NoSuchThing.x`: no class NoSuchThing in the project",
         "`ReferenceCache.delete`: class ReferenceCache (audio_score.cache) has no 'delete'",
     ]
-    assert unresolved_names("`router.predictorUrl`, `router.nosuchvalue`, `Settings.decoder`")[0].startswith(
+    assert unresolved_names("`router.predictorUrl`, `router.nosuchvalue`, `Settings.config`")[0].startswith(
         "`router.nosuchvalue`: module router"
     )
     stale_table = "| folder | name | made by |\n| --- | --- | --- |\n| old | `.old-x` | `_install`, `delete` |\n"

@@ -11,6 +11,7 @@ import pytest
 from audio_score.backends import FEATURE_VERSION, load_backend, load_backends
 from audio_score.backends import higgs as higgs_mod
 from audio_score.backends.guard import GUARD
+from audio_score.env_settings import PredictorEnv
 from audio_score.errors import ModelLoadError
 from audio_score.settings import load_settings
 from audio_score_tools.media import synth_speechlike
@@ -22,7 +23,7 @@ RATE = 16000
 def settings_for(tmp_path: Path, models: list[dict], **extra):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"models": models, "video_clip_dir": "clips", "cache_dir": "cache", **extra}))
-    return load_settings(path, env={})
+    return load_settings(PredictorEnv, path, env={})
 
 
 def whisper_entry(models: TinyModelSet, key: str = "w") -> dict:

@@ -13,6 +13,7 @@ from audio_score.audio import decode_audio
 from audio_score.backends import load_backend
 from audio_score.cache import ReferenceCache
 from audio_score.cli import main
+from audio_score.env_settings import JobEnv
 from audio_score.errors import ConfigError
 from audio_score.scoring import compare
 from audio_score.settings import load_settings
@@ -76,9 +77,9 @@ def test_a_clip_scores_one_against_its_own_entry_and_less_against_another(
 ) -> None:
     """The cache Job embeds the clips in one batch, the upload path embeds the clip alone."""
     assert build(workspace, capsys, "--models", key)[0] == 0
-    settings = load_settings(workspace.config_path, env={})
+    settings = load_settings(JobEnv, workspace.config_path, env={})
     backend = load_backend(settings.model(key), settings)
-    cache = ReferenceCache(settings.cache_dir, key)
+    cache = ReferenceCache(settings.config.cache_dir, key)
     # The upload path: the clip's bytes decoded by the same decoder, embedded by the same backend.
     upload = decode_audio(workspace.clips[("video1", "clip1")].read_bytes(), sampling_rate=16000)
     feats = backend.embed([upload])[0]

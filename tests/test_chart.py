@@ -35,6 +35,7 @@ from helm_tools import (
 from ruamel.yaml.constructor import DuplicateKeyError
 
 from audio_score.cli import build_parser
+from audio_score.env_settings import JobEnv, PredictorEnv, RouterEnv
 from audio_score.settings import FileConfig, load_settings
 
 VALUE_SETS = {"default": (), "kind": (KIND_VALUES,), "site": (SITE_VALUES,)}
@@ -301,7 +302,10 @@ def test_the_job_predictors_and_router_read_one_decoder(name: str, tmp_path: Pat
             continue
         env = {k: v for k, v in env_of(spec["containers"][0]).items() if isinstance(v, str)}
         assert "AUDIO_SCORE_DECODER" not in env, where
-        seen[where] = load_settings(config, env=env).decoder
+        part = (
+            JobEnv if where.startswith("Job/") else PredictorEnv if where.startswith("InferenceService/") else RouterEnv
+        )
+        seen[where] = load_settings(part, config, env=env).config.decoder
     assert any(w.startswith("Job/") for w in seen) and any(w.startswith("Deployment/") for w in seen), seen
     assert any(w.startswith("InferenceService/") for w in seen), seen
     assert set(seen.values()) == {expected}, seen
@@ -824,3 +828,23 @@ def test_helm_test_pod_scores_the_configured_clip() -> None:
 def test_notes_render() -> None:
     proc = helm("install", "rel", str(CHART), "--dry-run=client", "-n", "audio", "-f", str(KIND_VALUES))
     assert "curl" in proc.stdout and "/score" in proc.stdout and "helm test rel" in proc.stdout
+
+
+@pytest.mark.parametrize("name", sorted(RENDERINGS))
+def test_each_pod_gets_only_variables_its_part_reads(name: str) -> None:
+    """Every ``AUDIO_SCORE_*`` variable the chart sets on a pod is declared by that pod's part (RouterEnv,
+    PredictorEnv, JobEnv): the chart never sets a knob the pod would ignore, e.g. a predictor's on the router."""
+    from audio_score.env_settings import env_name
+
+    checked = set()
+    for where, spec in pod_specs(rendered(name)):
+        if "-test" in where:
+            continue
+        part = (
+            JobEnv if where.startswith("Job/") else PredictorEnv if where.startswith("InferenceService/") else RouterEnv
+        )
+        declared = {env_name(n, f) for n, f in part.model_fields.items()}
+        given = {k for k in env_of(spec["containers"][0]) if k.startswith("AUDIO_SCORE_")}
+        assert given <= declared, f"{where}: {sorted(given - declared)} are not {part.__name__}'s"
+        checked.add(part)
+    assert checked == {JobEnv, PredictorEnv, RouterEnv}

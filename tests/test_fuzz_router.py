@@ -18,6 +18,7 @@ from fuzzing import examples, mutated_bytes, mutated_media, seed_media
 from hypothesis import example, given
 from test_router_edges import StandIn
 
+from audio_score.env_settings import RouterEnv
 from audio_score.settings import load_settings
 from audio_score_tools.crafted import wav_bytes
 
@@ -42,7 +43,7 @@ def client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         "AUDIO_SCORE_PREDICTOR_URL": stand_in.url,
         "AUDIO_SCORE_MAX_AUDIO_SECONDS": str(MAX_SECONDS),
     }
-    settings = load_settings(Path(config), env=env)
+    settings = load_settings(RouterEnv, Path(config), env=env)
     # The client's timeout turns a hang into a failed example instead of a blocked run.
     with run_router(settings, readiness_interval_s=0.3) as url, httpx.Client(base_url=url, timeout=60) as http:
         yield request.param, http

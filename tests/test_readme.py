@@ -145,7 +145,8 @@ def test_every_subcommand_and_option_is_documented() -> None:
 
 
 def test_relative_links_exist() -> None:
-    for target in re.findall(r"\]\(([^)#:]+)\)", README):
+    prose = re.sub(r"`[^`\n]*`", "", README)  # a regex in a code span (a generated table's) is not a link
+    for target in re.findall(r"\]\(([^)#:]+)\)", prose):
         if target.startswith("../"):
             continue  # the shared folder beside the checkout
         assert (REPO_ROOT / target).exists(), target

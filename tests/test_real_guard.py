@@ -21,6 +21,7 @@ import pytest
 
 from audio_score.audio import decode_audio
 from audio_score.backends import load_backend
+from audio_score.env_settings import PredictorEnv
 from audio_score.settings import load_settings
 from audio_score_tools.speech import load_takes
 
@@ -35,7 +36,7 @@ def backend_for(tmp_path: Path, checkpoint: Path, key: str = "w"):
         f'{{"models": [{{"key": "{key}", "type": "whisper", "model_id": "{checkpoint}"}}],'
         f' "video_clip_dir": "clips", "cache_dir": "cache"}}'
     )
-    settings = load_settings(config)
+    settings = load_settings(PredictorEnv, config)
     return load_backend(settings.models[0], settings)
 
 

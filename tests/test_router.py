@@ -18,7 +18,8 @@ import pytest
 
 from audio_score.cli import main as cli_main
 from audio_score.contract import PAUSE_KEYS, WORD_TIMING_KEYS
-from audio_score.settings import Settings, load_settings
+from audio_score.env_settings import RouterEnv
+from audio_score.settings import RouterSettings, load_settings
 from audio_score_tools.media import synth_speechlike, write_audio
 from audio_score_tools.workspace import Workspace, build_workspace
 
@@ -27,8 +28,8 @@ from conftest import REPO_ROOT, free_port, run_router
 RATE = 16000
 
 
-def settings_with(ws: Workspace, **env: str) -> Settings:
-    return load_settings(ws.config_path, env={k: str(v) for k, v in env.items()})
+def settings_with(ws: Workspace, **env: str) -> RouterSettings:
+    return load_settings(RouterEnv, ws.config_path, env={k: str(v) for k, v in env.items()})
 
 
 class Stack:
@@ -346,10 +347,11 @@ class Block:
         if name.split(".")[0] in {"torch", "transformers", "kserve"}:
             raise ImportError(f"blocked: {name}")
 sys.meta_path.insert(0, Block())
+from audio_score.env_settings import RouterEnv
 from audio_score.settings import load_settings
 from router.app import create_app
 from audio_score.cli import build_parser
-app = create_app(load_settings(sys.argv[1], env={}))
+app = create_app(load_settings(RouterEnv, sys.argv[1], env={}))
 build_parser()
 assert not [m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "kserve"}]
 print("ok")

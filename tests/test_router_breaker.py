@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from audio_score.cli import main as cli_main
+from audio_score.env_settings import RouterEnv
 from audio_score.settings import load_settings
 from audio_score_tools.workspace import build_workspace
 
@@ -111,7 +112,7 @@ def test_a_frozen_predictor_fails_fast_and_only_its_model(live, frozen: Freezabl
         "AUDIO_SCORE_PREDICTOR_TIMEOUT_S": str(TIMEOUT_S),
     }
     clip = ws.clips[("video1", "clip1")]
-    with run_router(load_settings(ws.config_path, env=env), readiness_interval_s=0.5) as url:
+    with run_router(load_settings(RouterEnv, ws.config_path, env=env), readiness_interval_s=0.5) as url:
         # The first request may be the one that finds the predictor frozen (504 after the timeout) or may come
         # after the background poll has already found it (503 at once); either way the model is then known down.
         first, _ = score(url, clip, "whisper-tiny")

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from test_router_edges import StandIn
 
+from audio_score.env_settings import RouterEnv
 from audio_score.settings import load_settings
 from router.limits import DRAIN_FACTOR, MULTIPART_OVERHEAD
 
@@ -46,7 +47,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "AUDIO_SCORE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
     }
     try:
-        with run_router(load_settings(config, env=env), readiness_interval_s=0.3) as base:
+        with run_router(load_settings(RouterEnv, config, env=env), readiness_interval_s=0.3) as base:
             yield base
     finally:
         stand_in.close()

@@ -27,8 +27,9 @@ import pytest
 
 from audio_score import v2
 from audio_score.contract import DEADLINE_HEADER
+from audio_score.env_settings import RouterEnv
 from audio_score.errors import ConfigError
-from audio_score.settings import Settings, load_settings
+from audio_score.settings import RouterSettings, load_settings
 from audio_score_tools.media import synth_speechlike, write_audio
 from router.predictor_client import PredictorClient, PredictorError, predictor_base_url
 
@@ -172,7 +173,7 @@ def upload(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     ).read_bytes()
 
 
-def router(settings: Settings):
+def router(settings: RouterSettings):
     return run_router(settings, readiness_interval_s=0.3)
 
 
@@ -194,25 +195,25 @@ def detail(response: httpx.Response, status: int) -> str:
 
 
 def test_predictor_url_template_map_and_single_server(config: Path) -> None:
-    s = load_settings(config, env={})
+    s = load_settings(RouterEnv, config, env={})
     assert predictor_base_url(s, "alpha") == "http://alpha-predictor.default.svc.cluster.local"
-    s = load_settings(config, env={"POD_NAMESPACE": "speech"})
+    s = load_settings(RouterEnv, config, env={"POD_NAMESPACE": "speech"})
     assert predictor_base_url(s, "beta") == "http://beta-predictor.speech.svc.cluster.local"
-    s = load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": "http://gw:8080/{model}"})
+    s = load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": "http://gw:8080/{model}"})
     assert predictor_base_url(s, "alpha") == "http://gw:8080/alpha"
-    s = load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": "http://127.0.0.1:8080"})
+    s = load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": "http://127.0.0.1:8080"})
     assert {predictor_base_url(s, k) for k in KEYS} == {"http://127.0.0.1:8080"}  # one server, every model
     env = {"AUDIO_SCORE_PREDICTOR_URL": "http://x/{model}", "AUDIO_SCORE_PREDICTOR_URLS": "beta=http://b:1"}
-    s = load_settings(config, env=env)
+    s = load_settings(RouterEnv, config, env=env)
     assert (predictor_base_url(s, "alpha"), predictor_base_url(s, "beta")) == ("http://x/alpha", "http://b:1")
     with pytest.raises(ConfigError, match=r"AUDIO_SCORE_PREDICTOR_URLS.*KEY=URL"):
-        load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URLS": "beta"})
+        load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URLS": "beta"})
 
 
 def test_template_reaches_each_model_under_its_own_url_with_binary_pcm(config: Path, stand_in, upload) -> None:
     """A ``{model}`` template in a path (a path-routing gateway): each key's calls go to its own prefix, and the
     body is the binary extension: FP32 [1, N] PCM at the configured rate plus uid/cid."""
-    settings = load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url + "/{model}"})
+    settings = load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url + "/{model}"})
     with router(settings) as url:
         for key in KEYS:
             response = post(url, upload, model=key, uid="video7", cid="c-2")
@@ -236,7 +237,7 @@ def test_per_word_feedback_outputs_become_score_fields(config: Path, upload) -> 
     /score carries them as they were computed (an older predictor's answer, above, has none of them)."""
     stand_in = StandIn(infer="feedback")
     try:
-        settings = load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})
+        settings = load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})
         with router(settings) as url:
             response = post(url, upload, model="alpha")
     finally:
@@ -256,7 +257,7 @@ def test_per_word_feedback_outputs_become_score_fields(config: Path, upload) -> 
 
 
 def test_predictor_down_is_503_with_the_reason(config: Path, upload) -> None:
-    settings = load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": f"http://127.0.0.1:{free_port()}"})
+    settings = load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": f"http://127.0.0.1:{free_port()}"})
     with router(settings) as url:
         assert "no model is ready" in detail(httpx.get(f"{url}/readyz"), 503)
         assert "unreachable" in detail(post(url, upload, model="alpha"), 503)
@@ -269,7 +270,7 @@ def test_predictor_down_is_503_with_the_reason(config: Path, upload) -> None:
 def test_predictor_reporting_not_ready_is_503(config: Path, upload) -> None:
     not_ready = StandIn(ready=503)
     try:
-        with router(load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": not_ready.url})) as url:
+        with router(load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": not_ready.url})) as url:
             assert "not ready" in detail(post(url, upload, model="beta"), 503)
             assert not_ready.requests == []  # never sent an inference
     finally:
@@ -278,7 +279,7 @@ def test_predictor_reporting_not_ready_is_503(config: Path, upload) -> None:
 
 def test_full_queue_is_503_but_the_model_stays_ready(config: Path, stand_in, upload) -> None:
     stand_in.infer = "queue_full"
-    with router(load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
+    with router(load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
         assert "queue of model 'alpha' is full" in detail(post(url, upload, model="alpha"), 503)
         # A busy predictor is still the default: the next request without a model goes to it again.
         assert httpx.get(f"{url}/models").json()["default"] == "alpha"
@@ -288,7 +289,7 @@ def test_the_callers_deadline_travels_to_the_predictor_and_retry_after_comes_bac
     config: Path, stand_in, upload
 ) -> None:
     settings = load_settings(
-        config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url, "AUDIO_SCORE_PREDICTOR_TIMEOUT_S": "7"}
+        RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url, "AUDIO_SCORE_PREDICTOR_TIMEOUT_S": "7"}
     )
     with router(settings) as url:
         assert post(url, upload, model="alpha").status_code == 200
@@ -321,7 +322,7 @@ def test_the_callers_deadline_travels_to_the_predictor_and_retry_after_comes_bac
 
 def test_a_callers_short_deadline_is_a_504_that_does_not_open_the_breaker(config: Path, stand_in, upload) -> None:
     stand_in.infer = "slow"  # answers after 1.5 s
-    with router(load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
+    with router(load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
         hurried = httpx.post(
             f"{url}/score",
             data={"uid": "video1", "cid": "clip1", "model": "alpha"},
@@ -337,7 +338,7 @@ def test_a_callers_short_deadline_is_a_504_that_does_not_open_the_breaker(config
 
 
 def test_predictor_400_passes_its_reason_and_a_crash_is_502(config: Path, stand_in, upload) -> None:
-    with router(load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
+    with router(load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
         stand_in.infer = "bad"
         assert "must be FP32" in detail(post(url, upload), 400)
         stand_in.infer = "crash"
@@ -346,7 +347,7 @@ def test_predictor_400_passes_its_reason_and_a_crash_is_502(config: Path, stand_
 
 def test_dropped_connection_is_retried_once(config: Path, stand_in, upload) -> None:
     stand_in.infer = "drop_first"
-    with router(load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
+    with router(load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
         response = post(url, upload, model="alpha")
         assert response.status_code == 200, response.text
     assert stand_in.dropped == 1 and len(stand_in.requests) == 1
@@ -355,7 +356,7 @@ def test_dropped_connection_is_retried_once(config: Path, stand_in, upload) -> N
 def test_refused_connection_is_retried_once_then_503(config: Path) -> None:
     """The predictor client itself, on a transport that refuses connections: once (retried, succeeds), always
     (two attempts, then 503 naming the model and URL)."""
-    settings = load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": "http://pred:8080"})
+    settings = load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": "http://pred:8080"})
     attempts: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -391,7 +392,7 @@ def test_refused_connection_is_retried_once_then_503(config: Path) -> None:
 
 
 def test_form_errors_are_4xx_naming_the_field(config: Path, stand_in, upload) -> None:
-    with router(load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
+    with router(load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})) as url:
         assert "field 'audio'" in detail(post(url, "just text"), 422)
         assert "multipart/form-data" in detail(httpx.post(f"{url}/score", json={"uid": "a", "cid": "b"}), 422)
         assert "field 'cid' is required" in detail(post(url, upload, cid=""), 422)
@@ -451,9 +452,10 @@ class Block:
             raise ImportError(f"blocked: {name}")
 
 sys.meta_path.insert(0, Block())
+from audio_score.env_settings import RouterEnv
 from audio_score.settings import load_settings
 import router.app, router.cli
-app = router.app.create_app(load_settings(sys.argv[1], env={}))
+app = router.app.create_app(load_settings(RouterEnv, sys.argv[1], env={}))
 assert "/score" in app.openapi()["paths"]
 print(sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "kserve"}))
 """

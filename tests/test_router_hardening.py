@@ -19,6 +19,7 @@ import httpx
 import pytest
 from test_router_edges import StandIn, detail
 
+from audio_score.env_settings import RouterEnv
 from audio_score.errors import quote_user_value
 from audio_score.logs import KeyValueFormatter, escape_control
 from audio_score.settings import load_settings
@@ -47,7 +48,7 @@ def url(tmp_path_factory: pytest.TempPathFactory, stand_in: StandIn) -> Iterator
         '{"models": [{"key": "alpha", "type": "whisper", "model_id": "/x"}], "video_clip_dir": "c", "cache_dir": "k"}'
     )
     env = {"AUDIO_SCORE_PREDICTOR_URL": stand_in.url, "AUDIO_SCORE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S)}
-    with run_router(load_settings(config, env=env), readiness_interval_s=0.3) as base:
+    with run_router(load_settings(RouterEnv, config, env=env), readiness_interval_s=0.3) as base:
         yield base
 
 
@@ -167,8 +168,8 @@ def test_the_body_timeout_is_a_setting(tmp_path: Path) -> None:
     config.write_text(
         '{"models": [{"key": "a", "type": "whisper", "model_id": "x"}], "video_clip_dir": "c", "cache_dir": "k"}'
     )
-    assert load_settings(config, env={}).body_timeout_s == 30.0
-    assert load_settings(config, env={"AUDIO_SCORE_BODY_TIMEOUT_S": "2.5"}).body_timeout_s == 2.5
+    assert load_settings(RouterEnv, config, env={}).env.body_timeout_s == 30.0
+    assert load_settings(RouterEnv, config, env={"AUDIO_SCORE_BODY_TIMEOUT_S": "2.5"}).env.body_timeout_s == 2.5
 
 
 # --- crafted uploads --------------------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def test_crafted_uploads_are_400_with_a_reason(tmp_path: Path, stand_in: StandIn
     config = tmp_path / "config.json"
     models = [{"key": "alpha", "type": "whisper", "model_id": "x"}]
     config.write_text(json.dumps({"models": models, "video_clip_dir": "c", "cache_dir": "k", "decoder": decoder}))
-    settings = load_settings(config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})
+    settings = load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})
     with run_router(settings, readiness_interval_s=0.3) as base:
         for case, data in crafted_uploads(tmp_path).items():
             response = score(base, data)

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from audio_score.env_settings import PredictorEnv
 from audio_score.errors import ConfigError
-from audio_score.settings import Settings, load_settings
+from audio_score.settings import load_settings
 from audio_score.threads import cgroup_cpu_limit, resolve_torch_threads, threads_per_predictor
 
 from conftest import REPO_ROOT
@@ -28,8 +29,9 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def settings(config: Path, **env: str) -> Settings:
-    return load_settings(config, env=env)
+def settings(config: Path, **env: str) -> PredictorEnv:
+    """A predictor's environment, read through its loader (the thread rules take the part's environment)."""
+    return load_settings(PredictorEnv, config, env=env).env
 
 
 def cpu_max(tmp_path: Path, text: str) -> Path:
@@ -40,14 +42,14 @@ def cpu_max(tmp_path: Path, text: str) -> Path:
 
 def test_settings_read_threads_cpu_limit_and_the_debug_switch(config: Path) -> None:
     plain = settings(config)
-    assert (plain.torch_threads, plain.cpu_limit, plain.debug_request_logs) == (None, None, False)
+    assert (plain.torch_threads, plain.cpu_limit_millicores, plain.debug_request_logs) == (0, 0, False)
     s = settings(
         config,
         AUDIO_SCORE_TORCH_THREADS="3",
         AUDIO_SCORE_CPU_LIMIT_MILLICORES="1500",
         AUDIO_SCORE_DEBUG_REQUEST_LOGS="1",
     )
-    assert (s.torch_threads, s.cpu_limit, s.debug_request_logs) == (3, 1.5, True)
+    assert (s.torch_threads, s.cpu_limit_millicores, s.debug_request_logs) == (3, 1500, True)
     with pytest.raises(ConfigError, match="AUDIO_SCORE_TORCH_THREADS"):
         settings(config, AUDIO_SCORE_TORCH_THREADS="many")
     with pytest.raises(ConfigError, match="AUDIO_SCORE_CPU_LIMIT_MILLICORES"):
@@ -84,9 +86,9 @@ def test_up_divides_the_cores_between_its_predictors(config: Path, tmp_path: Pat
 
 def test_the_predictor_process_sets_torchs_threads(config: Path) -> None:
     code = (
-        "import torch\nfrom audio_score.settings import load_settings\nfrom audio_score.threads import "
-        "apply_torch_threads\nimport sys\nprint(apply_torch_threads(load_settings(sys.argv[1])), "
-        "torch.get_num_threads())"
+        "import torch\nfrom audio_score.env_settings import PredictorEnv\nfrom audio_score.settings import "
+        "load_settings\nfrom audio_score.threads import apply_torch_threads\nimport sys\n"
+        "print(apply_torch_threads(load_settings(PredictorEnv, sys.argv[1]).env), torch.get_num_threads())"
     )
     env = {**os.environ, "AUDIO_SCORE_CPU_LIMIT_MILLICORES": "1000", "PYTHONPATH": str(REPO_ROOT)}
     env.pop("AUDIO_SCORE_TORCH_THREADS", None)

@@ -17,7 +17,8 @@ import pytest
 
 from audio_score.cache import META, ReferenceCache
 from audio_score.clips import ClipRef
-from audio_score.settings import Settings, load_settings
+from audio_score.env_settings import RouterEnv
+from audio_score.settings import RouterSettings, load_settings
 from audio_score_tools.speech import MODEL_KEY, build_speech_workspace
 from router.clips import PLAY_RATE, ClipListing
 from router.try_page import CONTENT_SECURITY_POLICY
@@ -29,9 +30,9 @@ AUTH = {"X-API-Key": KEY}
 STATIC = Path(__file__).resolve().parent.parent / "router" / "static"
 
 
-def settings_for(config: Path, **env: str) -> Settings:
+def settings_for(config: Path, **env: str) -> RouterSettings:
     base = {"AUDIO_SCORE_API_KEYS": KEY, "AUDIO_SCORE_PREDICTOR_URL": f"http://127.0.0.1:{free_port()}"}
-    return load_settings(config, env={**base, **env})
+    return load_settings(RouterEnv, config, env={**base, **env})
 
 
 def write_entry(cache_dir: Path, uid: str, cid: str, clip: Path, text: str | None) -> None:

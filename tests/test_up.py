@@ -171,6 +171,28 @@ def test_missing_config_and_clip_folder(tmp_path: Path, workspace) -> None:
     assert "no-such-folder" in lines[0] and "video_clip_dir" in lines[0]
 
 
+@pytest.mark.parametrize(
+    "variable", ["AUDIO_SCORE_MAX_QUEUE_SIZE=0", "AUDIO_SCORE_DISABLE_CACHE_FLUSH=maybe", "AUDIO_SCORE_SERVER_PORT=-1"]
+)
+def test_a_bad_variable_of_any_part_it_starts_stops_up_before_anything_starts(workspace, variable: str) -> None:
+    """up starts the router, the predictors and the cache Job with its own environment: each one's variables are
+    checked first (one line naming the variable), where each part alone checks only its own."""
+    name, value = variable.split("=")
+    done = run_up("--config", str(workspace.config_path), "--port", str(free_port()), env={name: value}, timeout=60)
+    lines = error_lines(done.stderr)
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"audio-score up: error: {name}={value!r}: "), lines[0]
+    assert not list(workspace.cache_dir.iterdir()), "nothing may start"
+    if name == "AUDIO_SCORE_DISABLE_CACHE_FLUSH":  # the Job's variable does not matter when up builds no cache:
+        with socket.socket() as busy:  # up gets past the settings and stops at the next check, the busy port
+            busy.bind(("127.0.0.1", 0))
+            busy.listen()
+            port = busy.getsockname()[1]
+            args = ["--config", str(workspace.config_path), "--no-cache-build", "--port", str(port)]
+            done = run_up(*args, env={name: value}, timeout=60)
+        assert name not in done.stderr and f"port {port}" in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("cache_build", [True, False], ids=["cache-build", "no-cache-build"])
 def test_no_model_loading_gives_one_line(workspace, cache_build: bool) -> None:
     config = json.loads(workspace.config_path.read_text())

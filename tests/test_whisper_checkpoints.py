@@ -22,6 +22,7 @@ from audio_score import v2
 from audio_score.backends import load_backend
 from audio_score.backends.whisper_prompt import plan_decoding
 from audio_score.cli import main as cli_main
+from audio_score.env_settings import PredictorEnv, RouterEnv
 from audio_score.errors import ModelLoadError
 from audio_score.settings import load_settings
 from audio_score_tools.media import synth_speechlike
@@ -56,7 +57,7 @@ def no_inference(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def settings_for(tmp_path: Path, models: list[dict]):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"models": models, "video_clip_dir": "clips", "cache_dir": "cache"}))
-    return load_settings(path, env={})
+    return load_settings(PredictorEnv, path, env={})
 
 
 def whisper(model_id: Path, key: str = "w", **extra) -> dict:
@@ -287,7 +288,9 @@ def test_the_predictor_and_router_never_call_it_ready(workspace, no_inference, s
         served = httpx.post(v2.infer_url(predictor.http_url, "whisper-tiny"), content=body, headers=headers)
         assert served.status_code == 200, served.text
 
-        settings = load_settings(workspace.config_path, env={"AUDIO_SCORE_PREDICTOR_URL": predictor.http_url})
+        settings = load_settings(
+            RouterEnv, workspace.config_path, env={"AUDIO_SCORE_PREDICTOR_URL": predictor.http_url}
+        )
         with run_router(settings, readiness_interval_s=0.2) as url:
             deadline = time.monotonic() + 60
             models = httpx.get(f"{url}/models", timeout=30).json()

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from audio_score.backends.base import FEATURE_VERSION, Backend, Features
+from audio_score.env_settings import ComputeEnv
 from audio_score.errors import ConfigError, LoadFailure, ModelLoadError
 from audio_score.settings import ModelSpec, Settings
 
@@ -50,10 +51,10 @@ def select_device(preference: str = "auto") -> str:
     return preference
 
 
-def load_backend(spec: ModelSpec, settings: Settings) -> Backend:
+def load_backend(spec: ModelSpec, settings: Settings[ComputeEnv]) -> Backend:
     """Load one model; any failure becomes :class:`ModelLoadError` naming the model and the cause."""
     started = time.perf_counter()
-    device = select_device(settings.device)
+    device = select_device(settings.env.device)
     try:
         if spec.type == "whisper":
             from audio_score.backends.whisper import WhisperBackend
@@ -110,7 +111,7 @@ def warm_up(backend: Backend) -> None:
         raise ValueError("the embedding holds non-finite values (NaN or infinity): the weights are broken")
 
 
-def iter_backends(settings: Settings) -> Iterator[tuple[ModelSpec, Backend | None, str | None]]:
+def iter_backends(settings: Settings[ComputeEnv]) -> Iterator[tuple[ModelSpec, Backend | None, str | None]]:
     """Each selected model in turn: ``(spec, backend, None)`` when it loads, ``(spec, None, reason)`` when not.
 
     Failures are logged and skipped, never raised. Loading happens as the caller advances, so a caller that
@@ -124,7 +125,7 @@ def iter_backends(settings: Settings) -> Iterator[tuple[ModelSpec, Backend | Non
             yield spec, None, LoadFailure(str(exc), exc.permanent)
 
 
-def load_backends(settings: Settings) -> tuple[dict[str, Backend], dict[str, str]]:
+def load_backends(settings: Settings[ComputeEnv]) -> tuple[dict[str, Backend], dict[str, str]]:
     """Every selected model that loads, and for each that does not, the reason (already logged)."""
     loaded: dict[str, Backend] = {}
     failed: dict[str, str] = {}

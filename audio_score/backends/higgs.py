@@ -22,6 +22,7 @@ from audio_score.backends.whisper import (
     pool_frames,
     transcribed_features,
 )
+from audio_score.env_settings import PartEnv
 from audio_score.errors import ModelLoadError
 from audio_score.settings import ModelSpec, Settings
 
@@ -61,7 +62,7 @@ class HiggsAudioBackend(Backend):
     frame_ms = 40.0  # Whisper-style encoder frames pooled in pairs
     """``type: higgs_audio`` in config.json."""
 
-    def __init__(self, spec: ModelSpec, settings: Settings, device: str) -> None:
+    def __init__(self, spec: ModelSpec, settings: Settings[PartEnv], device: str) -> None:
         from transformers import Qwen2AudioEncoder, Qwen2AudioEncoderConfig, WhisperFeatureExtractor
 
         assert spec.processor_id and spec.transcriber_id  # guaranteed by the settings schema
@@ -110,10 +111,10 @@ class HiggsAudioBackend(Backend):
                 f"mel bins but the audio tower expects {tower_config.num_mel_bins}"
             )
         self.sampling_rate = int(self.feature_extractor.sampling_rate)
-        if self.sampling_rate != settings.target_sampling_rate:
+        if self.sampling_rate != settings.config.target_sampling_rate:
             raise ModelLoadError(
                 f"model {spec.key!r}: the processor expects {self.sampling_rate} Hz but target_sampling_rate "
-                f"is {settings.target_sampling_rate}"
+                f"is {settings.config.target_sampling_rate}"
             )
         self.transcriber = WhisperRunner(
             settings.resolve_model_ref(spec.transcriber_id),

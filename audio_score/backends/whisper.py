@@ -36,6 +36,7 @@ from audio_score.backends.guard import (
     token_budget,
 )
 from audio_score.backends.whisper_prompt import plan_decoding
+from audio_score.env_settings import PartEnv
 from audio_score.errors import CheckpointMismatch
 from audio_score.settings import ModelSpec, Settings
 
@@ -333,7 +334,7 @@ def transcribed_features(t: Transcription, embedding: np.ndarray, frames: np.nda
 class WhisperBackend(Backend):
     """``type: whisper`` in config.json."""
 
-    def __init__(self, spec: ModelSpec, settings: Settings, device: str) -> None:
+    def __init__(self, spec: ModelSpec, settings: Settings[PartEnv], device: str) -> None:
         self.spec = spec
         self.device = device
         self.runner = WhisperRunner(
@@ -344,10 +345,10 @@ class WhisperBackend(Backend):
             max_new_tokens=spec.max_new_tokens,
         )
         self.sampling_rate = self.runner.sampling_rate
-        if self.sampling_rate != settings.target_sampling_rate:
+        if self.sampling_rate != settings.config.target_sampling_rate:
             raise ValueError(
                 f"the feature extractor expects {self.sampling_rate} Hz but target_sampling_rate is "
-                f"{settings.target_sampling_rate}; set target_sampling_rate to {self.sampling_rate}"
+                f"{settings.config.target_sampling_rate}; set target_sampling_rate to {self.sampling_rate}"
             )
         self._fingerprint = {
             "type": "whisper",

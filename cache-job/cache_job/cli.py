@@ -23,8 +23,9 @@ from tqdm import tqdm
 from audio_score.cache import ReferenceCache
 from audio_score.clips import ClipRef, discover_clips, shard
 from audio_score.entries import Decoded, compute_entries, decode_clip, entry_fingerprint
+from audio_score.env_settings import JobEnv
 from audio_score.errors import ConfigError
-from audio_score.settings import Settings, load_settings
+from audio_score.settings import JobSettings, load_settings
 
 if TYPE_CHECKING:
     from audio_score.backends import Backend
@@ -61,7 +62,7 @@ def _batches(items: list[ClipRef], size: int) -> Iterator[list[ClipRef]]:
 def build_model(
     backend: Backend,
     clips: list[ClipRef],
-    settings: Settings,
+    settings: JobSettings,
     *,
     force: bool = False,
     batch_size: int | None = None,
@@ -70,7 +71,7 @@ def build_model(
     """Build the missing or stale entries of one model for ``clips``."""
     started = time.perf_counter()
     summary = BuildSummary(model=backend.key)
-    cache = ReferenceCache(settings.cache_dir, backend.key)
+    cache = ReferenceCache(settings.config.cache_dir, backend.key)
     cache.sweep_temporaries()
     fingerprint = entry_fingerprint(backend, settings)
     rebuild_all = force_wins(force, settings)
@@ -84,7 +85,7 @@ def build_model(
         "cache build started",
         extra={"model": backend.key, "clips": len(clips), "to_build": len(todo), "fresh": summary.fresh},
     )
-    size = batch_size or settings.max_batch_size
+    size = batch_size or settings.env.max_batch_size
     bar = tqdm(total=len(todo), desc=f"cache {backend.key}", unit="clip", disable=not progress, file=sys.stderr)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode") as pool:
 
@@ -125,10 +126,10 @@ def build_model(
     return summary
 
 
-def force_wins(force: bool, settings: Settings) -> bool:
+def force_wins(force: bool, settings: JobSettings) -> bool:
     """``--force`` rebuilds fresh entries unless ``AUDIO_SCORE_DISABLE_CACHE_FLUSH`` is set: the setting protects a
     cache an operator wants kept whoever starts the Job. When both are given, the log says which won."""
-    if force and settings.disable_cache_flush:
+    if force and settings.env.disable_cache_flush:
         log.warning(
             "--force ignored: AUDIO_SCORE_DISABLE_CACHE_FLUSH is set, fresh entries are kept",
             extra={"force": True, "disable_cache_flush": True, "winner": "AUDIO_SCORE_DISABLE_CACHE_FLUSH"},
@@ -182,17 +183,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     keys = [k.strip() for k in args.models.split(",") if k.strip()] if args.models else None
-    settings = load_settings(args.config, model_keys=keys)
-    index, count = parse_shard(args.shard, args.shards, settings.job_completion_index)
-    clips = shard(discover_clips(settings.video_clip_dir), index, count)
+    settings = load_settings(JobEnv, args.config, model_keys=keys)
+    index, count = parse_shard(args.shard, args.shards, settings.env.job_completion_index)
+    clips = shard(discover_clips(settings.config.video_clip_dir), index, count)
     log.info(
         "clips found",
-        extra={"clip_dir": str(settings.video_clip_dir), "shard": f"{index}/{count}", "clips": len(clips)},
+        extra={"clip_dir": str(settings.config.video_clip_dir), "shard": f"{index}/{count}", "clips": len(clips)},
     )
     from audio_score.backends import iter_backends
     from audio_score.threads import apply_torch_threads
 
-    apply_torch_threads(settings)
+    apply_torch_threads(settings.env)
     summaries: list[BuildSummary] = []
     skipped: dict[str, str] = {}
     # One model in memory at a time: each is built for every clip and closed before the next loads.
