@@ -116,6 +116,51 @@ def aligned_similarity(
     return _snap(1.0 - 0.5 * (forward + backward))
 
 
+@dataclass(frozen=True)
+class FramePaths:
+    """Which frame of one clip each frame of the other was matched to, on the paths :func:`aligned_similarity`
+    scores (pooled frames, see :func:`pool_for`), and the cosine of every pair.
+
+    ``take_to_reference[i]``: the reference frame matched to upload frame ``i`` (the forward programme: every
+    upload frame once, the reference advancing 0..step); ``reference_to_take[j]``: the upload frame matched to
+    reference frame ``j`` (the backward programme). Both are non-decreasing, start at 0 and end at the last frame.
+    """
+
+    score: float
+    similarity: np.ndarray
+    take_to_reference: np.ndarray
+    reference_to_take: np.ndarray
+
+
+def aligned_paths(
+    frames: np.ndarray | PreparedFrames, reference: np.ndarray | PreparedFrames, pool: int = POOL
+) -> FramePaths | None:
+    """:func:`aligned_similarity` with the two paths it scored (per-word feedback reads them).
+
+    ``score`` is exactly :func:`aligned_similarity`'s. None when there is no path: an empty side, or fewer than
+    two (pooled) frames on a side. The paths cost one read-back of ~1 us per frame on top of the programme
+    (``bench/bench_word_feedback.py``). Raises ``ValueError`` as :func:`aligned_similarity` does.
+    """
+    a = frames if isinstance(frames, PreparedFrames) else prepare_frames(frames, pool)
+    b = reference if isinstance(reference, PreparedFrames) else prepare_frames(reference, pool)
+    if a.dim != b.dim:
+        raise ValueError(f"frame sizes differ: {a.dim} vs {b.dim} (different models?)")
+    if a.frames < 2 or b.frames < 2:
+        return None
+    similarity = a.units @ b.units.T
+    forward, backward, kept = _programmes(similarity, keep=True)
+    assert kept is not None
+    n, m = similarity.shape
+    step = _step(n, m)
+    identical = a.units.shape == b.units.shape and np.array_equal(a.units, b.units) and np.array_equal(a.mean, b.mean)
+    return FramePaths(
+        score=1.0 if identical else _snap(1.0 - 0.5 * (forward + backward)),
+        similarity=similarity,
+        take_to_reference=_backtrack(kept, n, 0, m, step),
+        reference_to_take=_backtrack(kept, m, m + step, n, step),
+    )
+
+
 def _pool(x: np.ndarray, pool: int) -> np.ndarray:
     """float32 means of ``pool`` adjacent frames; a shorter group at the end is averaged on its own."""
     if pool < 1:
@@ -150,20 +195,32 @@ def _mean_path_costs(similarity: np.ndarray) -> tuple[float, float]:
     holds the two side by side, separated by ``step`` cells of infinity so that no path crosses over: one
     set of numpy calls per row instead of two.
     """
+    forward, backward, _ = _programmes(similarity, keep=False)
+    return forward, backward
+
+
+def _programmes(similarity: np.ndarray, *, keep: bool) -> tuple[float, float, np.ndarray | None]:
+    """:func:`_mean_path_costs`' two programmes; with ``keep`` every accumulated row is kept (the same numpy
+    calls on the same values, written into one matrix instead of two alternating buffers) so that the paths can
+    be read back (:func:`_backtrack`). Returns the two mean costs, the matrix (or None) and nothing else."""
     n, m = similarity.shape
-    step = max(MAX_STEP, -(-(m - 1) // (n - 1)), -(-(n - 1) // (m - 1)))
+    step = _step(n, m)
     cost = np.empty((max(n, m), m + step + n), dtype=np.float32)
     cost[:, m : m + step] = np.inf
     cost[:n, :m] = 1.0 - similarity
     cost[n:, :m] = 0.0  # past the forward programme's last row: never read back
     cost[:m, m + step :] = 1.0 - similarity.T
     cost[m:, m + step :] = 0.0
-    prev = np.full(cost.shape[1], np.inf, dtype=np.float32)
+    kept = np.empty_like(cost) if keep else None
+    prev = kept[0] if kept is not None else np.empty(cost.shape[1], dtype=np.float32)
+    prev.fill(np.inf)
     prev[0] = cost[0, 0]
     prev[m + step] = cost[0, m + step]
     cur = np.empty_like(prev)
     forward = backward = None
     for i in range(1, max(n, m)):
+        if kept is not None:
+            cur = kept[i]
         np.copyto(cur, prev)
         for k in range(1, step + 1):
             np.minimum(cur[k:], prev[:-k], out=cur[k:])
@@ -174,7 +231,33 @@ def _mean_path_costs(similarity: np.ndarray) -> tuple[float, float]:
         if i == m - 1:
             backward = float(prev[-1]) / m
     assert forward is not None and backward is not None
-    return forward, backward
+    return forward, backward, kept
+
+
+def _step(n: int, m: int) -> int:
+    """The most frames one side may advance per step (``MAX_STEP``, raised so that an alignment always exists)."""
+    return max(MAX_STEP, -(-(m - 1) // (n - 1)), -(-(n - 1) // (m - 1)))
+
+
+def _backtrack(kept: np.ndarray, rows: int, first: int, columns: int, step: int) -> np.ndarray:
+    """The column matched to each of ``rows`` rows on the least-cost path of the programme whose columns are
+    ``kept[:, first : first + columns]``: from the last cell back, each row takes the predecessor (``k`` in
+    ``0..step`` columns back) of least accumulated cost, the nearest on ties. Pure Python over ``rows`` rows,
+    reading cells through a memoryview (Python floats, no numpy scalar per cell): ~1 us a row, well under the
+    programme itself."""
+    cells = kept.data  # a memoryview of the C-contiguous float32 matrix
+    path = [0] * rows
+    j = columns - 1
+    path[rows - 1] = j
+    for i in range(rows - 1, 0, -1):
+        best_j, best = j, cells[i - 1, first + j]
+        for c in range(j - 1, max(-1, j - step - 1), -1):
+            value = cells[i - 1, first + c]
+            if value < best:
+                best, best_j = value, c
+        j = best_j
+        path[i - 1] = j
+    return np.array(path, dtype=np.int64)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

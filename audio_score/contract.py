@@ -146,6 +146,18 @@ GUARD_OUTPUTS = (
 )
 
 
+#: Per-word feedback's timing (:mod:`audio_score.word_feedback`): sent only when the reference has word times
+#: (``rate`` only when the learner said a word of it).
+TIMING_OUTPUTS = (
+    _fp32("timing_score", "1 - mean of the rate, pause and lag penalties, in [0, 1] (docs/architecture.md)"),
+    _fp32("rate", "reference speech time / learner speech time over the words said (> 1: faster than the speaker)"),
+    _text(
+        "pauses",
+        "JSON list of {index, word, start, duration, reference_gap, excess}: pauses longer than the reference's",
+    ),
+)
+
+
 #: Outputs every scoring response has.
 SCORE_REQUIRED_OUTPUTS = (
     _fp32("sim_score", "mean of audio_sim_score and text_sim_score"),
@@ -161,10 +173,15 @@ SCORE_OPTIONAL_OUTPUTS = (
     _fp32("audio_aligned_sim_score", "mean cosine of the DTW-aligned encoder frames"),
     _text("audio_similarity", "which of AUDIO_SIMILARITY_KINDS feeds audio_sim_score"),
     _fp32("word_accuracy", "max(0, 1 - word error rate) against the reference text"),
-    _text("words", "JSON list of {op, word, said}, op one of WORD_OPS"),
+    _text(
+        "words",
+        "JSON list of {op, word, said}, op one of WORD_OPS; with the reference's word times each item also has "
+        "WORD_TIMING_KEYS",
+    ),
     _text("reference_text", "the clip's reference text file ('' when it has none)"),
     _text("text_similarity", "which of TEXT_SIMILARITY_KINDS feeds text_sim_score (config.json's text_similarity)"),
     *GUARD_OUTPUTS,
+    *TIMING_OUTPUTS,
 )
 SCORE_OUTPUTS = SCORE_REQUIRED_OUTPUTS + SCORE_OPTIONAL_OUTPUTS
 #: The embed-only answer (a request without uid/cid); ``embedding``'s D is the model's feature size.
@@ -202,6 +219,12 @@ DEFAULT_TEXT_SIMILARITY: TextSimilarity = "phonetic_word"
 #: The ``op`` of one item of ``words``: said right, said instead, missed, added.
 WordOp = Literal["match", "substitution", "deletion", "insertion"]
 WORD_OPS: frozenset[WordOp] = frozenset(get_args(WordOp))
+
+#: What an item of ``words`` adds when the reference has word times: seconds (or null) except ``audio_score``
+#: (the word's own aligned similarity, [0, 1]) and ``left_out`` (bool).
+WORD_TIMING_KEYS = ("start", "end", "ref_start", "ref_end", "audio_score", "lag", "left_out")
+#: The keys of one item of ``pauses``.
+PAUSE_KEYS = ("index", "word", "start", "duration", "reference_gap", "excess")
 
 
 def kinds_text(kinds: tuple[str, ...]) -> str:

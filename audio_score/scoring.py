@@ -20,16 +20,25 @@ How the decoder's verdicts combine (``no_speech``, ``looped`` from the backend's
 - ``looped`` (a repetition loop was cut) or an empty transcript while speech was heard: the words are unreliable,
   so ``sim_score = audio_sim_score``; the text scores and marks are still computed on the (cut) transcript and
   reported.
+
+Per-word feedback (:mod:`audio_score.word_feedback`) needs the reference's word times (``reference_word_times``).
+Without them (an entry built before they existed) the answer is as before: ``words`` items have only ``op``,
+``word``, ``said`` and there are no timing fields. With them, every item of a reference word gains its learner
+span, reference span, ``audio_score``, ``lag`` and ``left_out`` (an insertion gains the same keys, null, and
+``left_out`` false), and the comparison carries ``rate``, ``pauses`` and ``timing_score``. No speech: every word
+left out, ``timing_score`` 0.0 (every score is 0.0). Word times that do not fit the marks (another text) are not
+used: the answer is as without them, and so are word times with no words (a reference that says nothing).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from audio_score.alignment import POOL, PreparedFrames, aligned_similarity
+from audio_score.alignment import POOL, PreparedFrames, aligned_paths, aligned_similarity
 from audio_score.contract import (
     AUDIO_SIMILARITY_KINDS,
     DEFAULT_AUDIO_SIMILARITY,
@@ -41,7 +50,12 @@ from audio_score.contract import (
 )
 from audio_score.similarity import pooled_cosine, text_similarity
 from audio_score.textnorm import tokens, units
+from audio_score.word_feedback import WordFeedback, nothing_said, word_feedback
+from audio_score.word_times import WordTimes
 from audio_score.words import WordAlignment, WordMark, align_words
+
+#: Milliseconds per row of the frames ``compare`` is given when the caller does not say (Whisper's encoder).
+DEFAULT_FRAME_MS = 20.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,8 @@ class Comparison:
     looped: bool = False
     #: Whether the text half counts in ``sim_score`` (False when looped, or nothing was transcribed from speech).
     text_counted: bool = True
+    #: Per-word feedback against the reference's word times (None: the reference has none).
+    feedback: WordFeedback | None = None
 
     @property
     def audio_sim_score(self) -> float:
@@ -91,6 +107,31 @@ class Comparison:
             "word_accuracy": self.word_accuracy,
         }
 
+    def word_list(self) -> list[dict[str, Any]]:
+        """The word marks; with feedback, each reference word's item merged with its :class:`WordTiming`."""
+        marks: list[dict[str, Any]] = [dict(m) for m in self.words.as_list()]
+        if self.feedback is None:
+            return marks
+        timings = iter(self.feedback.words)
+        blank: dict[str, Any] = dict.fromkeys(("start", "end", "ref_start", "ref_end", "audio_score", "lag"))
+        for item, owner in zip(marks, _reference_owner(self.words.marks, self.feedback), strict=True):
+            item.update(next(timings).as_dict() if owner else {**blank, "left_out": False})
+        return marks
+
+    def words_json(self) -> str:
+        """:meth:`word_list` as the V2 ``words`` output carries it."""
+        return json.dumps(self.word_list(), ensure_ascii=False, separators=(",", ":"))
+
+    def timing(self) -> dict[str, Any]:
+        """``timing_score``, ``rate`` (None: no word said) and ``pauses`` (list); empty without feedback."""
+        if self.feedback is None:
+            return {}
+        return {
+            "timing_score": self.feedback.timing_score,
+            "rate": self.feedback.rate,
+            "pauses": [p.as_dict() for p in self.feedback.pauses],
+        }
+
     def as_dict(self) -> dict[str, Any]:
         return {
             **self.scores(),
@@ -98,8 +139,31 @@ class Comparison:
             "text_similarity": self.text_similarity,
             "no_speech": self.no_speech,
             "looped": self.looped,
-            "words": self.words.as_list(),
+            "words": self.word_list(),
+            **self.timing(),
         }
+
+
+def _reference_owner(marks: tuple[WordMark, ...], feedback: WordFeedback) -> list[bool]:
+    """Which marks are the reference words of the word times, in order (the rest are insertions, and a forgiven
+    insertion shown as a match of the reference clip's transcript's words, which the times do not have)."""
+    owners: list[bool] = []
+    k = 0
+    for mark in marks:
+        mine = mark.word is not None and k < len(feedback.words) and mark.word == feedback.words[k].word
+        owners.append(mine)
+        k += mine
+    return owners
+
+
+def _fits(marks: tuple[WordMark, ...], times: WordTimes) -> list[bool] | None:
+    """Whether each word of ``times`` was left out (its mark is a deletion), or None when the times are not the
+    marks' reference words (another text: not used)."""
+    flags: list[bool] = []
+    for mark in marks:
+        if len(flags) < len(times.words) and mark.word is not None and mark.word == times.words[len(flags)].word:
+            flags.append(mark.op == "deletion")
+    return flags if len(flags) == len(times.words) else None
 
 
 def compare(
@@ -117,6 +181,8 @@ def compare(
     language: str | None = None,
     no_speech: bool = False,
     looped: bool = False,
+    reference_word_times: WordTimes | None = None,
+    frame_ms: float = DEFAULT_FRAME_MS,
 ) -> Comparison:
     """Compare an upload (pooled ``embedding``, ``frames``, ``transcript``) with a reference.
 
@@ -124,6 +190,8 @@ def compare(
     own transcript. ``pool``: frames averaged before alignment (:func:`audio_score.alignment.pool_for` of the
     backend's frame length). ``language``: the language the upload was heard in (None or "en": English
     normalisation). ``no_speech``/``looped``: the decoder's verdicts (the module docstring says how they count).
+    ``reference_word_times``: the reference's word times (None: no per-word feedback); ``frame_ms``: milliseconds
+    per row of ``frames`` (the backend's ``frame_ms``), so that an aligned frame lasts ``pool * frame_ms``.
     """
     if audio_similarity_kind not in AUDIO_SIMILARITY_KINDS:
         raise ValueError(f"audio_similarity {audio_similarity_kind!r}: use {kinds_text(AUDIO_SIMILARITY_KINDS)}")
@@ -132,6 +200,7 @@ def compare(
     reference = reference_text if reference_text is not None else reference_transcript
     if no_speech:
         missed = tuple(WordMark("deletion", u.surface, None) for u in units(reference, language))
+        times = reference_word_times if reference_word_times is not None and reference_word_times.words else None
         return Comparison(
             audio_pooled_sim_score=0.0,
             audio_aligned_sim_score=0.0,
@@ -142,22 +211,36 @@ def compare(
             no_speech=True,
             looped=looped,
             text_counted=False,
+            feedback=nothing_said(times) if times is not None and _fits(missed, times) is not None else None,
         )
     text_score = text_similarity(transcript, reference_transcript, text_similarity_kind, language)
     if reference_text is not None:
         text_score = max(text_score, text_similarity(transcript, reference_text, text_similarity_kind, language))
+    words = align_words(
+        transcript,
+        reference,
+        reference_transcript=reference_transcript if reference_text is not None else None,
+        language=language,
+    )
+    left_out = _fits(words.marks, reference_word_times) if reference_word_times else None
+    feedback = None
+    if reference_word_times is not None and reference_word_times.words and left_out is not None:
+        paths = aligned_paths(frames, reference_frames, pool)
+        if paths is None:
+            aligned, feedback = (aligned_similarity(frames, reference_frames, pool), nothing_said(reference_word_times))
+        else:
+            aligned = paths.score
+            feedback = word_feedback(paths, reference_word_times, pool * frame_ms / 1000.0, left_out)
+    else:
+        aligned = aligned_similarity(frames, reference_frames, pool)
     return Comparison(
         audio_pooled_sim_score=pooled_cosine(embedding, reference_embedding),
-        audio_aligned_sim_score=aligned_similarity(frames, reference_frames, pool),
+        audio_aligned_sim_score=aligned,
         text_sim_score=text_score,
         audio_similarity=audio_similarity_kind,
-        words=align_words(
-            transcript,
-            reference,
-            reference_transcript=reference_transcript if reference_text is not None else None,
-            language=language,
-        ),
+        words=words,
         text_similarity=text_similarity_kind,
         looped=looped,
         text_counted=not looped and bool(tokens(transcript, language)),
+        feedback=feedback,
     )

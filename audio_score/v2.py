@@ -40,10 +40,12 @@ from audio_score.contract import (
     EMBED_NAMES,
     EMBED_OPTIONAL,
     INFERENCE_HEADER,
+    PAUSE_KEYS,
     SCORE_OPTIONAL,
     SCORE_REQUIRED,
     UID,
     WORD_OPS,
+    WORD_TIMING_KEYS,
     kinds_text,
     parse_inference_header,
 )
@@ -203,8 +205,9 @@ def parse_score_response(body: bytes, headers: Mapping[str, str] | None = None) 
     """A scoring response as plain Python: ``sim_score``, ``audio_sim_score``, ``text_sim_score`` (float),
     ``transcript``, ``reference_transcript`` (str), and when sent ``audio_pooled_sim_score``,
     ``audio_aligned_sim_score``, ``word_accuracy`` (float), ``audio_similarity``, ``reference_text``,
-    ``text_similarity``, ``language`` (str), ``no_speech``, ``looped`` (bool) and ``words`` (list of dicts,
-    decoded from its JSON). An embed-only response gives ``transcript`` (str), ``embedding`` (1-D float32
+    ``text_similarity``, ``language`` (str), ``no_speech``, ``looped`` (bool), ``words`` (list of dicts,
+    decoded from its JSON; with the timing keys when sent), ``timing_score``, ``rate`` (float) and ``pauses``
+    (list of dicts). An embed-only response gives ``transcript`` (str), ``embedding`` (1-D float32
     array) and when sent ``no_speech``, ``looped``, ``language``. :class:`V2ProtocolError` when an expected
     output is missing or ``words``
     is not a JSON list."""
@@ -222,6 +225,8 @@ def parse_score_response(body: bytes, headers: Mapping[str, str] | None = None) 
             result[name] = np.asarray(value, dtype=np.float32).reshape(-1)
         elif name == "words":
             result[name] = _word_list(_text(value.reshape(-1)[0]))
+        elif name == "pauses":
+            result[name] = _pause_list(_text(value.reshape(-1)[0]))
         elif value.dtype == np.bool_:
             result[name] = bool(value.reshape(-1)[0])
         elif value.dtype == np.object_:
@@ -234,22 +239,53 @@ def parse_score_response(body: bytes, headers: Mapping[str, str] | None = None) 
     return result
 
 
-def _word_list(text: str) -> list[dict[str, Any]]:
-    """``words`` checked item by item, so that a malformed one is a protocol error here, not a bad answer later."""
+def _json_list(name: str, text: str) -> list[Any]:
     try:
-        words = json.loads(text)
+        items = json.loads(text)
     except ValueError as exc:
-        raise V2ProtocolError(f"output 'words' is not JSON: {exc}") from None
-    if not isinstance(words, list):
-        raise V2ProtocolError("output 'words' is not a JSON list")
+        raise V2ProtocolError(f"output {name!r} is not JSON: {exc}") from None
+    if not isinstance(items, list):
+        raise V2ProtocolError(f"output {name!r} is not a JSON list")
+    return items
+
+
+def _number_or_null(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
+
+
+def _word_list(text: str) -> list[dict[str, Any]]:
+    """``words`` checked item by item, so that a malformed one is a protocol error here, not a bad answer later.
+    The timing keys (:data:`WORD_TIMING_KEYS`) are kept when an item has them."""
+    words = _json_list("words", text)
+    out: list[dict[str, Any]] = []
     for item in words:
         if (
             not isinstance(item, dict)
             or item.get("op") not in WORD_OPS
             or not all(isinstance(item.get(k), str | None) for k in ("word", "said"))
+            or not all(_number_or_null(item[k]) for k in WORD_TIMING_KEYS[:-1] if k in item)
+            or not isinstance(item.get("left_out", False), bool)
         ):
             raise V2ProtocolError(f"output 'words' holds an invalid item: {json.dumps(item)[:200]}")
-    return [{"op": w["op"], "word": w.get("word"), "said": w.get("said")} for w in words]
+        word = {"op": item["op"], "word": item.get("word"), "said": item.get("said")}
+        word.update({k: item[k] for k in WORD_TIMING_KEYS if k in item})
+        out.append(word)
+    return out
+
+
+def _pause_list(text: str) -> list[dict[str, Any]]:
+    """``pauses`` checked item by item (:data:`PAUSE_KEYS`)."""
+    pauses = _json_list("pauses", text)
+    for item in pauses:
+        if (
+            not isinstance(item, dict)
+            or set(item) != set(PAUSE_KEYS)
+            or not isinstance(item["word"], str)
+            or not isinstance(item["index"], int)
+            or not all(_number_or_null(item[k]) and item[k] is not None for k in PAUSE_KEYS[2:])
+        ):
+            raise V2ProtocolError(f"output 'pauses' holds an invalid item: {json.dumps(item)[:200]}")
+    return [{k: item[k] for k in PAUSE_KEYS} for item in pauses]
 
 
 def error_message(body: bytes) -> str:

@@ -112,12 +112,66 @@ def format_words(marks: list[dict[str, Any]]) -> str:
     return "  ".join(format_word(m) for m in marks) if marks else "(no words)"
 
 
+def format_pauses(pauses: list[dict[str, Any]]) -> str:
+    """``+0.62 s before 'word' at 1.84 s`` per pause (its excess over the speaker's gap), or ``none``."""
+    if not pauses:
+        return "none"
+    return "; ".join(
+        f"+{p.get('excess', 0.0):.2f} s before {p.get('word')!r} at {p.get('start', 0.0):.2f} s" for p in pauses
+    )
+
+
+def _seconds(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def word_timing_rows(marks: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per reference word with per-word feedback: its mark, the learner's and the speaker's span, its own
+    audio score and lag (``left out`` for a word not said). Empty when the answer has no word times."""
+    rows = []
+    for m in marks:
+        if "audio_score" not in m or m.get("word") is None or m.get("op") == "insertion":
+            continue
+        learner = "left out" if m.get("left_out") else f"{_seconds(m.get('start'))}-{_seconds(m.get('end'))}"
+        speaker = f"{_seconds(m.get('ref_start'))}-{_seconds(m.get('ref_end'))}"
+        score = m.get("audio_score")
+        lag = m.get("lag")
+        rows.append(
+            [
+                format_word(m),
+                learner,
+                speaker,
+                "-" if score is None else f"{score:.2f}",
+                "-" if lag is None else f"{lag:+.2f}",
+            ]
+        )
+    return rows
+
+
 def render_table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines)
+
+
+def render_result(result: dict[str, Any]) -> str:
+    """``--table``: one row per field, then (when the reference has word times) one row per reference word."""
+    rows = []
+    for key, value in result.items():
+        if key == "words" and isinstance(value, list):
+            rows.append([key, format_words(value)])
+        elif key == "pauses" and isinstance(value, list):
+            rows.append([key, format_pauses(value)])
+        else:
+            rows.append([key, _fmt(value)])
+    text = render_table(["field", "value"], rows)
+    words = word_timing_rows(result.get("words") or [])
+    if words:
+        headers = ["word", "you (s)", "speaker (s)", "audio", "lag (s)"]
+        text += "\n\n" + render_table(headers, words)
+    return text
 
 
 def find_batch_files(folder: Path) -> tuple[list[Outcome], list[Outcome]]:
@@ -246,11 +300,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"audio-score score: error: {exc}", file=sys.stderr)
         return 1
     if args.table:
-        rows = [
-            [key, format_words(value) if key == "words" and isinstance(value, list) else _fmt(value)]
-            for key, value in result.items()
-        ]
-        print(render_table(["field", "value"], rows))
+        print(render_result(result))
     else:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0

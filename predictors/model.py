@@ -27,6 +27,7 @@ binary tensor extension works both ways on REST, and raw contents on gRPC.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -267,6 +268,13 @@ class AudioScoreModel(Model):
     ) -> InferResponse:
         """The InferResponse: the outputs asked for (all by default), binary when the request was."""
         request, outputs = result.parsed.request, result.outputs
+        sent = {o.name for o in outputs}
+        missing = [o.name for o in request.request_outputs or [] if o.name not in sent]
+        if missing:  # only the timing outputs can be absent: the reference has no word times
+            raise InvalidInput(
+                f"output(s) {', '.join(map(repr, missing))} are sent only when the reference clip has word times "
+                "(per-word feedback) and a word was said; this answer has none"
+            )
         return InferResponse(
             response_id=request.id or str(uuid.uuid4()),
             model_name=self.name,
@@ -297,7 +305,8 @@ class AudioScoreModel(Model):
                 *guard_outputs,
             ]
             return Scored(parsed, outputs)
-        entry, pool = reference.entry, self.references.pool
+        entry, pool, backend = reference.entry, self.references.pool, self.backend
+        assert backend is not None  # attached before the batcher and the references
         # DTW is a few ms of CPU: off the event loop, so other requests keep flowing meanwhile.
         result = await asyncio.to_thread(
             lambda: compare(
@@ -314,6 +323,9 @@ class AudioScoreModel(Model):
                 language=features.language,
                 no_speech=features.no_speech,
                 looped=features.looped,
+                # The reference's word times (per-word feedback); entries built before them have none.
+                reference_word_times=entry.word_times,
+                frame_ms=backend.frame_ms,
             )
         )
         outputs = [_float_output(name, value) for name, value in result.scores().items()]
@@ -321,11 +333,17 @@ class AudioScoreModel(Model):
             _bytes_output("transcript", features.transcript),
             _bytes_output("reference_transcript", entry.transcript),
             _bytes_output("audio_similarity", result.audio_similarity),
-            _bytes_output("words", result.words.to_json()),
+            _bytes_output("words", result.words_json()),
             _bytes_output("reference_text", entry.reference_text or ""),
             _bytes_output("text_similarity", result.text_similarity),
             *guard_outputs,
         ]
+        timing = result.timing()
+        if timing:
+            outputs.append(_float_output("timing_score", timing["timing_score"]))
+            if timing["rate"] is not None:
+                outputs.append(_float_output("rate", timing["rate"]))
+            outputs.append(_bytes_output("pauses", json.dumps(timing["pauses"], separators=(",", ":"))))
         return Scored(parsed, outputs)
 
     def _parse_inputs(self, req: InferRequest) -> tuple[np.ndarray, str | None, str | None]:

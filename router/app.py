@@ -55,6 +55,50 @@ class WordMark(BaseModel):
     )
     word: str | None = Field(description="the reference word (null for an insertion)")
     said: str | None = Field(description="what the learner said there (null for a deletion)")
+    # Per-word feedback: present only when the reference clip has word times (null for an insertion).
+    start: float | None = Field(
+        default=None, description="seconds into the upload where the learner began this reference word"
+    )
+    end: float | None = Field(default=None, description="seconds into the upload where the learner ended it")
+    ref_start: float | None = Field(default=None, description="seconds into the reference clip where it begins")
+    ref_end: float | None = Field(default=None, description="seconds into the reference clip where it ends")
+    audio_score: float | None = Field(
+        default=None,
+        description="the word's own aligned audio similarity in [0, 1] (the reference against itself: 1.0); for "
+        "a word left out, what the take has where it should be",
+    )
+    lag: float | None = Field(
+        default=None,
+        description="seconds the learner began it later (+) or earlier (-) than the speaker, after removing the "
+        "take's overall offset (the median over words)",
+    )
+    left_out: bool | None = Field(
+        default=None, description="true when the learner left the word out: start and end are then null"
+    )
+
+
+class Pause(BaseModel):
+    """A pause in the upload longer than the reference speaker's at the same place."""
+
+    index: int = Field(description="index in the reference words of the word the pause comes before")
+    word: str = Field(description="that word")
+    start: float = Field(description="seconds into the upload where the learner's gap begins")
+    duration: float = Field(description="the learner's gap between the two words' spans, seconds")
+    reference_gap: float = Field(description="the speaker's gap at the same place, seconds")
+    excess: float = Field(description="seconds longer than the speaker's there (scaled by the rate)")
+
+
+def _example_timing(start: float, end: float, ref_start: float, ref_end: float) -> dict[str, Any]:
+    """One word's feedback fields for the documented example."""
+    return {
+        "start": start,
+        "end": end,
+        "ref_start": ref_start,
+        "ref_end": ref_end,
+        "audio_score": 0.8,
+        "lag": round(start - ref_start - 0.02, 2),
+        "left_out": False,
+    }
 
 
 class ScoreResponse(BaseModel):
@@ -108,6 +152,20 @@ class ScoreResponse(BaseModel):
         description="the language code the upload was transcribed in: the model's `language`, else the one "
         "detected in the reference clip (null when the checkpoint does not say)",
     )
+    timing_score: float | None = Field(
+        default=None,
+        description="1 - mean of the rate, pause and lag penalties, in [0, 1]; null when the reference clip has "
+        "no word times",
+    )
+    rate: float | None = Field(
+        default=None,
+        description="reference speech time / learner speech time over the words said (1.25: 25 % faster than "
+        "the speaker); null without word times or when no word was said",
+    )
+    pauses: list[Pause] | None = Field(
+        default=None,
+        description="pauses longer than the speaker's at the same place (null without word times)",
+    )
 
     model_config = {
         "json_schema_extra": {
@@ -124,18 +182,23 @@ class ScoreResponse(BaseModel):
                     "audio_similarity": "aligned",
                     "word_accuracy": 0.83,
                     "words": [
-                        {"op": "match", "word": "the", "said": "the"},
-                        {"op": "match", "word": "cat", "said": "cat"},
-                        {"op": "match", "word": "sat", "said": "sat"},
-                        {"op": "match", "word": "on", "said": "on"},
-                        {"op": "substitution", "word": "the", "said": "a"},
-                        {"op": "match", "word": "mat", "said": "mat"},
+                        {"op": "match", "word": "the", "said": "the", **_example_timing(0.32, 0.44, 0.30, 0.42)},
+                        {"op": "match", "word": "cat", "said": "cat", **_example_timing(0.44, 0.80, 0.42, 0.78)},
+                        {"op": "match", "word": "sat", "said": "sat", **_example_timing(0.80, 1.12, 0.78, 1.10)},
+                        {"op": "match", "word": "on", "said": "on", **_example_timing(1.84, 2.00, 1.10, 1.26)},
+                        {"op": "substitution", "word": "the", "said": "a", **_example_timing(2.00, 2.08, 1.26, 1.36)},
+                        {"op": "match", "word": "mat", "said": "mat", **_example_timing(2.08, 2.48, 1.36, 1.80)},
                     ],
                     "reference_text": "The cat sat on the mat.",
                     "text_similarity": "char",
                     "no_speech": False,
                     "looped": False,
                     "language": "en",
+                    "timing_score": 0.71,
+                    "rate": 0.97,
+                    "pauses": [
+                        {"index": 3, "word": "on", "start": 1.12, "duration": 0.72, "reference_gap": 0.0, "excess": 0.7}
+                    ],
                 }
             ]
         }

@@ -48,6 +48,8 @@ STRING_OUTPUTS = (
     "language",
 )
 BOOL_OUTPUTS = ("no_speech", "looped")
+#: Sent only when the reference entry has word times (per-word feedback).
+TIMING_OUTPUTS = {"timing_score": "FP32", "rate": "FP32", "pauses": "BYTES"}
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +131,9 @@ def test_metadata_and_readiness(server) -> None:  # type: ignore[no-untyped-def]
         assert outputs[name] == ("BYTES", [1])
     for name in BOOL_OUTPUTS:
         assert outputs[name] == ("BOOL", [1])
-    assert set(outputs) == {*FLOAT_OUTPUTS, *STRING_OUTPUTS, *BOOL_OUTPUTS, "embedding"}
+    for name, datatype in TIMING_OUTPUTS.items():
+        assert outputs[name] == (datatype, [1])
+    assert set(outputs) == {*FLOAT_OUTPUTS, *STRING_OUTPUTS, *BOOL_OUTPUTS, *TIMING_OUTPUTS, "embedding"}
     assert outputs["embedding"] == ("FP32", [1, 64])
     for key in (MODEL, "higgs-tiny"):
         ready = httpx.get(v2.ready_url(server.http_url, key), timeout=TIMEOUT)
@@ -187,7 +191,7 @@ def test_feedback_fields_of_an_own_clip_and_another(server, ws) -> None:  # type
     own = post_binary(server, decoded(ws, OWN), *OWN)
     assert own.status_code == 200, own.text
     result = v2.parse_score_response(own.content, own.headers)
-    assert set(result) == {*FLOAT_OUTPUTS, *STRING_OUTPUTS, *BOOL_OUTPUTS}
+    assert set(result) - set(TIMING_OUTPUTS) == {*FLOAT_OUTPUTS, *STRING_OUTPUTS, *BOOL_OUTPUTS}
     # The upload is heard in the language detected in its reference when the entry was built.
     entry = ReferenceCache(ws.cache_dir, MODEL).read(*OWN)
     assert entry is not None and entry.language is not None
@@ -200,7 +204,8 @@ def test_feedback_fields_of_an_own_clip_and_another(server, ws) -> None:  # type
     assert result["audio_sim_score"] == result["audio_aligned_sim_score"]
     assert result["word_accuracy"] == 1.0
     assert result["reference_text"] == ""  # no text file beside this clip: the transcript is the reference
-    assert result["words"] == align_words(result["transcript"], result["reference_transcript"]).as_list()
+    marks = [{k: w[k] for k in ("op", "word", "said")} for w in result["words"]]
+    assert marks == align_words(result["transcript"], result["reference_transcript"]).as_list()
     assert all(w["op"] == "match" for w in result["words"])
 
     other = post_binary(server, decoded(ws, OTHER), *OWN)
@@ -210,8 +215,32 @@ def test_feedback_fields_of_an_own_clip_and_another(server, ws) -> None:  # type
     assert worse["audio_aligned_sim_score"] < 1.0
     assert worse["sim_score"] == pytest.approx(expected_sim(worse, "audio_aligned_sim_score"), abs=1e-6)
     expected = align_words(worse["transcript"], worse["reference_transcript"])
-    assert worse["words"] == expected.as_list()
+    assert [{k: w[k] for k in ("op", "word", "said")} for w in worse["words"]] == expected.as_list()
     assert worse["word_accuracy"] == pytest.approx(expected.word_accuracy, abs=1e-6)
+
+
+def test_per_word_feedback_follows_the_entrys_word_times(server, ws) -> None:  # type: ignore[no-untyped-def]
+    """With the reference's word times in its entry, the own clip gets every word on its own timeline with audio
+    score 1.0 and perfect timing; an entry without them (built before they existed) is answered as before."""
+    entry = ReferenceCache(ws.cache_dir, MODEL).read(*OWN)
+    assert entry is not None
+    times = getattr(entry, "word_times", None)
+    own = post_binary(server, decoded(ws, OWN), *OWN)
+    assert own.status_code == 200, own.text
+    result = v2.parse_score_response(own.content, own.headers)
+    body = {**json_body(decoded(ws, OWN), *OWN), "outputs": [{"name": "timing_score"}, {"name": "sim_score"}]}
+    asked = httpx.post(f"{server.http_url}/v2/models/{MODEL}/infer", json=body, timeout=TIMEOUT)
+    if times is None or not result["words"]:
+        assert not set(TIMING_OUTPUTS) & set(result)
+        assert all(set(w) == {"op", "word", "said"} for w in result["words"])
+        # Asked for by name, it is a 400 that says why, never a 500.
+        assert asked.status_code == 400 and "word times" in asked.json()["error"], asked.text
+        return
+    assert asked.status_code == 200 and set(outputs_of(asked)) == {"timing_score", "sim_score"}
+    assert result["timing_score"] == 1.0 and result["rate"] == 1.0 and result["pauses"] == []
+    spans = [x for t in times.words for x in (t.start, t.end)]
+    assert [x for w in result["words"] for x in (w["ref_start"], w["ref_end"])] == pytest.approx(spans, abs=1e-3)
+    assert all(w["audio_score"] == 1.0 and w["lag"] == 0.0 and not w["left_out"] for w in result["words"])
 
 
 def test_higgs_model_scores_its_own_clip(server, ws) -> None:  # type: ignore[no-untyped-def]
@@ -583,7 +612,7 @@ def test_a_reference_text_file_is_the_reference_for_words(server, ws) -> None:  
     alignment = align_words(
         result["transcript"], "The cat sat on the mat.", reference_transcript=result["reference_transcript"]
     )
-    assert result["words"] == alignment.as_list()
+    assert [{k: w[k] for k in ("op", "word", "said")} for w in result["words"]] == alignment.as_list()
     assert all(w["op"] == "match" for w in result["words"])
     written = iter(w["word"] for w in result["words"])
     assert all(word in written for word in ["The", "cat", "sat", "on", "the", "mat"])  # in order, as written

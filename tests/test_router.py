@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from audio_score.cli import main as cli_main
+from audio_score.contract import PAUSE_KEYS, WORD_TIMING_KEYS
 from audio_score.env_settings import RouterEnv
 from audio_score.settings import RouterSettings, load_settings
 from audio_score_tools.media import synth_speechlike, write_audio
@@ -147,10 +148,14 @@ def test_models_health_readiness_docs_and_metrics(stack: Stack) -> None:
     assert props["uid"]["description"] and props["audio"]["description"]
     assert {"404", "413", "503", "504"} <= set(schema["paths"]["/score"]["post"]["responses"])
     answer = schema["components"]["schemas"]["ScoreResponse"]
-    for name in ("audio_pooled_sim_score", "audio_aligned_sim_score", "audio_similarity", "word_accuracy", "words"):
+    names = ("audio_pooled_sim_score", "audio_aligned_sim_score", "audio_similarity", "word_accuracy", "words")
+    for name in (*names, "timing_score", "rate", "pauses"):
         assert answer["properties"][name]["description"], name
-    assert answer["examples"][0]["words"][4] == {"op": "substitution", "word": "the", "said": "a"}
-    assert set(schema["components"]["schemas"]["WordMark"]["properties"]) == {"op", "word", "said"}
+    example = answer["examples"][0]["words"][4]
+    assert {k: example[k] for k in ("op", "word", "said")} == {"op": "substitution", "word": "the", "said": "a"}
+    marks = set(schema["components"]["schemas"]["WordMark"]["properties"])
+    assert marks == {"op", "word", "said", *WORD_TIMING_KEYS} == set(example)
+    assert set(schema["components"]["schemas"]["Pause"]["properties"]) == set(PAUSE_KEYS)
     assert httpx.get(f"{stack.url}/docs").status_code == 200
     metrics = httpx.get(f"{stack.url}/metrics").text
     assert 'audio_score_router_requests_total{model="whisper-tiny",status="200"}' in metrics

@@ -40,6 +40,40 @@ KEYS = ["alpha", "beta"]
 SCORES = {"sim_score": 0.75, "audio_sim_score": 0.5, "text_sim_score": 1.0}
 
 
+def _feedback_outputs() -> tuple[list[dict], dict]:
+    """What a predictor sends with per-word feedback, from a real ``compare`` of frames with a known pause
+    (the reference: four words of five distinct frames; the take: the same with 0.6 s of silence before the
+    third), and the /score fields the router should make of it."""
+    from audio_score.scoring import compare
+    from audio_score.word_times import WordTime, WordTimes
+
+    rng = np.random.default_rng(5)
+    phones = rng.standard_normal((20, 16)) * 2
+    silence = np.zeros((1, 16))
+    words = [phones[k * 5 : k * 5 + 5].repeat(2, axis=0) for k in range(4)]
+    reference = np.concatenate([silence.repeat(3, 0), *words, silence.repeat(3, 0)]).astype(np.float32)
+    take = np.concatenate([silence.repeat(3, 0), *words[:2], silence.repeat(15, 0), *words[2:], silence.repeat(3, 0)])
+    take = (take + 0.05 * rng.standard_normal(take.shape)).astype(np.float32)
+    text = "red cat blue dog"
+    times = WordTimes(tuple(WordTime(w, 0.12 + 0.4 * k, 0.52 + 0.4 * k) for k, w in enumerate(text.split())), "model")
+    result = compare(
+        embedding=take.mean(0), frames=take, transcript=text, reference_embedding=reference.mean(0),
+        reference_frames=reference, reference_text=text, reference_transcript=text, pool=1, frame_ms=40.0,
+        reference_word_times=times,
+    )  # fmt: skip
+    timing = result.timing()
+    outputs = [
+        {"name": "words", "datatype": "BYTES", "shape": [1], "data": [result.words_json()]},
+        {"name": "timing_score", "datatype": "FP32", "shape": [1], "data": [timing["timing_score"]]},
+        {"name": "rate", "datatype": "FP32", "shape": [1], "data": [timing["rate"]]},
+        {"name": "pauses", "datatype": "BYTES", "shape": [1], "data": [json.dumps(timing["pauses"])]},
+    ]
+    return outputs, {"words": result.word_list(), **timing}
+
+
+FEEDBACK_OUTPUTS, FEEDBACK_FIELDS = _feedback_outputs()
+
+
 class StandIn:
     """A stand-in predictor. ``ready``: status of /ready; ``infer``: "ok" | "queue_full" | "bad" | "crash" |
     "drop_first" (close the first connection without answering, then "ok"); ``requests``: what it received."""
@@ -101,6 +135,8 @@ class StandIn:
                         {"name": "transcript", "datatype": "BYTES", "shape": [1], "data": ["hello"]},
                         {"name": "reference_transcript", "datatype": "BYTES", "shape": [1], "data": [f"ref {uid}"]},
                     ]
+                    if mode == "feedback":
+                        outputs += FEEDBACK_OUTPUTS
                     self._answer(200, {"model_name": self.path.split("/")[-2], "outputs": outputs})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -194,6 +230,27 @@ def test_template_reaches_each_model_under_its_own_url_with_binary_pcm(config: P
     assert inputs[0]["shape"] == [1, stand_in.requests[0]["samples"]]
     assert abs(stand_in.requests[0]["samples"] - 1.5 * RATE) < 0.05 * RATE  # decoded to 16 kHz mono
     assert (inputs[1]["data"], inputs[2]["data"]) == (["video7"], ["c-2"])
+
+
+def test_per_word_feedback_outputs_become_score_fields(config: Path, upload) -> None:
+    """A predictor with the reference's word times sends the per-word keys in ``words`` and the timing outputs:
+    /score carries them as they were computed (an older predictor's answer, above, has none of them)."""
+    stand_in = StandIn(infer="feedback")
+    try:
+        settings = load_settings(RouterEnv, config, env={"AUDIO_SCORE_PREDICTOR_URL": stand_in.url})
+        with router(settings) as url:
+            response = post(url, upload, model="alpha")
+    finally:
+        stand_in.close()
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["words"] == FEEDBACK_FIELDS["words"]
+    assert [p["word"] for p in body["pauses"]] == ["blue"] == [p["word"] for p in FEEDBACK_FIELDS["pauses"]]
+    assert body["pauses"][0]["excess"] == pytest.approx(FEEDBACK_FIELDS["pauses"][0]["excess"])
+    assert body["timing_score"] == pytest.approx(FEEDBACK_FIELDS["timing_score"], abs=1e-6)
+    assert body["rate"] == pytest.approx(FEEDBACK_FIELDS["rate"], abs=1e-6)
+    assert all(w["left_out"] is False and w["audio_score"] > 0.5 for w in body["words"])
+    assert body["words"][2]["start"] > body["words"][1]["end"] + 0.4
 
 
 # --- predictor failures ------------------------------------------------------------------------------------------
