@@ -20,6 +20,7 @@ import pytest
 from audio_score.cache import WORD_TIMES, ReferenceCache
 from audio_score.cli import main
 from audio_score.entries import entry_fingerprint
+from audio_score.env_settings import JobEnv, PredictorEnv
 from audio_score.reference_word_times import (
     WORD_TIMES_VERSION,
     build_word_times,
@@ -292,7 +293,7 @@ def test_the_predictors_reference_store_carries_the_word_times(workspace: Worksp
     from audio_score.backends import load_backend
     from predictors.references import ReferenceStore
 
-    settings = load_settings(workspace.config_path, model_keys=["whisper-tiny"])
+    settings = load_settings(PredictorEnv, workspace.config_path, model_keys=["whisper-tiny"])
     backend = load_backend(settings.models[0], settings)
 
     async def on_model_thread(fn):  # type: ignore[no-untyped-def]
@@ -351,7 +352,7 @@ def test_a_checkpoint_with_alignment_heads_times_the_words_itself(aligned_worksp
 def test_the_fingerprint_carries_the_word_times_version(workspace: Workspace) -> None:
     from audio_score.backends import load_backend
 
-    settings = load_settings(workspace.config_path, model_keys=["whisper-tiny"])
+    settings = load_settings(JobEnv, workspace.config_path, model_keys=["whisper-tiny"])
     backend = load_backend(settings.models[0], settings)
     try:
         fingerprint = entry_fingerprint(backend, settings)
@@ -382,7 +383,7 @@ def test_real_tiny_en_times_festival_speech_within_60_ms_median(real_tiny_en: Pa
     model = {"key": "whisper-tiny-en", "type": "whisper", "model_id": str(real_tiny_en), "max_new_tokens": 48}
     config.write_text(json.dumps({"models": [model], "video_clip_dir": str(tmp_path), "cache_dir": str(tmp_path),
                                   "target_sampling_rate": RATE}))  # fmt: skip
-    settings = load_settings(config)
+    settings = load_settings(PredictorEnv, config)
     backend = load_backend(settings.models[0], settings)
     errors = []
     try:
