@@ -108,12 +108,12 @@ def aligned_similarity(
     if a.frames == 0 or b.frames == 0:
         return 0.0
     if a.frames < 2 or b.frames < 2:
-        return _snap(_cosine(a.mean, b.mean))
+        return snap_unit(_cosine(a.mean, b.mean))
     if a.units.shape == b.units.shape and np.array_equal(a.units, b.units) and np.array_equal(a.mean, b.mean):
         return 1.0
     similarity = a.units @ b.units.T  # [n, m] cosines
     forward, backward = _mean_path_costs(similarity)
-    return _snap(1.0 - 0.5 * (forward + backward))
+    return snap_unit(1.0 - 0.5 * (forward + backward))
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def aligned_paths(
     step = _step(n, m)
     identical = a.units.shape == b.units.shape and np.array_equal(a.units, b.units) and np.array_equal(a.mean, b.mean)
     return FramePaths(
-        score=1.0 if identical else _snap(1.0 - 0.5 * (forward + backward)),
+        score=1.0 if identical else snap_unit(1.0 - 0.5 * (forward + backward)),
         similarity=similarity,
         take_to_reference=_backtrack(kept, n, 0, m, step),
         reference_to_take=_backtrack(kept, m, m + step, n, step),
@@ -268,7 +268,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a64, b64) / denom)
 
 
-def _snap(value: float) -> float:
+def snap_unit(value: float) -> float:
     """Clip to [0, 1]; within float32 rounding of 1 is exactly 1 (a clip compared with itself)."""
     if not np.isfinite(value):
         return 0.0

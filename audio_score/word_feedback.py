@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from audio_score.alignment import MAX_STEP, FramePaths
+from audio_score.alignment import MAX_STEP, FramePaths, snap_unit
 from audio_score.word_times import WordTimes
 
 #: A gap this much longer than the reference's at the same place (after scaling by the rate) is a pause.
@@ -70,8 +70,6 @@ RATE_INNER_MIN_WORDS = 4
 RATE_SPAN = 2.0
 #: Rates are clipped to this range before gaps are scaled by them (a path through a take of a few words).
 _RATE_CLIP = (0.5, 2.0)
-#: A word's mean cosine this close to 1 is 1 (float32 rounding of a frame compared with itself).
-_ONE_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -201,11 +199,11 @@ def word_feedback(
     words: list[WordTiming] = []
     for k, w in enumerate(times.words):
         if flags[k]:
-            score = _snap(float(by_reference[k]))
+            score = snap_unit(float(by_reference[k]))
             words.append(WordTiming(w.word, w.start, w.end, None, None, score, None, True))
         else:
             lag = shifts[k] - offset
-            words.append(WordTiming(w.word, w.start, w.end, starts[k], ends[k], _snap(scores[k]), lag, False))
+            words.append(WordTiming(w.word, w.start, w.end, starts[k], ends[k], snap_unit(scores[k]), lag, False))
 
     return WordFeedback(
         words=tuple(words), rate=rate, pauses=tuple(pauses), timing_score=timing_score(rate, pauses, words)
@@ -298,11 +296,3 @@ def timing_score(rate: float | None, pauses: Sequence[Pause], words: Sequence[Wo
     lags = [abs(w.lag) for w in words if w.lag is not None]
     lag_penalty = min(1.0, (sum(lags) / len(lags)) / LAG_SCALE_S) if lags else 0.0
     return max(0.0, 1.0 - (rate_penalty + pause_penalty + lag_penalty) / 3.0)
-
-
-def _snap(value: float) -> float:
-    if not np.isfinite(value):
-        return 0.0
-    if value >= 1.0 - _ONE_TOLERANCE:
-        return 1.0
-    return float(min(1.0, max(0.0, value)))
