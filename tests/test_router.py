@@ -94,9 +94,15 @@ def test_another_clip_scores_less_and_the_default_model_is_the_first_ready(stack
         "no_speech",
         "looped",
         "language",
+        # the cache Job gave the entry word times (the tiny checkpoint has no alignment heads: the voiced fallback)
+        "timing_score",
+        "rate",
+        "pauses",
     }
     for name in ("sim_score", "audio_sim_score", "text_sim_score", "audio_pooled_sim_score", "word_accuracy"):
         assert 0.0 <= body[name] <= 1.0, name
+    assert 0.0 <= body["timing_score"] <= 1.0 and body["rate"] > 0 and isinstance(body["pauses"], list)
+    assert all({"ref_start", "ref_end", "audio_score", "left_out"} <= set(w) for w in body["words"] if w["word"])
     # the decoding guard's answer, as JSON types: the upload is heard in its reference's (detected) language
     assert body["no_speech"] is False and isinstance(body["looped"], bool)
     assert body["language"] in {"en", "es", "fr", "de", "it", "pt", "ja", "zh"}
