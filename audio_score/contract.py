@@ -141,7 +141,7 @@ def _flag(name: str, doc: str) -> TensorSpec:
 #: What the decoding guard says about the upload (:mod:`audio_score.backends.guard`), in score and embed answers.
 GUARD_OUTPUTS = (
     _flag("no_speech", "no speech was heard (Whisper's no-speech rule): the transcript is empty, every score 0"),
-    _flag("looped", "the transcript looped or ran past what the audio can hold: it was cut, the text half not used"),
+    _flag("looped", "the transcript looped or ran past the audio: it was cut; the text half is the forced score alone"),
     _text("language", "the language code the upload was transcribed in ('' when the checkpoint does not say)"),
 )
 
@@ -162,7 +162,10 @@ TIMING_OUTPUTS = (
 SCORE_REQUIRED_OUTPUTS = (
     _fp32("sim_score", "mean of audio_sim_score and text_sim_score"),
     _fp32("audio_sim_score", "the audio similarity named by audio_similarity"),
-    _fp32("text_sim_score", "rapidfuzz ratio / 100 of the transcripts (or the reference text)"),
+    _fp32(
+        "text_sim_score",
+        "text_transcript_score, or (forced_text) the mean of text_transcript_score and text_forced_score",
+    ),
     _text("transcript", "the upload's transcript"),
     _text("reference_transcript", "the reference clip's transcript"),
 )
@@ -180,6 +183,8 @@ SCORE_OPTIONAL_OUTPUTS = (
     ),
     _text("reference_text", "the clip's reference text file ('' when it has none)"),
     _text("text_similarity", "which of TEXT_SIMILARITY_KINDS feeds text_sim_score (config.json's text_similarity)"),
+    _fp32("text_transcript_score", "the transcript's similarity to the reference's texts (sent with forced_text)"),
+    _fp32("text_forced_score", "how well the audio supports the reference's words, read through the recogniser"),
     *GUARD_OUTPUTS,
     *TIMING_OUTPUTS,
 )

@@ -13,13 +13,26 @@ reference transcript; the word marks are against the reference text, where a dif
 transcript makes at the same place counts as a match (:mod:`audio_score.words`). Without a reference text both are
 against the reference transcript. So a clip scored against itself is exactly 1.0 on every score.
 
+What the recogniser wrote, and what it finds in the audio. ``text_transcript_score`` is the string similarity
+above (what the greedy decoder wrote, against the reference's texts). With ``forced_text`` (config.json, on by
+default) the backend also reads each of the reference's texts through the decoder on the upload's audio
+(:mod:`audio_score.backends.forced`): ``text_forced_score`` is the better of the two, and ``text_sim_score`` is
+the mean of ``text_transcript_score`` and ``text_forced_score``. Why: the greedy decoder, thrown off by one
+accented word, can write a sentence unrelated to the one it heard; the forced reading does not search, so it
+still measures how well the audio carries the reference's words, and it gives an unrelated sentence almost
+nothing (where the string similarity keeps a floor). Both stay in [0, 1], and the reference against itself is
+1.0 on both. Without a forced score (``forced_text`` off, a backend with no recogniser, texts the decoder cannot
+take) ``text_sim_score`` is ``text_transcript_score``, the seed's meaning. The word marks and ``word_accuracy``
+stay on the transcript: they say which words were heard.
+
 How the decoder's verdicts combine (``no_speech``, ``looped`` from the backend's guard):
 
 - ``no_speech``: nothing was said: every score is 0.0 (sim, audio, both audio kinds, text, word accuracy) and
   every reference word is a deletion; the sound of a hum may resemble the reference's, but it is no reading.
-- ``looped`` (a repetition loop was cut) or an empty transcript while speech was heard: the words are unreliable,
-  so ``sim_score = audio_sim_score``; the text scores and marks are still computed on the (cut) transcript and
-  reported.
+- ``looped`` (a repetition loop was cut) or an empty transcript while speech was heard: the transcript is
+  unreliable. With a forced score, ``text_sim_score`` is ``text_forced_score`` alone (the forced reading does not
+  depend on the transcript) and ``sim_score`` the usual mean; without one, ``sim_score = audio_sim_score``. The
+  transcript's similarity and the marks are still computed on the (cut) transcript and reported.
 
 Per-word feedback (:mod:`audio_score.word_feedback`) needs the reference's word times (``reference_word_times``).
 Without them (an entry built before they existed) the answer is as before: ``words`` items have only ``op``,
@@ -33,6 +46,7 @@ used: the answer is as without them, and so are word times with no words (a refe
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,10 +86,15 @@ class Comparison:
     no_speech: bool = False
     #: The decoder cut a repetition loop: the transcript is what came before it.
     looped: bool = False
-    #: Whether the text half counts in ``sim_score`` (False when looped, or nothing was transcribed from speech).
+    #: Whether the text half counts in ``sim_score`` (False when the transcript looped or nothing was transcribed
+    #: from speech, and there is no forced score to stand in for it).
     text_counted: bool = True
     #: Per-word feedback against the reference's word times (None: the reference has none).
     feedback: WordFeedback | None = None
+    #: The string similarity of the transcript alone (None: as ``text_sim_score``, no forced score was given).
+    text_transcript_score: float | None = None
+    #: How well the audio supports the reference's texts (:mod:`audio_score.backends.forced`); None: not measured.
+    text_forced_score: float | None = None
 
     @property
     def audio_sim_score(self) -> float:
@@ -105,6 +124,8 @@ class Comparison:
             "audio_pooled_sim_score": self.audio_pooled_sim_score,
             "audio_aligned_sim_score": self.audio_aligned_sim_score,
             "word_accuracy": self.word_accuracy,
+            **({} if self.text_transcript_score is None else {"text_transcript_score": self.text_transcript_score}),
+            **({} if self.text_forced_score is None else {"text_forced_score": self.text_forced_score}),
         }
 
     def word_list(self) -> list[dict[str, Any]]:
@@ -183,6 +204,7 @@ def compare(
     looped: bool = False,
     reference_word_times: WordTimes | None = None,
     frame_ms: float = DEFAULT_FRAME_MS,
+    forced_scores: Sequence[float | None] = (),
 ) -> Comparison:
     """Compare an upload (pooled ``embedding``, ``frames``, ``transcript``) with a reference.
 
@@ -192,12 +214,16 @@ def compare(
     normalisation). ``no_speech``/``looped``: the decoder's verdicts (the module docstring says how they count).
     ``reference_word_times``: the reference's word times (None: no per-word feedback); ``frame_ms``: milliseconds
     per row of ``frames`` (the backend's ``frame_ms``), so that an aligned frame lasts ``pool * frame_ms``.
+    ``forced_scores``: the backend's ``Features.forced_scores`` for :func:`forced_texts` of this reference (empty:
+    none measured; the module docstring says how they count).
     """
     if audio_similarity_kind not in AUDIO_SIMILARITY_KINDS:
         raise ValueError(f"audio_similarity {audio_similarity_kind!r}: use {kinds_text(AUDIO_SIMILARITY_KINDS)}")
     if text_similarity_kind not in TEXT_SIMILARITY_KINDS:
         raise ValueError(f"text_similarity {text_similarity_kind!r}: use {kinds_text(TEXT_SIMILARITY_KINDS)}")
     reference = reference_text if reference_text is not None else reference_transcript
+    measured = [f for f in forced_scores if f is not None]
+    forced = max(measured) if measured else None
     if no_speech:
         missed = tuple(WordMark("deletion", u.surface, None) for u in units(reference, language))
         times = reference_word_times if reference_word_times is not None and reference_word_times.words else None
@@ -212,10 +238,18 @@ def compare(
             looped=looped,
             text_counted=False,
             feedback=nothing_said(times) if times is not None and _fits(missed, times) is not None else None,
+            text_transcript_score=None if forced is None else 0.0,
+            text_forced_score=None if forced is None else 0.0,
         )
     text_score = text_similarity(transcript, reference_transcript, text_similarity_kind, language)
     if reference_text is not None:
         text_score = max(text_score, text_similarity(transcript, reference_text, text_similarity_kind, language))
+    transcript_score = text_score
+    # The transcript is unreliable when it looped or is empty although speech was heard; the forced reading does
+    # not depend on it (no search, nothing to loop), so it is then the text half alone.
+    text_counted = not looped and bool(tokens(transcript, language))
+    if forced is not None:
+        text_score = (transcript_score + forced) / 2.0 if text_counted else forced
     words = align_words(
         transcript,
         reference,
@@ -241,6 +275,16 @@ def compare(
         words=words,
         text_similarity=text_similarity_kind,
         looped=looped,
-        text_counted=not looped and bool(tokens(transcript, language)),
+        text_counted=text_counted or forced is not None,
         feedback=feedback,
+        text_transcript_score=None if forced is None else transcript_score,
+        text_forced_score=forced,
     )
+
+
+def forced_texts(reference_text: str | None, reference_transcript: str) -> tuple[str, ...]:
+    """The texts an upload is read against for ``forced_scores`` (:meth:`Backend.embed`'s ``forced_texts``): the
+    reference text and the reference's own transcript (a learner heard the way the reference was heard is
+    credited, as for the transcript similarity), the empty and repeated ones left out."""
+    texts = [t.strip() for t in (reference_text or "", reference_transcript)]
+    return tuple(dict.fromkeys(t for t in texts if t))

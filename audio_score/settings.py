@@ -114,6 +114,11 @@ class FileConfig(BaseModel):
     (`word`; all three: no floor for unrelated sentences), or the seed's character ratio (`char`);
     `audio_score.similarity` says how, the default is what the quality benchmark chose (the kinds and the default
     are `audio_score.contract`'s)"""
+    forced_text: bool = True
+    """also read the reference's words through the recogniser on the upload's audio (one teacher-forced decoder
+    pass per upload) and make `text_sim_score` the mean of the transcript similarity (`text_transcript_score`) and
+    that forced score (`text_forced_score`); `false`: `text_sim_score` is the transcript similarity alone, the
+    seed's meaning. `audio_score.scoring` says why; the default is what the quality benchmark chose"""
     decoder: Literal["pyav", "pydub"] = "pyav"
     """the one decoder for reference clips (cache Job, predictor) and uploads (router): `pyav` (in-process FFmpeg)
     or `pydub` (the seed's, calls the ffmpeg binary). It lives here, in the file every pod mounts, so no part can

@@ -51,7 +51,7 @@ from audio_score.errors import (
     UnknownClip,
     quote_user_value,
 )
-from audio_score.scoring import compare
+from audio_score.scoring import compare, forced_texts
 from audio_score.settings import ModelSpec, PredictorSettings
 from predictors.batcher import DynamicBatcher
 from predictors.references import ReferenceStore
@@ -126,13 +126,20 @@ class Upload:
 
     audio: np.ndarray
     language: str | None = None
+    #: The reference's texts to read through the recogniser on this audio (``Backend.embed``'s forced_texts).
+    forced_texts: tuple[str, ...] = ()
 
 
 def embed_uploads(backend: Backend) -> Any:
-    """The batcher's call: one ``Backend.embed`` for the batch, each upload in its own language."""
+    """The batcher's call: one ``Backend.embed`` for the batch, each upload in its own language and read against
+    its own reference's texts."""
 
     def run(uploads: list[Upload]) -> list[Features]:
-        return backend.embed([u.audio for u in uploads], languages=[u.language for u in uploads])
+        return backend.embed(
+            [u.audio for u in uploads],
+            languages=[u.language for u in uploads],
+            forced_texts=[u.forced_texts for u in uploads],
+        )
 
     return run
 
@@ -290,8 +297,11 @@ class AudioScoreModel(Model):
             reference = await self.references.get(parsed.uid, parsed.cid)
         # The upload is heard in its reference's language (detected once when the entry was built).
         language = reference.entry.language if reference is not None else None
+        texts: tuple[str, ...] = ()
+        if reference is not None and self.settings.config.forced_text:
+            texts = forced_texts(reference.entry.reference_text, reference.entry.transcript)
         # QueueFull, DeadlineUnreachable, DeadlineExpired are the core's ModelUnavailable.
-        features = await self.batcher.submit(Upload(parsed.audio, language), deadline=parsed.deadline)
+        features = await self.batcher.submit(Upload(parsed.audio, language, texts), deadline=parsed.deadline)
         guard_outputs = [
             _bool_output("no_speech", features.no_speech),
             _bool_output("looped", features.looped),
@@ -326,6 +336,7 @@ class AudioScoreModel(Model):
                 # The reference's word times (per-word feedback); entries built before them have none.
                 reference_word_times=entry.word_times,
                 frame_ms=backend.frame_ms,
+                forced_scores=features.forced_scores,
             )
         )
         outputs = [_float_output(name, value) for name, value in result.scores().items()]

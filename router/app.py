@@ -109,8 +109,8 @@ class ScoreResponse(BaseModel):
         "audio_pooled_sim_score, in [0, 1]"
     )
     text_sim_score: float = Field(
-        description="rapidfuzz ratio / 100 of the normalised upload transcript and the reference text (the "
-        "clip's text file when it has one, else its transcript)"
+        description="text_transcript_score, or (config.json's `forced_text`, on by default) the mean of "
+        "text_transcript_score and text_forced_score, in [0, 1]"
     )
     transcript: str = Field(description="the upload's transcript")
     reference_transcript: str = Field(description="the reference clip's transcript")
@@ -137,6 +137,17 @@ class ScoreResponse(BaseModel):
     text_similarity: str | None = Field(
         default=None, description="which text similarity feeds text_sim_score (config.json's `text_similarity`)"
     )
+    text_transcript_score: float | None = Field(
+        default=None,
+        description="the similarity (`text_similarity`) of the upload's transcript to the reference text or the "
+        "reference's own transcript, whichever is higher; null when text_sim_score is it",
+    )
+    text_forced_score: float | None = Field(
+        default=None,
+        description="how well the upload's audio supports the reference's words: each read through the "
+        "recogniser on the upload (geometric mean over its tokens of p(expected) / p(most likely)); null when "
+        "not measured",
+    )
     no_speech: bool | None = Field(
         default=None,
         description="true when no speech was heard in the upload (silence, noise, a tone: Whisper's no-speech "
@@ -145,7 +156,8 @@ class ScoreResponse(BaseModel):
     looped: bool | None = Field(
         default=None,
         description="true when the transcript looped or ran past what the audio can hold: it is cut before the "
-        "repeats and the text scores do not count in sim_score",
+        "repeats, and text_sim_score is text_forced_score alone (without one, the text half does not count in "
+        "sim_score)",
     )
     language: str | None = Field(
         default=None,
@@ -191,6 +203,8 @@ class ScoreResponse(BaseModel):
                     ],
                     "reference_text": "The cat sat on the mat.",
                     "text_similarity": "char",
+                    "text_transcript_score": 0.92,
+                    "text_forced_score": 0.84,
                     "no_speech": False,
                     "looped": False,
                     "language": "en",

@@ -157,6 +157,7 @@ def shown(page) -> dict:
         ),
         "transcript": page.inner_text("#transcript"),
         "reference": page.inner_text("#result-reference"),
+        "flags": page.eval_on_selector_all("#flags li", "items => items.map(i => i.textContent)"),
         "answer": json.loads(page.text_content("#raw") or ""),  # inside the closed <details>
     }
 
@@ -169,6 +170,11 @@ def check_rendering(view: dict) -> dict:
     assert view["words"] == [[w["word"], w["said"] if w["op"] != "match" else None] for w in answer["words"]]
     assert view["transcript"] == answer["transcript"]
     assert view["reference"] == answer["reference_text"]
+    # Both halves of the words' score, when the predictor measured the forced reading.
+    if answer.get("text_forced_score") is not None:
+        halves = f"{answer['text_transcript_score']:.3f} as written by the recogniser, "
+        halves += f"{answer['text_forced_score']:.3f} as it finds the reference's words in your take"
+        assert f"Words: {halves}" in view["flags"], view["flags"]
     return answer
 
 

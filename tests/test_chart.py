@@ -66,7 +66,9 @@ router:
   apiKeysSecret: {name: keys}
   ingress: {host: a.example.com, tlsSecretName: tls}
   httpRoute: {enabled: true, parentRefs: [{name: gw, namespace: infra}], hostnames: [a.example.com]}
-config: {maxUploadBytes: 10000000, maxAudioSeconds: 20, audioSimilarity: pooled, textSimilarity: char, decoder: pydub}
+config:
+  {maxUploadBytes: 10000000, maxAudioSeconds: 20, audioSimilarity: pooled, textSimilarity: char, forcedText: false,
+   decoder: pydub}
 """
 RENDERINGS = {**{k: dict(values=v) for k, v in VALUE_SETS.items()}, "everything": dict(extra=EVERYTHING)}
 #: Kinds kubernetes-validate has no schema for, checked separately.
@@ -247,6 +249,8 @@ def expected_config(values: dict[str, Any]) -> dict[str, Any]:
         cfg["audio_similarity"] = values["config"]["audioSimilarity"]
     if values["config"].get("textSimilarity"):
         cfg["text_similarity"] = values["config"]["textSimilarity"]
+    if values["config"].get("forcedText") is not None:
+        cfg["forced_text"] = values["config"]["forcedText"]
     if values["config"].get("decoder"):
         cfg["decoder"] = values["config"]["decoder"]
     return cfg

@@ -37,6 +37,8 @@ FLOAT_OUTPUTS = (
     "audio_pooled_sim_score",
     "audio_aligned_sim_score",
     "word_accuracy",
+    "text_transcript_score",
+    "text_forced_score",
 )
 STRING_OUTPUTS = (
     "transcript",

@@ -65,6 +65,8 @@ def test_reference_scored_against_itself(real_up, takes: list[Take], sid: str) -
     assert result["transcript"] == result["reference_transcript"]
     # heard as the reference was heard: exactly right, whatever the clip's text file says
     assert result["text_sim_score"] == 1.0 and result["word_accuracy"] == 1.0
+    # Both halves of the text score: what the decoder wrote, and the reference's words read on the audio.
+    assert result["text_transcript_score"] == 1.0 and result["text_forced_score"] == 1.0
     assert all(w["op"] == "match" for w in result["words"])
     assert word_recall(reference.text, result["transcript"]) >= 0.75, (reference.text, result["transcript"])
 
@@ -79,6 +81,14 @@ def test_same_words_in_another_voice_beat_a_different_sentence(real_up, takes: l
     best_other = max(r["sim_score"] for r in other)
     assert min(r["sim_score"] for r in same) > best_other + 0.1
     assert sum(r["text_sim_score"] for r in same) / len(same) > max(r["text_sim_score"] for r in other) + 0.3
+    # The forced reading gives another sentence almost nothing (no floor of shared short words) and the same
+    # words in any voice more than that.
+    print(
+        f"{sid} forced: same {[round(r['text_forced_score'], 3) for r in same]}, other "
+        f"{[round(r['text_forced_score'], 3) for r in other]}"
+    )
+    assert max(r["text_forced_score"] for r in other) < 0.2
+    assert min(r["text_forced_score"] for r in same) > max(r["text_forced_score"] for r in other)
 
 
 @pytest.mark.parametrize("sid", SENTENCES)

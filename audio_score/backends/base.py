@@ -29,7 +29,10 @@ class Features:
     (then ``transcript`` is the text before the repeats); ``language`` is the code the transcript was decoded in
     ("en" for English-only checkpoints, None where the checkpoint does not say). ``avg_logprob`` is the
     recogniser's confidence in ``transcript``: Whisper's mean token log-probability (end-of-text included) of what
-    it decoded, None where the backend has no recogniser's figure.
+    it decoded, None where the backend has no recogniser's figure. ``forced_scores`` has one entry per text the
+    caller gave in ``forced_texts`` (:meth:`Backend.embed`): how well this audio supports that text by the
+    recogniser's own reckoning (:func:`audio_score.backends.forced.relative_likelihood`), None where it cannot
+    be told (an empty text, one longer than the decoder takes, a backend with no recogniser).
     """
 
     transcript: str  # "" when no_speech; the text before the loop when looped
@@ -39,6 +42,7 @@ class Features:
     looped: bool = False  # a repetition loop / hallucination was detected and cut
     language: str | None = None  # language code the transcript was decoded in; None for English-only/legacy
     avg_logprob: float | None = None  # mean token log-probability of the decoded transcript (<= 0); None: unknown
+    forced_scores: tuple[float | None, ...] = ()  # one per text of forced_texts[i], in [0, 1]
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ class Backend(ABC):
         *,
         max_new_tokens: int | None = None,
         languages: Sequence[str | None] | None = None,
+        forced_texts: Sequence[Sequence[str]] | None = None,
     ) -> list[Features]:
         """Features for each mono float32 waveform at ``sampling_rate``, computed as one batch.
 
@@ -90,6 +95,9 @@ class Backend(ABC):
         few tokens: it proves decoding runs, not how long it goes); None keeps the model's setting.
         ``languages[i]`` forces item i's language on a multilingual checkpoint (None: detected from its audio);
         the model's configured ``language`` wins over it, English-only checkpoints ignore it.
+        ``forced_texts[i]``: texts item i is expected to say (its reference's text and transcript), each scored
+        in ``Features.forced_scores`` by reading it through the recogniser on item i's audio (teacher forcing:
+        no search, so a reading the greedy decoder mis-hears is still measured); None or empty: none.
         """
 
     def embed_reference(self, waveforms: Sequence[np.ndarray], texts: Sequence[str | None]) -> list[ReferenceFeatures]:

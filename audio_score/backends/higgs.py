@@ -19,6 +19,7 @@ from audio_score.backends.checkpoint import checkpoint_file, checkpoint_identity
 from audio_score.backends.whisper import (
     WhisperRunner,
     encoder_frames_with_audio,
+    forced_for,
     pool_frames,
     transcribed_features,
 )
@@ -152,6 +153,7 @@ class HiggsAudioBackend(Backend):
         *,
         max_new_tokens: int | None = None,
         languages: Sequence[str | None] | None = None,
+        forced_texts: Sequence[Sequence[str]] | None = None,
     ) -> list[Features]:
         if not waveforms:
             return []
@@ -169,10 +171,13 @@ class HiggsAudioBackend(Backend):
 
         t_features, _ = self.transcriber.log_mel(waveforms)
         durations = [len(w) / self.sampling_rate for w in waveforms]
-        transcripts = self.transcriber.transcribe(
-            self.transcriber.encode(t_features), durations, max_new_tokens, languages
-        )
-        return [transcribed_features(t, emb, frames) for t, (emb, frames) in zip(transcripts, pooled, strict=True)]
+        t_hidden = self.transcriber.encode(t_features)
+        transcripts = self.transcriber.transcribe(t_hidden, durations, max_new_tokens, languages)
+        forced = forced_for(self.transcriber, t_hidden, transcripts, forced_texts)
+        return [
+            transcribed_features(t, emb, frames, f)
+            for t, (emb, frames), f in zip(transcripts, pooled, forced, strict=True)
+        ]
 
     def close(self) -> None:
         del self.tower, self.transcriber

@@ -26,6 +26,7 @@ from transformers import StoppingCriteria
 
 from audio_score.backends.base import FEATURE_VERSION, Backend, Features, ReferenceFeatures
 from audio_score.backends.checkpoint import checkpoint_identity
+from audio_score.backends.forced import relative_likelihood
 from audio_score.backends.guard import (
     GUARD,
     GuardSettings,
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 #: Encoder frames (20 ms) past a clip's audio that word timing still reads (see ``WhisperRunner.word_spans``).
 _ALIGN_MARGIN = 25
+#: (item, text) pairs per decoder pass of :meth:`WhisperRunner.forced_scores` (bounds the copies of the encoder
+#: states: 16 x 1500 frames x d_model).
+_FORCED_CHUNK = 16
 
 
 def encoder_frames_with_audio(mel_frames: int, total: int, pool: int = 1) -> int:
@@ -393,6 +397,54 @@ class WhisperRunner:
             out.append(tuple(spans))
         return out
 
+    @torch.inference_mode()
+    def forced_scores(
+        self,
+        encoder_hidden: torch.Tensor,
+        texts: Sequence[Sequence[str]],
+        languages: Sequence[str | None],
+    ) -> list[tuple[float | None, ...]]:
+        """Per item, per text of ``texts[i]``: :func:`audio_score.backends.forced.relative_likelihood` of the text
+        read through the decoder on item i's encoder states, after the prompt ``generate`` used for it (its
+        ``languages[i]``). None for an empty text, one longer than the decoder takes, or an item whose language
+        is unknown. Every (item, text) pair goes through the decoder in chunks of :data:`_FORCED_CHUNK` rows,
+        over the whole encoder output, as the transcript was decoded."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        eot = int(self.model.generation_config.eos_token_id)
+        limit = int(self.model.config.max_target_positions)
+        out: list[list[float | None]] = [[None] * len(row_texts) for row_texts in texts]
+        pairs: list[tuple[int, int, list[int], int]] = []  # item, text index, decoder input, prompt length
+        for row, row_texts in enumerate(texts):
+            prompt = self._prompt(languages[row])
+            for k, text in enumerate(row_texts):
+                ids = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text.strip() else []
+                if prompt is None or not ids or len(prompt) + len(ids) + 1 > limit:
+                    continue
+                pairs.append((row, k, [*prompt, *ids, eot], len(prompt)))
+        for start in range(0, len(pairs), _FORCED_CHUNK):
+            chunk = pairs[start : start + _FORCED_CHUNK]
+            width = max(len(seq) for _, _, seq, _ in chunk) - 1
+            inputs = torch.full((len(chunk), width), eot, dtype=torch.long)
+            targets = torch.full((len(chunk), width), eot, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.bool)
+            for i, (_, _, seq, first) in enumerate(chunk):
+                inputs[i, : len(seq) - 1] = torch.tensor(seq[:-1])
+                targets[i, : len(seq) - 1] = torch.tensor(seq[1:])
+                # Position p predicts token p + 1: the text's tokens and its end-of-text, not the prompt's.
+                mask[i, first - 1 : len(seq) - 1] = True
+            rows = torch.tensor([item for item, _, _, _ in chunk], device=encoder_hidden.device)
+            # Right padding needs no attention mask: the decoder is causal, a position never sees the ones after.
+            logits = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden.index_select(0, rows)),
+                decoder_input_ids=inputs.to(encoder_hidden.device),
+                use_cache=False,
+            ).logits
+            scores = relative_likelihood(logits, targets.to(logits.device), mask.to(logits.device))
+            for (item, k, _, _), score in zip(chunk, scores, strict=True):
+                out[item][k] = score
+        return [tuple(row) for row in out]
+
     def _prompt(self, language: str | None) -> list[int] | None:
         """The decoder prompt ``generate`` used for a clip decoded in ``language`` (None: it cannot be told)."""
         tokens = []
@@ -417,7 +469,9 @@ class WhisperRunner:
         return detected
 
 
-def transcribed_features(t: Transcription, embedding: np.ndarray, frames: np.ndarray) -> Features:
+def transcribed_features(
+    t: Transcription, embedding: np.ndarray, frames: np.ndarray, forced: tuple[float | None, ...] = ()
+) -> Features:
     return Features(
         transcript=t.text,
         embedding=embedding,
@@ -426,7 +480,34 @@ def transcribed_features(t: Transcription, embedding: np.ndarray, frames: np.nda
         looped=t.looped,
         language=t.language,
         avg_logprob=t.avg_logprob,
+        # Nothing was said: no text is supported by the audio (the decoder would still rate one).
+        forced_scores=tuple(None if f is None else 0.0 if t.no_speech else f for f in forced),
     )
+
+
+def forced_for(
+    runner: WhisperRunner,
+    encoder_hidden: torch.Tensor,
+    transcripts: Sequence[Transcription],
+    forced_texts: Sequence[Sequence[str]] | None,
+) -> list[tuple[float | None, ...]]:
+    """``runner.forced_scores`` for the texts asked for, each item in the language its transcript was decoded in
+    (no pass at all when none was asked for). A text that is exactly what the decoder wrote for the item scores
+    1.0 without a pass: the decoder chose each of its tokens (the raw-logit reading can differ where generation
+    suppressed a token or the guard cut the text before its end), so a clip against itself is 1.0 on every score.
+    """
+    if not forced_texts or not any(forced_texts):
+        return [() for _ in transcripts]
+    rest = [
+        tuple(t for t in texts if t.strip() != tr.text.strip())
+        for texts, tr in zip(forced_texts, transcripts, strict=True)
+    ]
+    read = runner.forced_scores(encoder_hidden, rest, [t.language for t in transcripts])
+    out: list[tuple[float | None, ...]] = []
+    for texts, tr, scores in zip(forced_texts, transcripts, read, strict=True):
+        by_text = dict(zip(rest[len(out)], scores, strict=True))
+        out.append(tuple(1.0 if t.strip() == tr.text.strip() else by_text[t] for t in texts))
+    return out
 
 
 class WhisperBackend(Backend):
@@ -473,10 +554,11 @@ class WhisperBackend(Backend):
         *,
         max_new_tokens: int | None = None,
         languages: Sequence[str | None] | None = None,
+        forced_texts: Sequence[Sequence[str]] | None = None,
     ) -> list[Features]:
         if not waveforms:
             return []
-        return self._embed(waveforms, max_new_tokens, languages)[0]
+        return self._embed(waveforms, max_new_tokens, languages, forced_texts)[0]
 
     @torch.inference_mode()
     def _embed(
@@ -484,6 +566,7 @@ class WhisperBackend(Backend):
         waveforms: Sequence[np.ndarray],
         max_new_tokens: int | None,
         languages: Sequence[str | None] | None,
+        forced_texts: Sequence[Sequence[str]] | None = None,
     ) -> tuple[list[Features], torch.Tensor, list[int]]:
         """The features, and the encoder states and mel frames they came from (for word timing)."""
         features, mel_frames = self.runner.log_mel(waveforms)
@@ -491,9 +574,10 @@ class WhisperBackend(Backend):
         lengths = [encoder_frames_with_audio(n, hidden.shape[1]) for n in mel_frames]
         durations = [len(w) / self.sampling_rate for w in waveforms]
         transcripts = self.runner.transcribe(hidden, durations, max_new_tokens, languages)
+        forced = forced_for(self.runner, hidden, transcripts, forced_texts)
         out = [
-            transcribed_features(t, emb, frames)
-            for t, (emb, frames) in zip(transcripts, pool_frames(hidden, lengths), strict=True)
+            transcribed_features(t, emb, frames, f)
+            for t, (emb, frames), f in zip(transcripts, pool_frames(hidden, lengths), forced, strict=True)
         ]
         return out, hidden, mel_frames
 

@@ -292,8 +292,20 @@ function renderFlags(answer) {
     flags.append(li);
   };
   if (answer.no_speech) add("No speech was heard in the take: every score is 0.");
-  if (answer.looped) add("The transcript repeated itself and was cut; the overall score is the sound score.");
+  if (answer.looped) {
+    add(
+      typeof answer.text_forced_score === "number"
+        ? "The transcript repeated itself and was cut; the words are scored by how the recogniser finds them in your take."
+        : "The transcript repeated itself and was cut; the overall score is the sound score."
+    );
+  }
   if (typeof answer.word_accuracy === "number") add("Word accuracy: " + score3(answer.word_accuracy));
+  if (typeof answer.text_forced_score === "number" && typeof answer.text_transcript_score === "number") {
+    add(
+      "Words: " + score3(answer.text_transcript_score) + " as written by the recogniser, " +
+        score3(answer.text_forced_score) + " as it finds the reference's words in your take"
+    );
+  }
   if (answer.language) add("Heard as language: " + answer.language);
   if (answer.text_similarity) add("Words compared by: " + answer.text_similarity);
   if (answer.audio_similarity) add("Sound compared by: " + answer.audio_similarity);

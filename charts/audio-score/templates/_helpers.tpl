@@ -129,6 +129,9 @@ replicas, storageUri, ...) stay out of it; a model with storageUri gets model_id
 {{- with .Values.config.textSimilarity }}
 {{- $_ := set $cfg "text_similarity" . }}
 {{- end }}
+{{- if not (kindIs "invalid" .Values.config.forcedText) }}
+{{- $_ := set $cfg "forced_text" .Values.config.forcedText }}
+{{- end }}
 {{- with .Values.config.decoder }}
 {{- $_ := set $cfg "decoder" . }}
 {{- end }}
