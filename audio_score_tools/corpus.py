@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "tests" / "data" / "corpus"
+#: The held-out corpus (``scripts/make_corpus.py --set heldout``): other sentences, English variants and accent
+#: voices, made after the score's rules were chosen on the corpus above; same layout, English only.
+HELDOUT_DIR = CORPUS_DIR.parent / "heldout"
 #: What a take is: the reference clip, the same words by another voice (native English or, for the French and
 #: German sentences, another variant of the language's voice), by a voice of another language (accented), with a
 #: word left out (skip) or only the first half (half).

@@ -31,6 +31,9 @@ multilingual models, the language each take was heard in.
     python bench/bench_quality.py --quick          # fewer takes (bench/results/quality-quick.*)
     python bench/bench_quality.py --work DIR       # keep converted models and computed features in DIR: a rerun
                                                    # on the same code only embeds new takes
+    python bench/bench_quality.py --corpus tests/data/heldout --name quality-heldout
+                                                   # the held-out corpus alone (made after the rules were chosen)
+    python bench/bench_quality.py --no-forced-text # text_sim_score = the transcript similarity alone
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from quality_metrics import (  # noqa: E402
 )
 
 from audio_score.audio import decode_audio  # noqa: E402
-from audio_score.scoring import compare  # noqa: E402
+from audio_score.scoring import compare, forced_texts  # noqa: E402
 
 from common import machine, markdown_table  # noqa: E402
 
@@ -97,30 +100,56 @@ READINGS = ("reference", "native", "accented")
 #: ``--text-similarity``: the text similarity kind compare uses (None: compare's default; code without the
 #: ``text_similarity_kind`` argument ignores it).
 TEXT_SIMILARITY: dict[str, str | None] = {"kind": None}
+#: ``--no-forced-text``: compare without the forced reading of the reference's texts (config.json's forced_text).
+FORCED_TEXT: dict[str, bool] = {"on": True}
+#: ``--corpus``: another corpus alone (None: the committed speech set and corpus).
+CORPUS: dict[str, Path | None] = {"dir": None}
 
 
-def embed_one(backend: Any, samples: np.ndarray, language: str | None) -> Any:
+def embed_one(backend: Any, samples: np.ndarray, language: str | None, texts: tuple[str, ...] = ()) -> Any:
     """One take's Features from one embed call; ``language`` forces its language when the backend takes
-    ``languages=`` (multilingual checkpoints), else is ignored."""
+    ``languages=`` (multilingual checkpoints), else is ignored; ``texts``: the reference's texts to read it
+    against (the predictor's forced_texts)."""
+    kwargs: dict[str, Any] = {"forced_texts": [texts]} if texts else {}
     if language is not None and "languages" in inspect.signature(backend.embed).parameters:
-        return backend.embed([samples], languages=[language])[0]
-    return backend.embed([samples])[0]
+        return backend.embed([samples], languages=[language], **kwargs)[0]
+    return backend.embed([samples], **kwargs)[0]
 
 
-def embed_batch(backend: Any, waveforms: list[np.ndarray], language: str | None) -> list[Any]:
-    """Features of several takes from one embed call (as the cache Job and the predictor batch)."""
+def embed_batch(
+    backend: Any, waveforms: list[np.ndarray], language: str | None, texts: tuple[str, ...] = ()
+) -> list[Any]:
+    """Features of several takes from one embed call (as the cache Job and the predictor batch), each read
+    against ``texts``."""
+    kwargs: dict[str, Any] = {"forced_texts": [texts] * len(waveforms)} if texts else {}
     if language is not None and "languages" in inspect.signature(backend.embed).parameters:
-        return list(backend.embed(waveforms, languages=[language] * len(waveforms)))
-    return list(backend.embed(waveforms))
+        return list(backend.embed(waveforms, languages=[language] * len(waveforms), **kwargs))
+    return list(backend.embed(waveforms, **kwargs))
+
+
+def reference_texts(ref: Any, language: str | None) -> tuple[str, ...]:
+    """What the predictor reads an upload against for this reference (:func:`audio_score.scoring.forced_texts`),
+    its transcript as decoded in ``language``; () with --no-forced-text."""
+    if not FORCED_TEXT["on"]:
+        return ()
+    return forced_texts(ref.text, ref.take.features[language].transcript)
 
 
 def supports_forced_language(backend: Any) -> bool:
     return "languages" in inspect.signature(backend.embed).parameters
 
 
-def compare_take(features: Any, reference: Any, reference_text: str | None, language: str | None) -> Any:
+def compare_take(
+    features: Any,
+    reference: Any,
+    reference_text: str | None,
+    language: str | None,
+    forced: dict[str, float | None] | None = None,
+) -> Any:
     """``compare`` of a take's Features with a reference's Features. ``reference_text`` None: the clip has no text
-    file (main's compare then gets the reference's transcript as its text, which is what the product passes)."""
+    file (main's compare then gets the reference's transcript as its text, which is what the product passes).
+    ``forced``: the take's forced scores by text (:attr:`Take.forced`); the ones for this reference's texts are
+    passed, as the predictor passes its upload's."""
     params = inspect.signature(compare).parameters
     kwargs: dict[str, Any] = {
         "embedding": features.embedding,
@@ -142,6 +171,8 @@ def compare_take(features: Any, reference: Any, reference_text: str | None, lang
     ):
         if name in params and value is not None:
             kwargs[name] = value
+    if forced is not None and FORCED_TEXT["on"]:
+        kwargs["forced_scores"] = [forced.get(t) for t in forced_texts(reference_text, reference.transcript)]
     return compare(**kwargs)
 
 
@@ -184,6 +215,8 @@ class Take:
     text: str = ""
     traits: tuple[str, ...] = ()
     features: dict[str | None, Any] = field(default_factory=dict)  # forced language (None: none) -> Features
+    #: forced language -> every reference's text (forced_texts) -> the take's Features.forced_scores for it
+    forced: dict[str | None, dict[str, float | None]] = field(default_factory=dict)
     seconds: dict[str | None, float] = field(default_factory=dict)  # embed call time per forced language
 
 
@@ -217,9 +250,11 @@ def time_stretch(samples: np.ndarray, tempo: float) -> np.ndarray:
 
 
 def build(
-    decode: Callable[[Path], np.ndarray], *, english_only: bool, quick: bool
+    decode: Callable[[Path], np.ndarray], *, english_only: bool, quick: bool, corpus_dir: Path | None = None
 ) -> tuple[list[Reference], list[Take]]:
-    """Every reference and take of both sets (English sentences only for an English-only model)."""
+    """Every reference and take of both sets (English sentences only for an English-only model). ``corpus_dir``:
+    another corpus in the main corpus's layout (``scripts/make_corpus.py --set heldout``) alone, in place of both
+    sets (its takes are labelled as the main corpus's)."""
     from audio_score.clips import parse_clip_path, read_reference_text
     from audio_score_tools.corpus import CORPUS_DIR, load_corpus
     from audio_score_tools.speech import SPEECH_DIR, load_takes
@@ -267,7 +302,7 @@ def build(
             )
 
     # The tuned-on set: espeak-ng voices.
-    speech = load_takes(SPEECH_DIR)
+    speech = load_takes(SPEECH_DIR) if corpus_dir is None else []
     speech_sids = sorted({t.sentence for t in speech})[: 2 if quick else None]
     for n, sid in enumerate(speech_sids):
         ref = next(t for t in speech if t.sentence == sid and t.variant == "reference")
@@ -288,7 +323,8 @@ def build(
         takes.append(Take(f"speech/{sid}/first-half", "speech", f"speech/{sid}", "en", "partial", "half", half))
 
     # The new set: Piper references, flite/festival/espeak-ng natives, accent proxies, French and German.
-    corpus = load_corpus(CORPUS_DIR)
+    corpus_dir = CORPUS_DIR if corpus_dir is None else corpus_dir
+    corpus = load_corpus(corpus_dir)
     sids = [s for s, sentence in corpus.sentences.items() if sentence.language == "en" or not english_only]
     if quick:
         sids = [s for s in sids if corpus.sentences[s].language != "en"] + [
@@ -298,7 +334,7 @@ def build(
     for sid in sids:
         sentence = corpus.sentences[sid]
         ref = corpus.references()[sid]
-        reference("corpus", sid, ref.path, CORPUS_DIR / "clips", sentence.language, sentence.traits)
+        reference("corpus", sid, ref.path, corpus_dir / "clips", sentence.language, sentence.traits)
         natives = []
         for t in corpus.takes:
             if t.sentence != sid or t.variant == "reference":
@@ -377,6 +413,29 @@ def embed_all(
     if todo:
         embed_one(backend, takes[todo[0][0]].samples, None)  # warm-up: the first call pays one-time costs
     started = time.perf_counter()
+    # The references first: a timed take is read against its own reference's texts (as the predictor does), and
+    # those hold the reference's transcript.
+    ref_index = {id(t): i for i, t in enumerate(takes)}
+    first = [(i, lang) for i, lang in todo if takes[i].group == "reference"]
+    for language in sorted({lang for _, lang in first}, key=str):
+        items = [i for i, lang in first if lang == language]
+        for b in range(0, len(items), batch_size):
+            chunk = items[b : b + batch_size]
+            for i, features in zip(
+                chunk, embed_batch(backend, [takes[i].samples for i in chunk], language), strict=True
+            ):
+                cache[key(i, language)] = (features, None)
+    for ref in references:
+        for language in {None, ref.language}:
+            if key(ref_index[id(ref.take)], language) in cache:
+                ref.take.features[language] = cache[key(ref_index[id(ref.take)], language)][0]
+    todo = [item for item in todo if item not in first]
+    own = {ref.key: ref for ref in references}
+
+    def own_texts(i: int, language: str | None) -> tuple[str, ...]:
+        ref = own.get(takes[i].sentence) or references[0]  # no speech: read against the first reference
+        return reference_texts(ref, language) if language in ref.take.features else ()
+
     members: dict[tuple[str, str | None], list[int]] = defaultdict(list)
     for i, take in enumerate(takes):
         if take.group in TIMED_GROUPS:
@@ -389,7 +448,7 @@ def embed_all(
     batched = [item for item in todo if item[0] not in sample]
     for n, (i, language) in enumerate(timed, 1):
         t0 = time.perf_counter()
-        features = embed_one(backend, takes[i].samples, language)
+        features = embed_one(backend, takes[i].samples, language, own_texts(i, language))
         cache[key(i, language)] = (features, time.perf_counter() - t0)
         if n % 25 == 0:
             log(f"  embedded {n}/{len(todo)} one per call ({time.perf_counter() - started:.0f} s)")
@@ -402,13 +461,41 @@ def embed_all(
             ):
                 cache[key(i, language)] = (features, None)
             log(f"  embedded {len(timed) + b + len(chunk)}/{len(todo)} ({time.perf_counter() - started:.0f} s)")
-    if cache_path is not None and todo:
-        cache_path.write_bytes(pickle.dumps(cache))
     for i, language in need:
         features, seconds = cache[key(i, language)]
         takes[i].features[language] = features
         if seconds is not None:
             takes[i].seconds[language] = seconds
+    # Every take read against every reference's texts (one more call per batch, untimed): the scores compare
+    # picks from for each pair.
+    texts_by_language: dict[str | None, tuple[str, ...]] = defaultdict(tuple)
+    for language in {lang for _, lang in need}:
+        texts = [t for ref in references if language in ref.take.features for t in reference_texts(ref, language)]
+        texts_by_language[language] = tuple(dict.fromkeys(texts))
+    digest = {lang: hashlib.sha1("\n".join(t).encode()).hexdigest()[:16] for lang, t in texts_by_language.items()}
+    missing = [
+        (i, lang) for i, lang in need if texts_by_language[lang] and f"{key(i, lang)}|{digest[lang]}" not in cache
+    ]
+    for language in sorted({lang for _, lang in missing}, key=str):
+        items = [i for i, lang in missing if lang == language]
+        texts = texts_by_language[language]
+        for b in range(0, len(items), batch_size):
+            chunk = items[b : b + batch_size]
+            for i, features in zip(
+                chunk, embed_batch(backend, [takes[i].samples for i in chunk], language, texts), strict=True
+            ):
+                cache[f"{key(i, language)}|{digest[language]}"] = (
+                    dict(zip(texts, features.forced_scores, strict=True)),
+                    None,
+                )
+            log(
+                f"  read against every reference: {b + len(chunk)}/{len(items)} ({time.perf_counter() - started:.0f} s)"
+            )
+    for i, language in need:
+        entry = cache.get(f"{key(i, language)}|{digest.get(language, '')}")
+        takes[i].forced[language] = entry[0] if entry is not None else {}
+    if cache_path is not None and (todo or first or missing):
+        cache_path.write_bytes(pickle.dumps(cache))
 
 
 def evaluate(references: list[Reference], takes: list[Take], forced: bool) -> dict[str, Any]:
@@ -423,8 +510,9 @@ def evaluate(references: list[Reference], takes: list[Take], forced: bool) -> di
     word_checks: list[dict[str, Any]] = []
     for ref in references:
         ref_features = ref.take.features[mode(ref)]
-        with_text = compare_take(ref_features, ref_features, ref.text, ref.language)
-        without = compare_take(ref_features, ref_features, None, ref.language)
+        ref_forced = ref.take.forced.get(mode(ref))
+        with_text = compare_take(ref_features, ref_features, ref.text, ref.language, ref_forced)
+        without = compare_take(ref_features, ref_features, None, ref.language, ref_forced)
         self_scores[ref.key] = {
             "with_text": {k: float(fn(with_text)) for k, fn in SCORES.items()},
             "without_text": {k: float(fn(without)) for k, fn in SCORES.items()},
@@ -436,7 +524,7 @@ def evaluate(references: list[Reference], takes: list[Take], forced: bool) -> di
             if not (right or is_wrong(take, ref) or take.group == "nospeech"):
                 continue
             features = take.features[mode(ref)]
-            c = compare_take(features, ref_features, ref.text, ref.language)
+            c = compare_take(features, ref_features, ref.text, ref.language, take.forced.get(mode(ref)))
             scores = {k: float(fn(c)) for k, fn in SCORES.items()}
             for k, v in scores.items():
                 if right:
@@ -587,7 +675,7 @@ def run_model(name: str, model_dir: Path, work: Path, quick: bool, log: Callable
         return decode_audio(path, sampling_rate=RATE, max_seconds=settings.config.max_audio_seconds)
 
     try:
-        references, takes = build(decode, english_only=english_only, quick=quick)
+        references, takes = build(decode, english_only=english_only, quick=quick, corpus_dir=CORPUS["dir"])
         log(f"{name}: {len(references)} references, {len(takes)} takes")
         modes = [False] + ([True] if not english_only and supports_forced_language(backend) else [])
         cache_path = work / f"features-{name}-{features_digest(model_dir)}.pkl"
@@ -599,6 +687,7 @@ def run_model(name: str, model_dir: Path, work: Path, quick: bool, log: Callable
         backend.close()
     results: dict[str, Any] = {"model": name, "english_only": english_only}
     results["text_similarity"] = TEXT_SIMILARITY["kind"] or "compare's default"
+    results["forced_text"] = FORCED_TEXT["on"]
     for forced in modes:
         key = "forced_language" if forced else "no_language"
         results[key] = evaluate(references, takes, forced) | {"latency": latency_and_flags(takes, forced)}
@@ -698,7 +787,8 @@ def render(results: dict[str, Any]) -> str:
         )
         out.append(markdown_table(rows) + "\n")
     out.append(
-        f"Takes: {json.dumps(results['counts'])}. Text similarity: {results['text_similarity']}."
+        f"Takes: {json.dumps(results['counts'])}. Text similarity: {results['text_similarity']}; "
+        f"forced text: {'on' if results.get('forced_text', False) else 'off'}."
         f" Run time {results['seconds']:.0f} s.\n"
     )
     return "\n".join(out)
@@ -714,6 +804,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--text-similarity", default=None, help="compare's text_similarity_kind (default: the product's default)"
     )
+    parser.add_argument(
+        "--no-forced-text",
+        action="store_true",
+        help="compare without the forced reading of the reference's texts (config.json's forced_text: false)",
+    )
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="score this corpus alone (e.g. tests/data/heldout, made by scripts/make_corpus.py --set heldout)",
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; do not write bench/results")
     args = parser.parse_args(argv)
 
@@ -723,6 +824,8 @@ def main(argv: list[str] | None = None) -> int:
         print(line, file=sys.stderr, flush=True)
 
     TEXT_SIMILARITY["kind"] = args.text_similarity
+    FORCED_TEXT["on"] = not args.no_forced_text
+    CORPUS["dir"] = args.corpus.resolve() if args.corpus else None
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-quality-"))
     results: list[dict[str, Any]] = []
     skipped: list[str] = []
@@ -738,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     if not results:
         return 1
     m = machine()
-    text = f"# quality{' (quick)' if args.quick else ''}\n\n"
+    text = f"# quality{' (quick)' if args.quick else ''}{f' on {args.corpus}' if args.corpus else ''}\n\n"
     text += f"Machine: {m['cores']} cores ({m['cpu']}), GPU: {m.get('gpu') or 'none'}, {m['date']}.\n\n"
     text += __doc__.split("\n\n    python")[0].split("\n\n", 1)[1] + "\n\n"
     text += "\n".join(render(r) for r in results) + "".join(f"\n{s}\n" for s in skipped)

