@@ -65,6 +65,7 @@ def instant_backend(spec: Any) -> Any:
             *,
             max_new_tokens: int | None = None,
             languages: Sequence[str | None] | None = None,
+            forced_texts: Sequence[Sequence[str]] | None = None,
         ) -> list[Features]:
             return [Features("hello", np.zeros(8, np.float32), np.zeros((1, 8), np.float32)) for _ in waveforms]
 

@@ -185,3 +185,33 @@ def test_forced_scores_do_not_depend_on_the_batch(backend) -> None:  # type: ign
 def test_a_text_longer_than_the_decoder_takes_is_not_scored(backend) -> None:  # type: ignore[no-untyped-def]
     (read,) = backend.embed([synth_speechlike(1.0, RATE, seed=6)], forced_texts=[("word " * 1000,)])
     assert read.forced_scores == (None,)
+
+
+# --- the predictor, with forced_text off ----------------------------------------------------------------------
+
+
+def test_forced_text_off_answers_with_the_transcript_similarity_alone(workspace, start_predictor) -> None:  # type: ignore[no-untyped-def]
+    """config.json ``forced_text: false``: no forced pass, no forced outputs, and ``text_sim_score`` is the
+    transcript's similarity (the seed's meaning), through the real KServe server."""
+    import httpx
+
+    from audio_score import v2
+    from audio_score.audio import decode_audio
+    from audio_score.similarity import text_similarity
+
+    config = json.loads(workspace.config_path.read_text())
+    config["forced_text"] = False
+    config["models"] = [m for m in config["models"] if m["type"] == "whisper"]
+    workspace.config_path.write_text(json.dumps(config))
+    key = config["models"][0]["key"]
+    (uid, cid), other = sorted(workspace.clips)[0], workspace.clips[sorted(workspace.clips)[1]]
+    with start_predictor(workspace.config_path, ready_models=[key]) as server:
+        body, headers = v2.build_infer_request(decode_audio(other, sampling_rate=RATE), uid, cid)
+        response = httpx.post(v2.infer_url(server.http_url, key), content=body, headers=headers, timeout=120)
+    assert response.status_code == 200, response.text
+    result = v2.parse_score_response(response.content, response.headers)
+    assert "text_forced_score" not in result and "text_transcript_score" not in result
+    expected = text_similarity(
+        result["transcript"], result["reference_transcript"], result["text_similarity"], result["language"]
+    )
+    assert result["text_sim_score"] == pytest.approx(expected, abs=1e-6)

@@ -91,6 +91,9 @@ def test_another_clip_scores_less_and_the_default_model_is_the_first_ready(stack
         "words",
         "reference_text",
         "text_similarity",
+        # the forced reading of the reference's texts (config.json's forced_text, on by default)
+        "text_transcript_score",
+        "text_forced_score",
         "no_speech",
         "looped",
         "language",
@@ -99,7 +102,8 @@ def test_another_clip_scores_less_and_the_default_model_is_the_first_ready(stack
         "rate",
         "pauses",
     }
-    for name in ("sim_score", "audio_sim_score", "text_sim_score", "audio_pooled_sim_score", "word_accuracy"):
+    scores = ("sim_score", "audio_sim_score", "text_sim_score", "audio_pooled_sim_score", "word_accuracy")
+    for name in (*scores, "text_transcript_score", "text_forced_score"):
         assert 0.0 <= body[name] <= 1.0, name
     assert 0.0 <= body["timing_score"] <= 1.0 and body["rate"] > 0 and isinstance(body["pauses"], list)
     assert all({"ref_start", "ref_end", "audio_score", "left_out"} <= set(w) for w in body["words"] if w["word"])
