@@ -413,18 +413,34 @@ def embed_all(
     if todo:
         embed_one(backend, takes[todo[0][0]].samples, None)  # warm-up: the first call pays one-time costs
     started = time.perf_counter()
+
+    def in_batches(
+        pending: list[tuple[int, str | None]],
+        texts_of: Callable[[str | None], tuple[str, ...]],
+        done: Callable[[int, str | None, Any], None],
+        progress: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        """``pending`` (take, language) embedded in batches of ``batch_size``, one language per call, each take read
+        against ``texts_of(language)``; ``done`` gets each take's Features, ``progress`` the count so far."""
+        count = 0
+        for language in sorted({lang for _, lang in pending}, key=str):
+            items = [i for i, lang in pending if lang == language]
+            for b in range(0, len(items), batch_size):
+                chunk = items[b : b + batch_size]
+                waves = [takes[i].samples for i in chunk]
+                for i, features in zip(chunk, embed_batch(backend, waves, language, texts_of(language)), strict=True):
+                    done(i, language, features)
+                count += len(chunk)
+                progress(count)
+
+    def store(i: int, language: str | None, features: Any) -> None:
+        cache[key(i, language)] = (features, None)
+
     # The references first: a timed take is read against its own reference's texts (as the predictor does), and
     # those hold the reference's transcript.
     ref_index = {id(t): i for i, t in enumerate(takes)}
     first = [(i, lang) for i, lang in todo if takes[i].group == "reference"]
-    for language in sorted({lang for _, lang in first}, key=str):
-        items = [i for i, lang in first if lang == language]
-        for b in range(0, len(items), batch_size):
-            chunk = items[b : b + batch_size]
-            for i, features in zip(
-                chunk, embed_batch(backend, [takes[i].samples for i in chunk], language), strict=True
-            ):
-                cache[key(i, language)] = (features, None)
+    in_batches(first, lambda language: (), store)
     for ref in references:
         for language in {None, ref.language}:
             if key(ref_index[id(ref.take)], language) in cache:
@@ -452,15 +468,12 @@ def embed_all(
         cache[key(i, language)] = (features, time.perf_counter() - t0)
         if n % 25 == 0:
             log(f"  embedded {n}/{len(todo)} one per call ({time.perf_counter() - started:.0f} s)")
-    for language in sorted({language for _, language in batched}, key=str):
-        items = [i for i, lang in batched if lang == language]
-        for b in range(0, len(items), batch_size):
-            chunk = items[b : b + batch_size]
-            for i, features in zip(
-                chunk, embed_batch(backend, [takes[i].samples for i in chunk], language), strict=True
-            ):
-                cache[key(i, language)] = (features, None)
-            log(f"  embedded {len(timed) + b + len(chunk)}/{len(todo)} ({time.perf_counter() - started:.0f} s)")
+    in_batches(
+        batched,
+        lambda language: (),
+        store,
+        lambda n: log(f"  embedded {len(timed) + n}/{len(todo)} ({time.perf_counter() - started:.0f} s)"),
+    )
     for i, language in need:
         features, seconds = cache[key(i, language)]
         takes[i].features[language] = features
@@ -476,21 +489,17 @@ def embed_all(
     missing = [
         (i, lang) for i, lang in need if texts_by_language[lang] and f"{key(i, lang)}|{digest[lang]}" not in cache
     ]
-    for language in sorted({lang for _, lang in missing}, key=str):
-        items = [i for i, lang in missing if lang == language]
+
+    def store_forced(i: int, language: str | None, features: Any) -> None:
         texts = texts_by_language[language]
-        for b in range(0, len(items), batch_size):
-            chunk = items[b : b + batch_size]
-            for i, features in zip(
-                chunk, embed_batch(backend, [takes[i].samples for i in chunk], language, texts), strict=True
-            ):
-                cache[f"{key(i, language)}|{digest[language]}"] = (
-                    dict(zip(texts, features.forced_scores, strict=True)),
-                    None,
-                )
-            log(
-                f"  read against every reference: {b + len(chunk)}/{len(items)} ({time.perf_counter() - started:.0f} s)"
-            )
+        cache[f"{key(i, language)}|{digest[language]}"] = (dict(zip(texts, features.forced_scores, strict=True)), None)
+
+    in_batches(
+        missing,
+        lambda language: texts_by_language[language],
+        store_forced,
+        lambda n: log(f"  read against every reference: {n}/{len(missing)} ({time.perf_counter() - started:.0f} s)"),
+    )
     for i, language in need:
         entry = cache.get(f"{key(i, language)}|{digest.get(language, '')}")
         takes[i].forced[language] = entry[0] if entry is not None else {}
