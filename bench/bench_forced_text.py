@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     backend.close()
     notes = (
-        f"{len(chosen)} corpus readings (native and accented, 1.8-4.6 s), each read against its reference's texts; "
+        f"{len(chosen)} corpus readings (native and accented, 4 sentences of the --quick subset), each read "
+        "against its reference's texts; "
         "the two calls alternate per batch in one run. `ratio p50 (pairs)`: median of with/without over the "
         "pairs of calls."
     )
