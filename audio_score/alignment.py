@@ -6,10 +6,15 @@ voice scores ~0.95. Here the order of sounds counts:
 
 1. **Pool to ~40 ms frames** (pairs of Whisper's 20 ms frames; Higgs's are 40 ms already): phones last 50-100 ms,
    so alignment loses nothing, and the cost of steps 3-4 drops four-fold for Whisper.
-2. **Centre each sequence on its own mean** (utterance mean normalisation, as cepstral mean normalisation does for
-   MFCCs), then L2-normalise every frame. What all frames of a clip share (voice, microphone, the common
-   direction) cancels; what is left is how the sound changes over time. Unrelated content then has cosine ~0
-   and noise or silence has no structure that lines up with speech.
+2. **Standardise each sequence on its own statistics** (utterance mean and variance normalisation, as cepstral
+   mean and variance normalisation does for MFCCs: every dimension centred on the clip's mean and divided by its
+   standard deviation over the clip), then L2-normalise every frame. What all frames of a clip share (voice,
+   microphone, the common direction) cancels, and no dimension that merely swings widely in one voice (pitch,
+   timbre) dominates the cosine; what is left is how the sound changes over time. Unrelated content then has
+   cosine ~0 and noise or silence has no structure that lines up with speech. The variance step was added when
+   accent proxies showed the mean-only form ranking a native voice's wrong sentence above an accented right
+   reading (quality benchmark: accented AUC of the aligned audio alone 0.937 -> 0.999 on the corpus, 0.965 on
+   the held-out corpus).
 3. **Align with DTW** over cosine distance, with a local slope constraint: every frame of one sequence is matched
    to exactly one frame of the other, in order, and the other sequence may advance by 0, 1 or 2 frames per
    step (the Itakura-style limit: locally at most twice as fast or slow; raised to the length ratio when the
@@ -40,13 +45,15 @@ POOL = 2
 TARGET_FRAME_MS = 40.0
 #: Locally, one sequence may run at most this many times faster than the other.
 MAX_STEP = 2
+#: Standard deviations below this are taken as this when standardising (a dimension flat over the clip).
+_MIN_STD = 1e-3
 #: A mean aligned cosine this close to 1 is 1 (float32 rounding of a sequence compared with itself).
 _ONE_TOLERANCE = 1e-5
 
 
 @dataclass(frozen=True)
 class PreparedFrames:
-    """A clip's frames ready to align: pooled, centred, unit length (float32), and their mean frame.
+    """A clip's frames ready to align: standardised, pooled, unit length (float32), and their (pooled) mean frame.
 
     The predictor keeps a reference in this form (it is no larger than the float16 frames it comes from: half
     the rows, twice the bytes per value), so only the upload is prepared per request.
@@ -74,7 +81,7 @@ def pool_for(frame_ms: float) -> int:
 
 
 def prepare_frames(frames: np.ndarray, pool: int = POOL) -> PreparedFrames:
-    """Average groups of ``pool`` frames, centre them on their mean and scale each to unit length.
+    """Standardise every dimension over the clip, average groups of ``pool`` frames and scale each to unit length.
 
     ``frames`` is a ``[T, D]`` array of any float dtype (e.g. the cache's float16). ``ValueError`` when it is not
     2-D. Both sides of a comparison must use the same ``pool``.
@@ -85,15 +92,18 @@ def prepare_frames(frames: np.ndarray, pool: int = POOL) -> PreparedFrames:
     if x.shape[0] == 0:
         empty = np.zeros((0, x.shape[1]), dtype=np.float32)
         return PreparedFrames(units=empty, mean=np.zeros(x.shape[1], dtype=np.float32))
+    x = x.astype(np.float32, copy=False)
     pooled = _pool(x, pool)
     mean = pooled.mean(axis=0)
-    return PreparedFrames(units=_normalise(pooled - mean), mean=mean)
+    # Standardising commutes with pooling (both are affine per dimension): dividing the centred pooled frames by
+    # each dimension's spread over the clip's own frames is the same as standardising first, for half the work.
+    return PreparedFrames(units=_normalise((pooled - mean) / _spread(x)), mean=mean)
 
 
 def aligned_similarity(
     frames: np.ndarray | PreparedFrames, reference: np.ndarray | PreparedFrames, pool: int = POOL
 ) -> float:
-    """Mean cosine of the DTW-aligned, mean-centred frames of two clips, clipped to [0, 1].
+    """Mean cosine of the DTW-aligned, standardised frames of two clips, clipped to [0, 1].
 
     ``frames`` and ``reference`` are ``[T, D]`` arrays (any float dtype) with the same ``D``, or their
     :func:`prepare_frames` (made with the same ``pool``, which raw arrays are prepared with). An empty sequence
@@ -176,6 +186,14 @@ def _pool(x: np.ndarray, pool: int) -> np.ndarray:
     if full < x.shape[0]:
         pooled = np.concatenate([pooled, x[full:].mean(axis=0, keepdims=True)])
     return pooled
+
+
+def _spread(x: np.ndarray) -> np.ndarray:
+    """Each dimension's standard deviation over the clip's frames (float32), at least :data:`_MIN_STD` (a dimension
+    that does not vary, as in a one-frame clip, is then left at zero rather than blown up)."""
+    scale = x.std(axis=0)
+    np.maximum(scale, np.float32(_MIN_STD), out=scale)
+    return scale
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:

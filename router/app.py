@@ -119,7 +119,7 @@ class ScoreResponse(BaseModel):
     )
     audio_aligned_sim_score: float | None = Field(
         default=None,
-        description="mean cosine of the mean-centred encoder frames aligned in time (DTW), clipped to [0, 1]: "
+        description="mean cosine of the standardised encoder frames aligned in time (DTW), clipped to [0, 1]: "
         "the order of the sounds counts, so a different sentence in the same voice scores low",
     )
     audio_similarity: AudioSimilarity | None = Field(

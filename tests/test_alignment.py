@@ -138,3 +138,24 @@ def test_pooling_follows_the_frame_length() -> None:
         assert aligned_similarity(stretch(a, 1.3), a, pool) > aligned_similarity(sentence(100, 5), a, pool) + 0.5
     with pytest.raises(ValueError, match="pool"):
         prepare_frames(a, 0)
+
+
+def test_a_voice_that_swings_some_dimensions_widely_scores_as_if_it_did_not() -> None:
+    """Each dimension is standardised over the clip: another voice that offsets every dimension and stretches some
+    of them tenfold (an accent's pitch or timbre) is the same sounds in the same order."""
+    reference = sentence(300, 1)
+    take = stretch(reference, 1.2, seed=4).astype(np.float32)
+    scale = np.ones(DIM, dtype=np.float32)
+    scale[:8] = 10.0
+    offset = np.random.default_rng(5).standard_normal(DIM).astype(np.float32) * 5.0
+    swung = (take * scale + offset).astype(np.float32)
+    assert aligned_similarity(swung, reference) == pytest.approx(aligned_similarity(take, reference), abs=1e-4)
+    other = sentence(310, 99).astype(np.float32) * scale
+    assert aligned_similarity(other, reference) < 0.3 < aligned_similarity(swung, reference)
+
+
+def test_a_clip_whose_frames_do_not_change_scores_zero_not_nan() -> None:
+    flat = np.tile(sentence(1, 3), (40, 1))  # 40 identical frames: every dimension's spread is 0
+    prepared = prepare_frames(flat)
+    assert np.isfinite(prepared.units).all() and not prepared.units.any()
+    assert aligned_similarity(flat, sentence(300, 1)) == 0.0
