@@ -113,8 +113,9 @@ def main() -> None:
     notes = (
         f"{args.seconds:g} s reference ({ref_frames} float16 frames), {args.repeat} repeats after one warm-up, "
         "BLAS pinned to 1 thread; min, median (p50) and p90 of `audio_score.alignment.aligned_similarity` "
-        "(pool pairs, centre, L2-normalise, cosine matrix, DTW both ways). 'per request': the reference already "
-        "prepared, as the predictor's reference store keeps it; 'both raw': both prepared in the call. "
+        "(standardise, pool pairs, centre, L2-normalise, cosine matrix, DTW both ways). 'per request': the "
+        "reference already prepared, as the predictor's reference store keeps it; 'both raw': both prepared in "
+        "the call. "
         f"'feedback extra': what per-word feedback adds ({count} reference words: the paths read back, spans, "
         "per-word scores, rate, pauses, lags): the median of per-pair differences with the plain score timed "
         "alternately, and the difference of the two minima; 'with feedback / plain': the ratio of the two medians "
