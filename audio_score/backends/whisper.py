@@ -480,8 +480,7 @@ def transcribed_features(
         looped=t.looped,
         language=t.language,
         avg_logprob=t.avg_logprob,
-        # Nothing was said: no text is supported by the audio (the decoder would still rate one).
-        forced_scores=tuple(None if f is None else 0.0 if t.no_speech else f for f in forced),
+        forced_scores=forced,
     )
 
 
@@ -503,11 +502,11 @@ def forced_for(
         for texts, tr in zip(forced_texts, transcripts, strict=True)
     ]
     read = runner.forced_scores(encoder_hidden, rest, [t.language for t in transcripts])
-    out: list[tuple[float | None, ...]] = []
-    for texts, tr, scores in zip(forced_texts, transcripts, read, strict=True):
-        by_text = dict(zip(rest[len(out)], scores, strict=True))
-        out.append(tuple(1.0 if t.strip() == tr.text.strip() else by_text[t] for t in texts))
-    return out
+    # A text left out of ``rest`` is the item's own transcript: 1.0.
+    return [
+        tuple(dict(zip(left, scores, strict=True)).get(t, 1.0) for t in texts)
+        for texts, left, scores in zip(forced_texts, rest, read, strict=True)
+    ]
 
 
 class WhisperBackend(Backend):
