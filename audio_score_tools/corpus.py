@@ -32,12 +32,14 @@ class CorpusTake:
     path: Path
     sentence: str
     language: str  # the sentence's language (not the voice's)
-    text: str  # the words spoken
+    text: str  # the words read (the reference's text, or the partial reading's)
     engine: str  # piper, flite, festival, espeak-ng
     voice: str
     variant: str  # one of VARIANTS
     uid: str | None = None
     cid: str | None = None
+    #: what the synthesiser was given when it differs from ``text`` (an accent voice gets numbers in English words)
+    spoken: str | None = None
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,28 @@ def test_the_corpus_covers_what_the_benchmark_reports(corpus: Corpus) -> None:
         assert corpus.references()[s.sid].voice not in readers
 
 
+def test_accent_voices_say_numbers_as_english_words(corpus: Corpus) -> None:
+    """An espeak-ng voice of another language reads "4" in its own language ("čtyři"); a learner says "four". So
+    an accented take is given the numbers in English words, and nothing else of the sentence changes."""
+    accented = [t for t in corpus.takes if t.variant == "accented"]
+    with_digits = [t for t in accented if re.search(r"\d", t.text)]
+    assert with_digits, "the corpus has sentences with digits, read by accent voices"
+    for take in accented:
+        if take in with_digits:
+            assert take.spoken is not None and not re.search(r"\d", take.spoken), take.path.name
+            # the text with each number as English words ("fifteen", "twenty-one", "one hundred and five")
+            number_words = r"[a-z]+(?:[ -][a-z]+)*"
+            pattern = "".join(
+                number_words if re.fullmatch(r"\d+", part) else re.escape(part)
+                for part in re.split(r"(\d+)", take.text)
+            )
+            assert re.fullmatch(pattern, take.spoken), (take.path.name, take.spoken)
+        else:
+            assert take.spoken is None, take.path.name
+    # the other readings are given the text itself: every engine's English voice says digits in English
+    assert all(t.spoken is None for t in corpus.takes if t.variant != "accented")
+
+
 def test_the_held_out_corpus_shares_no_sentence_accent_or_english_variant_with_the_main_one() -> None:
     held = CORPORA["heldout"]
     assert not {s.text for s in held.sentences.values()} & {s.text for s in CORPUS.sentences.values()}
